@@ -1,0 +1,31 @@
+//! Data for sequence-to-sequence models: vocabularies, tokenizers, corpora and batching.
+//!
+//! - [`Vocab`]: token <-> id maps with the special tokens `<pad>` = 0, `<sos>`, `<eos>`, `<unk>`.
+//! - [`Tokenizer`]: characters or whitespace-separated words.
+//! - [`corpus`]: parallel TSV files (with errors that name file and line), CMUdict
+//!   grapheme-to-phoneme data with a deterministic split, and synthetic tasks (copy, reverse,
+//!   sort, double) for tests and examples.
+//! - [`batch`]: dynamic padding, length-bucketed shuffled training batches and length-sorted
+//!   inference batches whose results are put back in input order.
+//!
+//! ```
+//! use s2s_data::{Tokenizer, Vocab};
+//!
+//! let tok = Tokenizer::Chars;
+//! let vocab = Vocab::build([tok.tokenize("hello"), tok.tokenize("world")].iter(), 1);
+//! let ids = vocab.encode(&tok.tokenize("held"));
+//! assert_eq!(vocab.decode(&ids), vec!["h", "e", "l", "d"]);
+//! assert_eq!(vocab.encode(&tok.tokenize("z")), vec![Vocab::UNK]);
+//! ```
+
+pub mod batch;
+pub mod corpus;
+mod error;
+mod tokenize;
+mod vocab;
+
+pub use batch::{BatchSize, InferenceBatch, TrainingBatch};
+pub use corpus::{Example, Pair};
+pub use error::DataError;
+pub use tokenize::Tokenizer;
+pub use vocab::Vocab;

@@ -1,0 +1,165 @@
+//! Attention over the encoder outputs: Bahdanau (additive) and Luong (dot, general).
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{backend::Backend, Bool, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// The scoring function.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AttentionKind {
+    /// `v^T tanh(W_q q + W_k k)` (Bahdanau et al., 2015).
+    #[default]
+    Bahdanau,
+    /// `q^T k` (Luong et al., 2015); needs `d_query == d_key`.
+    Dot,
+    /// `q^T W k` (Luong et al., 2015).
+    General,
+}
+
+impl std::str::FromStr for AttentionKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "bahdanau" => Ok(AttentionKind::Bahdanau),
+            "dot" => Ok(AttentionKind::Dot),
+            "general" => Ok(AttentionKind::General),
+            _ => Err(format!(
+                "unknown attention {s:?} (expected bahdanau, dot or general)"
+            )),
+        }
+    }
+}
+
+/// Configuration of [`Attention`].
+#[derive(Config, Debug)]
+pub struct AttentionConfig {
+    /// Query size (the decoder state).
+    pub d_query: usize,
+    /// Key size (the encoder outputs).
+    pub d_key: usize,
+    /// Hidden size of the additive score (Bahdanau only).
+    pub d_attention: usize,
+    /// Scoring function.
+    #[config(default = "AttentionKind::Bahdanau")]
+    pub kind: AttentionKind,
+}
+
+impl AttentionConfig {
+    /// Initialises the attention.
+    ///
+    /// # Panics
+    /// For `Dot` with `d_query != d_key` (check with [`crate::Seq2SeqConfig::validate`]).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Attention<B> {
+        let (query, key, score) = match self.kind {
+            AttentionKind::Bahdanau => (
+                Some(
+                    LinearConfig::new(self.d_query, self.d_attention)
+                        .with_bias(false)
+                        .init(device),
+                ),
+                Some(LinearConfig::new(self.d_key, self.d_attention).init(device)),
+                Some(
+                    LinearConfig::new(self.d_attention, 1)
+                        .with_bias(false)
+                        .init(device),
+                ),
+            ),
+            AttentionKind::Dot => {
+                assert_eq!(
+                    self.d_query, self.d_key,
+                    "dot attention needs d_query == d_key"
+                );
+                (None, None, None)
+            }
+            AttentionKind::General => (
+                None,
+                Some(
+                    LinearConfig::new(self.d_key, self.d_query)
+                        .with_bias(false)
+                        .init(device),
+                ),
+                None,
+            ),
+        };
+        Attention {
+            query,
+            key,
+            score,
+            kind: self.kind,
+        }
+    }
+}
+
+/// Attention scores, masked softmax and context.
+#[derive(Module, Debug)]
+pub struct Attention<B: Backend> {
+    /// Query projection (Bahdanau).
+    pub query: Option<Linear<B>>,
+    /// Key projection (Bahdanau, general).
+    pub key: Option<Linear<B>>,
+    /// Score vector `v` (Bahdanau).
+    pub score: Option<Linear<B>>,
+    /// Scoring function.
+    #[module(skip)]
+    pub kind: AttentionKind,
+}
+
+impl<B: Backend> Attention<B> {
+    /// Projects the encoder outputs once per source, before decoding starts.
+    ///
+    /// # Shapes
+    /// - `memory`: `[batch, src_len, d_key]`
+    /// - returns `[batch, src_len, d_attention]` (Bahdanau), `[batch, src_len, d_query]`
+    ///   (general) or the memory itself (dot)
+    pub fn keys(&self, memory: Tensor<B, 3>) -> Tensor<B, 3> {
+        match &self.key {
+            Some(k) => k.forward(memory),
+            None => memory,
+        }
+    }
+
+    /// Attends from `query` over the source.
+    ///
+    /// # Shapes
+    /// - `query`: `[batch, d_query]`
+    /// - `keys`: from [`keys`](Self::keys), `[batch, src_len, _]`
+    /// - `memory`: `[batch, src_len, d_key]`
+    /// - `valid`: `[batch, src_len]`, `false` at padding
+    /// - returns the context `[batch, d_key]` and the weights `[batch, src_len]`
+    pub fn forward(
+        &self,
+        query: Tensor<B, 2>,
+        keys: Tensor<B, 3>,
+        memory: Tensor<B, 3>,
+        valid: Tensor<B, 2, Bool>,
+    ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let scores: Tensor<B, 2> = match self.kind {
+            AttentionKind::Bahdanau => {
+                let q = self
+                    .query
+                    .as_ref()
+                    .expect("bahdanau has a query projection")
+                    .forward(query);
+                let hidden = (keys + q.unsqueeze_dim(1)).tanh();
+                self.score
+                    .as_ref()
+                    .expect("bahdanau has a score vector")
+                    .forward(hidden)
+                    .squeeze_dim(2)
+            }
+            AttentionKind::Dot | AttentionKind::General => {
+                keys.matmul(query.unsqueeze_dim(2)).squeeze_dim(2)
+            }
+        };
+        let weights = s2s_tensor::ops::masked_softmax(scores, valid, 1);
+        let context = weights
+            .clone()
+            .unsqueeze_dim(1)
+            .matmul(memory)
+            .squeeze_dim(1);
+        (context, weights)
+    }
+}

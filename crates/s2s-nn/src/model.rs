@@ -1,0 +1,553 @@
+//! The attention encoder-decoder and its step API.
+
+use crate::attention::{Attention, AttentionConfig, AttentionKind};
+use crate::encoder::{Encoder, EncoderConfig};
+use crate::rnn::{CellKind, RnnLayer, RnnLayerConfig, RnnState};
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
+use burn::tensor::{backend::Backend, Bool, Int, Tensor};
+use s2s_tensor::ops;
+
+/// A model configuration that cannot be built.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ModelError {
+    /// A setting is out of range or inconsistent with another.
+    #[error("invalid model configuration: {0}")]
+    Invalid(String),
+}
+
+/// Configuration of the [`Seq2Seq`] model, saved as JSON beside the weights.
+#[derive(Config, Debug)]
+pub struct Seq2SeqConfig {
+    /// Source vocabulary size (specials included).
+    pub src_vocab: usize,
+    /// Target vocabulary size (specials included).
+    pub tgt_vocab: usize,
+    /// Embedding size (source and target).
+    #[config(default = 64)]
+    pub d_embed: usize,
+    /// Encoder hidden size per direction.
+    #[config(default = 256)]
+    pub d_hidden: usize,
+    /// Decoder hidden size.
+    #[config(default = 256)]
+    pub d_decoder: usize,
+    /// Hidden size of the additive attention.
+    #[config(default = 256)]
+    pub d_attention: usize,
+    /// Encoder layers.
+    #[config(default = 1)]
+    pub encoder_layers: usize,
+    /// Decoder layers.
+    #[config(default = 1)]
+    pub decoder_layers: usize,
+    /// Bidirectional encoder.
+    #[config(default = true)]
+    pub bidirectional: bool,
+    /// Cell type of encoder and decoder.
+    #[config(default = "CellKind::Gru")]
+    pub cell: CellKind,
+    /// Attention scoring function.
+    #[config(default = "AttentionKind::Bahdanau")]
+    pub attention: AttentionKind,
+    /// Dropout on embeddings and between recurrent layers.
+    #[config(default = 0.0)]
+    pub dropout: f64,
+    /// Initialise the decoder from the encoder's final states (`tanh(Linear(..))`); zeros
+    /// otherwise.
+    #[config(default = true)]
+    pub bridge: bool,
+}
+
+impl Seq2SeqConfig {
+    fn encoder_config(&self) -> EncoderConfig {
+        EncoderConfig::new(self.src_vocab, self.d_embed, self.d_hidden)
+            .with_n_layers(self.encoder_layers)
+            .with_bidirectional(self.bidirectional)
+            .with_cell(self.cell)
+            .with_dropout(self.dropout)
+    }
+
+    /// Size of the encoder outputs.
+    pub fn d_memory(&self) -> usize {
+        self.encoder_config().d_output()
+    }
+
+    /// Checks that the configuration can be built.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let bad = |m: String| Err(ModelError::Invalid(m));
+        if self.src_vocab < 5 || self.tgt_vocab < 5 {
+            return bad(format!(
+                "vocabularies need at least one token beside the 4 specials (source {}, target {})",
+                self.src_vocab, self.tgt_vocab
+            ));
+        }
+        for (name, v) in [
+            ("d_embed", self.d_embed),
+            ("d_hidden", self.d_hidden),
+            ("d_decoder", self.d_decoder),
+            ("d_attention", self.d_attention),
+            ("encoder_layers", self.encoder_layers),
+            ("decoder_layers", self.decoder_layers),
+        ] {
+            if v == 0 {
+                return bad(format!("{name} must be at least 1"));
+            }
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        if self.attention == AttentionKind::Dot && self.d_decoder != self.d_memory() {
+            return bad(format!(
+                "dot attention needs the decoder size ({}) to equal the encoder output size ({})",
+                self.d_decoder,
+                self.d_memory()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Initialises the model.
+    ///
+    /// # Panics
+    /// If [`validate`](Self::validate) fails.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Seq2Seq<B> {
+        if let Err(e) = self.validate() {
+            panic!("{e}");
+        }
+        let d_memory = self.d_memory();
+        let bridge = |on: bool| {
+            on.then(|| {
+                LinearConfig::new(d_memory, self.d_decoder * self.decoder_layers).init(device)
+            })
+        };
+        Seq2Seq {
+            encoder: self.encoder_config().init(device),
+            bridge_h: bridge(self.bridge),
+            bridge_c: bridge(self.bridge && self.cell == CellKind::Lstm),
+            attention: AttentionConfig::new(self.d_decoder, d_memory, self.d_attention)
+                .with_kind(self.attention)
+                .init(device),
+            embedding: EmbeddingConfig::new(self.tgt_vocab, self.d_embed).init(device),
+            decoder_layers: (0..self.decoder_layers)
+                .map(|i| {
+                    let d_in = if i == 0 {
+                        self.d_embed + d_memory
+                    } else {
+                        self.d_decoder
+                    };
+                    RnnLayerConfig::new(d_in, self.d_decoder)
+                        .with_cell(self.cell)
+                        .init(device)
+                })
+                .collect(),
+            output: LinearConfig::new(self.d_decoder + d_memory + self.d_embed, self.tgt_vocab)
+                .init(device),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            cell: self.cell,
+            d_embed: self.d_embed,
+            d_decoder: self.d_decoder,
+        }
+    }
+}
+
+/// The encoder outputs prepared for attention, for a batch of sources.
+#[derive(Debug, Clone)]
+pub struct Memory<B: Backend> {
+    /// Encoder outputs `[batch, src_len, d_memory]`.
+    pub outputs: Tensor<B, 3>,
+    /// Precomputed attention keys `[batch, src_len, _]`.
+    pub keys: Tensor<B, 3>,
+    /// `[batch, src_len]`, `false` at padding.
+    pub valid: Tensor<B, 2, Bool>,
+}
+
+impl<B: Backend> Memory<B> {
+    /// Reorders (or repeats) batch rows: `out[i] = self[indices[i]]`.
+    pub fn select_rows(&self, indices: &[usize]) -> Self {
+        Memory {
+            outputs: ops::gather_rows(self.outputs.clone(), indices),
+            keys: ops::gather_rows(self.keys.clone(), indices),
+            valid: ops::gather_rows(self.valid.clone(), indices),
+        }
+    }
+
+    /// Number of rows.
+    pub fn batch_size(&self) -> usize {
+        self.outputs.dims()[0]
+    }
+}
+
+/// The decoder's recurrent state: one [`RnnState`] per layer.
+#[derive(Debug, Clone)]
+pub struct DecoderState<B: Backend> {
+    /// Per-layer states, bottom first.
+    pub layers: Vec<RnnState<B>>,
+}
+
+impl<B: Backend> DecoderState<B> {
+    /// Reorders (or repeats) batch rows: `out[i] = self[indices[i]]`.
+    pub fn select_rows(self, indices: &[usize]) -> Self {
+        DecoderState {
+            layers: self
+                .layers
+                .into_iter()
+                .map(|s| s.select_rows(indices))
+                .collect(),
+        }
+    }
+}
+
+/// The result of one decoder step.
+#[derive(Debug, Clone)]
+pub struct StepOutput<B: Backend> {
+    /// Unnormalised scores of the next token `[batch, tgt_vocab]`.
+    pub logits: Tensor<B, 2>,
+    /// The state after the step.
+    pub state: DecoderState<B>,
+    /// Attention weights of this step `[batch, src_len]`.
+    pub attention: Tensor<B, 2>,
+}
+
+/// An attention RNN encoder-decoder.
+#[derive(Module, Debug)]
+pub struct Seq2Seq<B: Backend> {
+    /// Source encoder.
+    pub encoder: Encoder<B>,
+    /// Bridge to the decoder's initial hidden states.
+    pub bridge_h: Option<Linear<B>>,
+    /// Bridge to the decoder's initial LSTM cells.
+    pub bridge_c: Option<Linear<B>>,
+    /// Attention over the encoder outputs.
+    pub attention: Attention<B>,
+    /// Target embeddings.
+    pub embedding: Embedding<B>,
+    /// Decoder layers; the first takes `[embedding; context]`.
+    pub decoder_layers: Vec<RnnLayer<B>>,
+    /// Output projection from `[decoder state; context; embedding]`.
+    pub output: Linear<B>,
+    /// Dropout on embeddings and between layers.
+    pub dropout: Dropout,
+    /// Cell type.
+    #[module(skip)]
+    pub cell: CellKind,
+    /// Embedding size.
+    pub d_embed: usize,
+    /// Decoder hidden size.
+    pub d_decoder: usize,
+}
+
+impl<B: Backend> Seq2Seq<B> {
+    /// Encodes sources and prepares the decoder's initial state.
+    ///
+    /// # Shapes
+    /// - `source`: `[batch, src_len]` ids padded with `<pad>`; `lengths`: true lengths
+    pub fn start(
+        &self,
+        source: Tensor<B, 2, Int>,
+        lengths: &[usize],
+    ) -> (Memory<B>, DecoderState<B>) {
+        let [batch, seq] = source.dims();
+        let device = source.device();
+        let encoded = self.encoder.forward(source, lengths);
+        let n_layers = self.decoder_layers.len();
+        let layers = match &self.bridge_h {
+            Some(bridge_h) => {
+                let (fwd, bwd) = encoded
+                    .final_states
+                    .last()
+                    .expect("encoder has a layer")
+                    .clone();
+                let cat = |a: Tensor<B, 2>, b: Option<Tensor<B, 2>>| match b {
+                    Some(b) => Tensor::cat(vec![a, b], 1),
+                    None => a,
+                };
+                let h_in = cat(fwd.h, bwd.as_ref().map(|s| s.h.clone()));
+                let hs = bridge_h.forward(h_in).tanh().chunk(n_layers, 1);
+                let cs: Vec<Option<Tensor<B, 2>>> = match (&self.bridge_c, fwd.c) {
+                    (Some(bridge_c), Some(c)) => {
+                        let c_in = cat(c, bwd.and_then(|s| s.c));
+                        bridge_c
+                            .forward(c_in)
+                            .tanh()
+                            .chunk(n_layers, 1)
+                            .into_iter()
+                            .map(Some)
+                            .collect()
+                    }
+                    _ => vec![None; n_layers],
+                };
+                hs.into_iter()
+                    .zip(cs)
+                    .map(|(h, c)| RnnState { h, c })
+                    .collect()
+            }
+            None => (0..n_layers)
+                .map(|_| RnnState::zeros(self.cell, batch, self.d_decoder, &device))
+                .collect(),
+        };
+        let keys = self.attention.keys(encoded.outputs.clone());
+        let memory = Memory {
+            outputs: encoded.outputs,
+            keys,
+            valid: ops::length_mask(lengths, seq, &device),
+        };
+        (memory, DecoderState { layers })
+    }
+
+    /// The part of the first decoder layer's input weights that multiplies the embedding.
+    fn embedding_weights(&self) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let w = self.decoder_layers[0].weight_ih.val();
+        let rows = w.dims()[0];
+        (
+            w.clone().narrow(0, 0, self.d_embed),
+            w.narrow(0, self.d_embed, rows - self.d_embed),
+        )
+    }
+
+    /// One decoder step after the embedding's share of the first layer's input projection
+    /// (bias included) was computed.
+    fn decoder_step(
+        &self,
+        memory: &Memory<B>,
+        embedding_projected: Tensor<B, 2>,
+        context_weights: &Tensor<B, 2>,
+        state: DecoderState<B>,
+    ) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>, DecoderState<B>) {
+        let query = state.layers.last().expect("decoder has a layer").h.clone();
+        let (context, weights) = self.attention.forward(
+            query,
+            memory.keys.clone(),
+            memory.outputs.clone(),
+            memory.valid.clone(),
+        );
+        let projected = embedding_projected + context.clone().matmul(context_weights.clone());
+        let mut new_layers = Vec::with_capacity(state.layers.len());
+        let mut layers = state.layers.into_iter();
+        let first =
+            self.decoder_layers[0].step_projected(projected, layers.next().expect("layer 0"));
+        let mut x = first.h.clone();
+        new_layers.push(first);
+        for (layer, s) in self.decoder_layers[1..].iter().zip(layers) {
+            let next = layer.step(self.dropout.forward(x), s);
+            x = next.h.clone();
+            new_layers.push(next);
+        }
+        (x, context, weights, DecoderState { layers: new_layers })
+    }
+
+    /// One decoding step: previous tokens + state -> next-token logits, new state, attention.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch]` previous token ids (`<sos>` at the first step)
+    /// - returns logits `[batch, tgt_vocab]`, attention `[batch, src_len]`
+    pub fn step(
+        &self,
+        memory: &Memory<B>,
+        tokens: Tensor<B, 1, Int>,
+        state: DecoderState<B>,
+    ) -> StepOutput<B> {
+        let embedded = self.dropout.forward(
+            self.embedding
+                .forward(tokens.unsqueeze_dim(1))
+                .squeeze_dim(1),
+        );
+        let (w_emb, w_ctx) = self.embedding_weights();
+        let projected =
+            embedded.clone().matmul(w_emb) + self.decoder_layers[0].bias_ih.val().unsqueeze();
+        let (h, context, attention, state) = self.decoder_step(memory, projected, &w_ctx, state);
+        let logits = self
+            .output
+            .forward(Tensor::cat(vec![h, context, embedded], 1));
+        StepOutput {
+            logits,
+            state,
+            attention,
+        }
+    }
+
+    /// Teacher-forced forward pass over whole target sequences. The embedding's share of the
+    /// decoder input projection and the output projection run once for all steps.
+    ///
+    /// # Shapes
+    /// - `source`: `[batch, src_len]`; `lengths`: true source lengths
+    /// - `target_input`: `[batch, tgt_len]` (`<sos> y1 .. yn`, padded)
+    /// - returns logits `[batch, tgt_len, tgt_vocab]`
+    pub fn forward(
+        &self,
+        source: Tensor<B, 2, Int>,
+        lengths: &[usize],
+        target_input: Tensor<B, 2, Int>,
+    ) -> Tensor<B, 3> {
+        let [batch, steps] = target_input.dims();
+        let (memory, mut state) = self.start(source, lengths);
+        let embedded = self.dropout.forward(self.embedding.forward(target_input));
+        let (w_emb, w_ctx) = self.embedding_weights();
+        let g = w_emb.dims()[1];
+        let projected = (embedded
+            .clone()
+            .reshape([batch * steps, self.d_embed])
+            .matmul(w_emb)
+            + self.decoder_layers[0].bias_ih.val().unsqueeze())
+        .reshape([batch, steps, g]);
+        let mut hs = Vec::with_capacity(steps);
+        let mut contexts = Vec::with_capacity(steps);
+        for p in projected.chunk(steps, 1) {
+            let (h, context, _, next) = self.decoder_step(&memory, p.squeeze_dim(1), &w_ctx, state);
+            state = next;
+            hs.push(h);
+            contexts.push(context);
+        }
+        let features = Tensor::cat(
+            vec![Tensor::stack(hs, 1), Tensor::stack(contexts, 1), embedded],
+            2,
+        );
+        self.output.forward(features)
+    }
+
+    /// Forward pass with scheduled sampling: at step `t`, row `b` is fed the model's own
+    /// previous prediction (argmax) where `use_prediction[t][b]` is true, the reference token
+    /// otherwise. Step 0 always gets `<sos>` from `target_input`.
+    ///
+    /// # Shapes
+    /// - as [`forward`](Self::forward); `use_prediction`: `tgt_len` rows of `batch` flags
+    pub fn forward_scheduled(
+        &self,
+        source: Tensor<B, 2, Int>,
+        lengths: &[usize],
+        target_input: Tensor<B, 2, Int>,
+        use_prediction: &[Vec<bool>],
+    ) -> Tensor<B, 3> {
+        let [batch, steps] = target_input.dims();
+        assert_eq!(
+            use_prediction.len(),
+            steps,
+            "one row of flags per target step"
+        );
+        let device = target_input.device();
+        let (memory, mut state) = self.start(source, lengths);
+        let mut logits_all = Vec::with_capacity(steps);
+        let mut previous: Option<Tensor<B, 1, Int>> = None;
+        for (t, flags) in use_prediction.iter().enumerate() {
+            let teacher = target_input.clone().narrow(1, t, 1).squeeze_dim(1);
+            let tokens = match previous.take() {
+                Some(pred) if flags.iter().any(|&f| f) => {
+                    let mask = Tensor::<B, 1, Bool>::from_data(
+                        burn::tensor::TensorData::new(flags.clone(), [batch]),
+                        &device,
+                    );
+                    teacher.mask_where(mask, pred)
+                }
+                _ => teacher,
+            };
+            let out = self.step(&memory, tokens, state);
+            state = out.state;
+            previous = Some(out.logits.clone().argmax(1).squeeze_dim(1));
+            logits_all.push(out.logits);
+        }
+        Tensor::stack(logits_all, 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use s2s_tensor::backend::DefaultBackend as TB;
+
+    fn tiny(
+        cell: CellKind,
+        attention: AttentionKind,
+        bidirectional: bool,
+        layers: usize,
+    ) -> Seq2Seq<TB> {
+        let device = Default::default();
+        TB::seed(&device, 11);
+        let d_memory = if bidirectional { 16 } else { 8 };
+        Seq2SeqConfig::new(12, 10)
+            .with_d_embed(6)
+            .with_d_hidden(8)
+            .with_d_decoder(if attention == AttentionKind::Dot {
+                d_memory
+            } else {
+                12
+            })
+            .with_d_attention(7)
+            .with_cell(cell)
+            .with_attention(attention)
+            .with_bidirectional(bidirectional)
+            .with_encoder_layers(layers)
+            .with_decoder_layers(layers)
+            .init(&device)
+    }
+
+    fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
+        a.len() == b.len()
+            && a.iter()
+                .zip(b)
+                .all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
+    }
+
+    #[test]
+    fn step_loop_equals_teacher_forced_forward() {
+        let device = Default::default();
+        let model = tiny(CellKind::Lstm, AttentionKind::Bahdanau, true, 2);
+        let src = ops::id_matrix::<TB>(&[vec![4, 5, 6], vec![7, 8, 0]], 3, &device);
+        let tgt = ops::id_matrix::<TB>(&[vec![1, 4, 5, 6], vec![1, 7, 0, 0]], 4, &device);
+        let full = ops::to_vec_f32(model.forward(src.clone(), &[3, 2], tgt.clone()));
+        let flags = vec![vec![false; 2]; 4];
+        let scheduled = ops::to_vec_f32(model.forward_scheduled(src, &[3, 2], tgt, &flags));
+        assert!(close(&full, &scheduled, 1e-5));
+    }
+
+    #[test]
+    fn invalid_configs_are_reported() {
+        let c = Seq2SeqConfig::new(10, 10)
+            .with_attention(AttentionKind::Dot)
+            .with_d_decoder(100);
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("dot attention"));
+        assert!(Seq2SeqConfig::new(4, 10).validate().is_err());
+        assert!(Seq2SeqConfig::new(10, 10)
+            .with_dropout(1.0)
+            .validate()
+            .is_err());
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// A sequence encodes and decodes the same alone or inside a padded batch of random
+        /// other sequences, at any position.
+        #[test]
+        fn alone_equals_in_padded_batch(
+            seqs in prop::collection::vec(prop::collection::vec(4u32..12, 1..7), 1..5),
+            target in prop::collection::vec(4u32..10, 1..5),
+            pick in any::<prop::sample::Index>(),
+            cell in prop_oneof![Just(CellKind::Gru), Just(CellKind::Lstm)],
+            attention in prop_oneof![Just(AttentionKind::Bahdanau), Just(AttentionKind::Dot), Just(AttentionKind::General)],
+            bidirectional in any::<bool>(),
+        ) {
+            let device = Default::default();
+            let model = tiny(cell, attention, bidirectional, 1);
+            let i = pick.index(seqs.len());
+            let lengths: Vec<usize> = seqs.iter().map(Vec::len).collect();
+            let width = *lengths.iter().max().unwrap();
+            let rows: Vec<Vec<u32>> = seqs.iter().map(|s| { let mut r = s.clone(); r.resize(width, 0); r }).collect();
+            let mut tgt = vec![1u32];
+            tgt.extend(&target);
+            let tgt_rows = vec![tgt.clone(); seqs.len()];
+            let batch = model.forward(ops::id_matrix::<TB>(&rows, width, &device), &lengths,
+                ops::id_matrix::<TB>(&tgt_rows, tgt.len(), &device));
+            let [_, t, v] = batch.dims();
+            let in_batch = ops::to_vec_f32(batch.slice([i..i + 1, 0..t, 0..v]));
+            let alone = ops::to_vec_f32(model.forward(
+                ops::id_matrix::<TB>(std::slice::from_ref(&seqs[i]), lengths[i], &device), &lengths[i..i + 1],
+                ops::id_matrix::<TB>(std::slice::from_ref(&tgt), tgt.len(), &device)));
+            prop_assert!(close(&in_batch, &alone, 1e-5), "{:?} vs {:?}", in_batch, alone);
+        }
+    }
+}

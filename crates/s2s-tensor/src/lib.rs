@@ -1,0 +1,24 @@
+//! Backend selection and the small set of tensor operations that s2s models need.
+//!
+//! Everything in s2s is generic over a Burn [`Backend`](burn::tensor::backend::Backend).
+//! This crate names the concrete backends that were compiled in (the pure-Rust `flex` CPU
+//! backend by default; further backends come behind cargo features) and provides the
+//! sequence helpers shared by the model and the decoders: masks built from lengths, masked
+//! softmax, and gathering rows by index (used to reorder beams).
+//!
+//! ```
+//! use s2s_tensor::{backend::DefaultBackend, ops};
+//!
+//! let device = Default::default();
+//! // Two sequences of lengths 3 and 1, padded to 3 positions.
+//! let mask = ops::length_mask::<DefaultBackend>(&[3, 1], 3, &device);
+//! let scores = burn::tensor::Tensor::<DefaultBackend, 2>::zeros([2, 3], &device);
+//! let probs = ops::masked_softmax(scores, mask, 1);
+//! let row1: Vec<f32> = probs.into_data().to_vec().unwrap();
+//! assert_eq!(&row1[3..], &[1.0, 0.0, 0.0]);
+//! ```
+
+pub use burn;
+
+pub mod backend;
+pub mod ops;

@@ -1,0 +1,152 @@
+//! Sequence tensor operations: length masks, masked softmax and row gathering.
+
+use burn::tensor::{backend::Backend, BasicOps, Bool, Int, Tensor, TensorData};
+
+/// A very negative score used instead of `-inf` so that a fully masked row gives a uniform
+/// distribution rather than NaN. `exp(-1e9 - max)` is exactly `0.0` in `f32`.
+pub const MASK_VALUE: f32 = -1.0e9;
+
+/// Builds a `[batch, max_len]` mask that is `true` at the valid (non-padding) positions.
+///
+/// # Panics
+/// If a length exceeds `max_len`.
+pub fn length_mask<B: Backend>(
+    lengths: &[usize],
+    max_len: usize,
+    device: &B::Device,
+) -> Tensor<B, 2, Bool> {
+    let mut values = Vec::with_capacity(lengths.len() * max_len);
+    for &len in lengths {
+        assert!(len <= max_len, "length {len} exceeds max_len {max_len}");
+        values.extend((0..max_len).map(|t| t < len));
+    }
+    Tensor::from_data(TensorData::new(values, [lengths.len(), max_len]), device)
+}
+
+/// Builds a `[batch, max_len]` float mask: `1.0` at valid positions, `0.0` at padding.
+pub fn length_mask_float<B: Backend>(
+    lengths: &[usize],
+    max_len: usize,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let mut values = Vec::with_capacity(lengths.len() * max_len);
+    for &len in lengths {
+        assert!(len <= max_len, "length {len} exceeds max_len {max_len}");
+        values.extend((0..max_len).map(|t| if t < len { 1.0f32 } else { 0.0 }));
+    }
+    Tensor::from_data(TensorData::new(values, [lengths.len(), max_len]), device)
+}
+
+/// Replaces the scores at invalid positions (`valid == false`) by [`MASK_VALUE`].
+pub fn mask_invalid<B: Backend, const D: usize>(
+    scores: Tensor<B, D>,
+    valid: Tensor<B, D, Bool>,
+) -> Tensor<B, D> {
+    scores.mask_fill(valid.bool_not(), MASK_VALUE)
+}
+
+/// Softmax over `dim` that gives exactly zero weight to the invalid positions.
+///
+/// # Shapes
+/// - `scores`: any shape `[..]`
+/// - `valid`: same shape as `scores`, `true` where a position may receive weight
+pub fn masked_softmax<B: Backend, const D: usize>(
+    scores: Tensor<B, D>,
+    valid: Tensor<B, D, Bool>,
+    dim: usize,
+) -> Tensor<B, D> {
+    burn::tensor::activation::softmax(mask_invalid(scores, valid), dim)
+}
+
+/// Gathers rows (the first dimension) of `tensor` by index: `out[i] = tensor[indices[i]]`.
+///
+/// Used to reorder decoder states when beams are reordered or pruned.
+pub fn gather_rows<B: Backend, const D: usize, K: BasicOps<B>>(
+    tensor: Tensor<B, D, K>,
+    indices: &[usize],
+) -> Tensor<B, D, K> {
+    let device = tensor.device();
+    let idx = index_tensor::<B>(indices, &device);
+    tensor.select(0, idx)
+}
+
+/// A 1-D integer tensor from indices or token ids.
+pub fn index_tensor<B: Backend>(values: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
+    let data: Vec<i64> = values.iter().map(|&v| v as i64).collect();
+    Tensor::from_data(TensorData::new(data, [values.len()]), device)
+}
+
+/// A `[rows, width]` integer tensor from equally long rows of ids.
+///
+/// # Panics
+/// If the rows do not all have length `width`.
+pub fn id_matrix<B: Backend>(
+    rows: &[Vec<u32>],
+    width: usize,
+    device: &B::Device,
+) -> Tensor<B, 2, Int> {
+    let mut data = Vec::with_capacity(rows.len() * width);
+    for row in rows {
+        assert_eq!(row.len(), width, "id rows must all have the same width");
+        data.extend(row.iter().map(|&v| v as i64));
+    }
+    Tensor::from_data(TensorData::new(data, [rows.len(), width]), device)
+}
+
+/// Reads a float tensor back as a flat `Vec<f32>`.
+pub fn to_vec_f32<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Vec<f32> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .expect("float tensor converts to f32")
+}
+
+/// Reads an integer tensor back as a flat `Vec<i64>`.
+pub fn to_vec_i64<B: Backend, const D: usize>(tensor: Tensor<B, D, Int>) -> Vec<i64> {
+    tensor
+        .into_data()
+        .convert::<i64>()
+        .to_vec()
+        .expect("int tensor converts to i64")
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use crate::backend::DefaultBackend as B;
+
+    #[test]
+    fn mask_marks_valid_positions() {
+        let device = Default::default();
+        let mask = length_mask::<B>(&[2, 0, 3], 3, &device);
+        let values: Vec<bool> = mask.into_data().to_vec().unwrap();
+        assert_eq!(
+            values,
+            vec![true, true, false, false, false, false, true, true, true]
+        );
+    }
+
+    #[test]
+    fn masked_softmax_gives_zero_weight_to_padding() {
+        let device = Default::default();
+        let scores = Tensor::<B, 2>::from_floats([[1.0, 2.0, 50.0], [0.5, 0.5, 0.5]], &device);
+        let mask = length_mask::<B>(&[2, 3], 3, &device);
+        let probs = to_vec_f32(masked_softmax(scores, mask, 1));
+        // Row 0: softmax over [1, 2] only: e^1/(e^1+e^2) = 0.26894.
+        assert!((probs[0] - 0.268_941_4).abs() < 1e-6);
+        assert!((probs[1] - 0.731_058_6).abs() < 1e-6);
+        assert_eq!(probs[2], 0.0);
+        for p in &probs[3..] {
+            assert!((p - 1.0 / 3.0).abs() < 1e-6);
+        }
+    }
+
+    #[test]
+    fn gather_rows_reorders_and_repeats() {
+        let device = Default::default();
+        let t = Tensor::<B, 2>::from_floats([[0.0, 0.5], [1.0, 1.5], [2.0, 2.5]], &device);
+        let out = to_vec_f32(gather_rows(t, &[2, 0, 0]));
+        assert_eq!(out, vec![2.0, 2.5, 0.0, 0.5, 0.0, 0.5]);
+    }
+}
