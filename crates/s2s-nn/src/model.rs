@@ -161,15 +161,21 @@ pub struct Memory<B: Backend> {
     pub keys: Tensor<B, 3>,
     /// `[batch, src_len]`, `false` at padding.
     pub valid: Tensor<B, 2, Bool>,
+    /// True source lengths.
+    pub lengths: Vec<usize>,
 }
 
 impl<B: Backend> Memory<B> {
     /// Reorders (or repeats) batch rows: `out[i] = self[indices[i]]`.
     pub fn select_rows(&self, indices: &[usize]) -> Self {
+        let lengths: Vec<usize> = indices.iter().map(|&i| self.lengths[i]).collect();
         Memory {
             outputs: ops::gather_rows(self.outputs.clone(), indices),
             keys: ops::gather_rows(self.keys.clone(), indices),
-            valid: ops::gather_rows(self.valid.clone(), indices),
+            // Rebuilt from the lengths rather than gathered: gathering a bool tensor yields a
+            // `u8` tensor on burn-flex 0.21 that its `bool_not` rejects.
+            valid: ops::length_mask(&lengths, self.valid.dims()[1], &self.valid.device()),
+            lengths,
         }
     }
 
@@ -292,6 +298,7 @@ impl<B: Backend> Seq2Seq<B> {
             outputs: encoded.outputs,
             keys,
             valid: ops::length_mask(lengths, seq, &device),
+            lengths: lengths.to_vec(),
         };
         (memory, DecoderState { layers })
     }

@@ -60,7 +60,9 @@ pub fn masked_softmax<B: Backend, const D: usize>(
 
 /// Gathers rows (the first dimension) of `tensor` by index: `out[i] = tensor[indices[i]]`.
 ///
-/// Used to reorder decoder states when beams are reordered or pruned.
+/// Used to reorder decoder states when beams are reordered or pruned. For masks, rebuild
+/// them from the gathered lengths instead: on burn-flex 0.21 a gathered bool tensor comes
+/// back as `u8` and some bool ops then reject it.
 pub fn gather_rows<B: Backend, const D: usize, K: BasicOps<B>>(
     tensor: Tensor<B, D, K>,
     indices: &[usize],

@@ -1,0 +1,92 @@
+//! Decoding strategies for sequence-to-sequence models.
+//!
+//! A model exposes the small [`StepDecoder`] trait (encode a batch once, then advance every
+//! row by one token; reorder rows when the set of live hypotheses changes). A strategy such
+//! as [`Greedy`] implements [`Strategy`] for any `StepDecoder`, so new strategies and new
+//! models plug in independently. [`decode_all`] decodes any number of sources in
+//! length-sorted batches and returns the results in input order.
+//!
+//! ```
+//! use s2s_decode::{decode_all, Greedy};
+//! use s2s_data::BatchSize;
+//! use s2s_nn::Seq2SeqConfig;
+//! use s2s_tensor::backend::DefaultBackend as B;
+//!
+//! let device = Default::default();
+//! let model = Seq2SeqConfig::new(10, 10).with_d_hidden(8).with_d_decoder(8)
+//!     .with_d_attention(8).with_d_embed(4).init::<B>(&device);
+//! let sources = vec![vec![4, 5, 6], vec![], vec![7]];
+//! let out = decode_all(&model, &Greedy::new(5), &sources, BatchSize::Sentences(2), &device);
+//! assert_eq!(out.len(), 3);
+//! assert!(out[1][0].tokens.is_empty()); // An empty source gives an empty output.
+//! assert!(out[0][0].tokens.len() <= 5);
+//! ```
+
+mod greedy;
+mod step;
+
+pub use greedy::Greedy;
+pub use step::StepDecoder;
+
+use burn::tensor::backend::Backend;
+use s2s_data::{batch, BatchSize, InferenceBatch};
+
+/// One decoded output.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hypothesis {
+    /// Output token ids, without `<sos>` and `<eos>`.
+    pub tokens: Vec<u32>,
+    /// Sum of the log-probabilities of the tokens (and of `<eos>` when it was produced).
+    pub score: f32,
+    /// Attention weights of each output step over the source, when requested.
+    pub attention: Option<Vec<Vec<f32>>>,
+}
+
+/// A decoding strategy: turns a batch of sources into a list of hypotheses per source
+/// (best first).
+pub trait Strategy<B: Backend, M: StepDecoder<B>> {
+    /// Decodes every row of `batch`; the result has one entry per row, in row order.
+    fn decode(&self, model: &M, batch: &InferenceBatch<B>) -> Vec<Vec<Hypothesis>>;
+}
+
+/// Decodes `sources` (token ids without specials) in length-sorted batches of `size` and
+/// returns the hypotheses in input order. Empty sources give one empty hypothesis without
+/// running the model.
+pub fn decode_all<B, M, S>(
+    model: &M,
+    strategy: &S,
+    sources: &[Vec<u32>],
+    size: BatchSize,
+    device: &B::Device,
+) -> Vec<Vec<Hypothesis>>
+where
+    B: Backend,
+    M: StepDecoder<B>,
+    S: Strategy<B, M>,
+{
+    let non_empty: Vec<usize> = (0..sources.len())
+        .filter(|&i| !sources[i].is_empty())
+        .collect();
+    let lengths: Vec<usize> = non_empty.iter().map(|&i| sources[i].len()).collect();
+    let mut results: Vec<(usize, Vec<Hypothesis>)> = Vec::with_capacity(sources.len());
+    for plan in batch::plan_inference_batches(&lengths, size) {
+        let indices: Vec<usize> = plan.iter().map(|&j| non_empty[j]).collect();
+        let rows: Vec<&[u32]> = indices.iter().map(|&i| sources[i].as_slice()).collect();
+        let batch = InferenceBatch::new(&rows, indices.clone(), device);
+        let decoded = strategy.decode(model, &batch);
+        results.extend(indices.into_iter().zip(decoded));
+    }
+    for (i, s) in sources.iter().enumerate() {
+        if s.is_empty() {
+            results.push((
+                i,
+                vec![Hypothesis {
+                    tokens: Vec::new(),
+                    score: 0.0,
+                    attention: None,
+                }],
+            ));
+        }
+    }
+    batch::restore_order(results)
+}

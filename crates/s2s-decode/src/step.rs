@@ -1,0 +1,66 @@
+//! The step API that decoding strategies drive.
+
+use burn::tensor::{backend::Backend, Int, Tensor};
+use s2s_nn::{DecoderState, Memory, Seq2Seq};
+
+/// A model that can be decoded one token at a time.
+///
+/// `Memory` holds what is computed once per source (encoder outputs, attention keys);
+/// `State` what changes every step. Both are batched along their first dimension.
+pub trait StepDecoder<B: Backend> {
+    /// Per-source data computed once.
+    type Memory: Clone;
+    /// Per-step recurrent state.
+    type State: Clone;
+
+    /// Encodes a padded batch of sources (`[batch, src_len]`, true `lengths`).
+    fn start(&self, source: Tensor<B, 2, Int>, lengths: &[usize]) -> (Self::Memory, Self::State);
+
+    /// Advances every row by one token.
+    ///
+    /// # Shapes
+    /// - `tokens`: `[batch]`
+    /// - returns logits `[batch, vocab]`, the new state and attention `[batch, src_len]`
+    fn step(
+        &self,
+        memory: &Self::Memory,
+        tokens: Tensor<B, 1, Int>,
+        state: Self::State,
+    ) -> (Tensor<B, 2>, Self::State, Tensor<B, 2>);
+
+    /// Keeps (or repeats) rows: `out[i] = in[indices[i]]`, for memory and state alike.
+    fn select_rows(
+        &self,
+        memory: &Self::Memory,
+        state: Self::State,
+        indices: &[usize],
+    ) -> (Self::Memory, Self::State);
+}
+
+impl<B: Backend> StepDecoder<B> for Seq2Seq<B> {
+    type Memory = Memory<B>;
+    type State = DecoderState<B>;
+
+    fn start(&self, source: Tensor<B, 2, Int>, lengths: &[usize]) -> (Memory<B>, DecoderState<B>) {
+        Seq2Seq::start(self, source, lengths)
+    }
+
+    fn step(
+        &self,
+        memory: &Memory<B>,
+        tokens: Tensor<B, 1, Int>,
+        state: DecoderState<B>,
+    ) -> (Tensor<B, 2>, DecoderState<B>, Tensor<B, 2>) {
+        let out = Seq2Seq::step(self, memory, tokens, state);
+        (out.logits, out.state, out.attention)
+    }
+
+    fn select_rows(
+        &self,
+        memory: &Memory<B>,
+        state: DecoderState<B>,
+        indices: &[usize],
+    ) -> (Memory<B>, DecoderState<B>) {
+        (memory.select_rows(indices), state.select_rows(indices))
+    }
+}
