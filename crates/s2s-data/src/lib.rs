@@ -19,13 +19,15 @@
 //! ```
 
 pub mod batch;
+mod codec;
 pub mod corpus;
 mod error;
 mod tokenize;
 mod vocab;
 
 pub use batch::{BatchSize, InferenceBatch, TrainingBatch};
-pub use corpus::{Example, Pair};
+pub use codec::TextCodec;
+pub use corpus::{Example, Pair, Reference, Splits};
 pub use error::DataError;
 pub use tokenize::Tokenizer;
 pub use vocab::Vocab;

@@ -1,0 +1,38 @@
+//! Training for s2s models.
+//!
+//! - [`loss`]: cross-entropy averaged over real (non-pad) target tokens, with label smoothing.
+//! - [`schedule`]: teacher forcing (constant, linear, inverse-sigmoid scheduled sampling) and
+//!   learning-rate warmup/decay.
+//! - [`trainer`]: the loop: length-bucketed batches, Adam, global gradient-norm clipping,
+//!   validation every epoch (loss, perplexity, exact match, WER, token error rate) and the
+//!   best checkpoint kept.
+//! - [`checkpoint`]: model folders (config JSON, vocabularies, weights) written atomically.
+//! - [`metrics`]: edit distance, exact match, WER and PER against multiple references.
+//!
+//! ```no_run
+//! use s2s_data::{corpus::SyntheticTask, Splits, TextCodec, Tokenizer};
+//! use s2s_nn::Seq2SeqConfig;
+//! use s2s_tensor::backend::DefaultAutodiffBackend as B;
+//! use s2s_train::{train, TrainConfig};
+//!
+//! let pairs = SyntheticTask::Reverse.generate(2000, 1, 8, 10, 1);
+//! let (train_pairs, valid_pairs) = pairs.split_at(1800);
+//! let codec = TextCodec::build(train_pairs, Tokenizer::Chars, Tokenizer::Chars, 1);
+//! let report = train::<B>("reverse", Seq2SeqConfig::new(0, 0), codec, train_pairs, valid_pairs,
+//!     &TrainConfig::new().with_epochs(3), "runs/reverse".as_ref(), &Default::default())?;
+//! println!("best epoch {}", report.best_epoch);
+//! # Ok::<(), s2s_train::TrainError>(())
+//! ```
+
+pub mod checkpoint;
+pub mod loss;
+pub mod metrics;
+pub mod schedule;
+pub mod trainer;
+
+pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta};
+pub use metrics::Scores;
+pub use schedule::{Decay, LrSchedule, TeacherForcing};
+pub use trainer::{
+    evaluate, train, validation_loss, EpochLog, TrainConfig, TrainError, TrainReport,
+};

@@ -1,0 +1,105 @@
+//! Sequence metrics: exact match, word error rate and token (phoneme) error rate.
+
+use serde::{Deserialize, Serialize};
+
+/// Levenshtein distance between two token sequences.
+pub fn edit_distance<T: PartialEq>(a: &[T], b: &[T]) -> usize {
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    let mut cur = vec![0; b.len() + 1];
+    for (i, x) in a.iter().enumerate() {
+        cur[0] = i + 1;
+        for (j, y) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(x != y);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
+    prev[b.len()]
+}
+
+/// Task metrics over a set of predictions, each against one or more references.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Scores {
+    /// Number of sequences scored.
+    pub count: usize,
+    /// Fraction of predictions equal to one of their references.
+    pub exact_match: f64,
+    /// Word error rate for G2P: the fraction of words whose prediction matches no reference
+    /// (`1 - exact_match`).
+    pub wer: f64,
+    /// Token error rate (PER for G2P): the summed edit distance to the closest reference
+    /// over the summed length of those references.
+    pub ter: f64,
+}
+
+/// Scores predictions against references (tokens). `references[i]` holds every acceptable
+/// output for item `i`.
+///
+/// # Panics
+/// If the lengths differ or an item has no reference.
+pub fn score<S: AsRef<str> + PartialEq>(
+    predictions: &[Vec<S>],
+    references: &[Vec<Vec<S>>],
+) -> Scores {
+    assert_eq!(
+        predictions.len(),
+        references.len(),
+        "one reference set per prediction"
+    );
+    let mut exact = 0usize;
+    let mut errors = 0usize;
+    let mut ref_tokens = 0usize;
+    for (pred, refs) in predictions.iter().zip(references) {
+        assert!(!refs.is_empty(), "every item needs a reference");
+        let (dist, len) = refs
+            .iter()
+            .map(|r| (edit_distance(pred, r), r.len()))
+            .min_by_key(|&(d, l)| (d, std::cmp::Reverse(l)))
+            .expect("non-empty");
+        if dist == 0 {
+            exact += 1;
+        }
+        errors += dist;
+        ref_tokens += len;
+    }
+    let n = predictions.len().max(1) as f64;
+    let exact_match = exact as f64 / n;
+    Scores {
+        count: predictions.len(),
+        exact_match,
+        wer: 1.0 - exact_match,
+        ter: errors as f64 / ref_tokens.max(1) as f64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edit_distance_cases() {
+        assert_eq!(edit_distance(&["a", "b", "c"], &["a", "c"]), 1);
+        assert_eq!(edit_distance::<&str>(&[], &["x", "y"]), 2);
+        assert_eq!(
+            edit_distance(
+                &['k', 'i', 't', 't', 'e', 'n'],
+                &['s', 'i', 't', 't', 'i', 'n', 'g']
+            ),
+            3
+        );
+    }
+
+    #[test]
+    fn scores_use_the_closest_reference() {
+        let preds = vec![vec!["R", "EH", "D"], vec!["K", "AE"]];
+        let refs = vec![
+            vec![vec!["R", "IY", "D"], vec!["R", "EH", "D"]],
+            vec![vec!["K", "AE", "T"]],
+        ];
+        let s = score(&preds, &refs);
+        assert_eq!(s.exact_match, 0.5);
+        assert_eq!(s.wer, 0.5);
+        // 0 errors over 3 + 1 error over 3.
+        assert!((s.ter - 1.0 / 6.0).abs() < 1e-12);
+    }
+}

@@ -1,0 +1,415 @@
+//! The training loop: batches, loss, gradient clipping, Adam, validation and checkpoints.
+
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointMeta, FORMAT};
+use crate::loss::{masked_cross_entropy, masked_nll_sum};
+use crate::metrics::{score, Scores};
+use crate::schedule::{Decay, LrSchedule, TeacherForcing};
+use burn::config::Config;
+use burn::module::{AutodiffModule, ModuleVisitor, Param};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::Tensor;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use s2s_data::batch::{plan_inference_batches, plan_training_batches};
+use s2s_data::corpus::group_references;
+use s2s_data::{BatchSize, Example, Pair, Reference, TextCodec, TrainingBatch};
+use s2s_decode::{decode_all, Greedy};
+use s2s_nn::{Seq2Seq, Seq2SeqConfig};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::time::Instant;
+
+/// Training settings.
+#[derive(Config, Debug)]
+pub struct TrainConfig {
+    /// Passes over the training data.
+    #[config(default = 10)]
+    pub epochs: usize,
+    /// Sequences per batch.
+    #[config(default = 64)]
+    pub batch_size: usize,
+    /// Peak learning rate (Adam).
+    #[config(default = 1e-3)]
+    pub lr: f64,
+    /// Linear warmup steps.
+    #[config(default = 0)]
+    pub warmup: usize,
+    /// Decay after warmup.
+    #[config(default = "Decay::None")]
+    pub decay: Decay,
+    /// Clip the global gradient norm to this value (0 disables).
+    #[config(default = 1.0)]
+    pub clip_norm: f64,
+    /// Teacher-forcing schedule.
+    #[config(default = "TeacherForcing::Constant { ratio: 1.0 }")]
+    pub teacher_forcing: TeacherForcing,
+    /// Label smoothing of the loss.
+    #[config(default = 0.0)]
+    pub label_smoothing: f32,
+    /// Seed for weights, batch order and scheduled sampling.
+    #[config(default = 42)]
+    pub seed: u64,
+    /// Maximum output length when decoding the validation set.
+    #[config(default = 50)]
+    pub max_decode_len: usize,
+    /// Stop training after this many seconds (checked after every step); the epoch in
+    /// progress is then validated and the run ends.
+    pub time_limit_secs: Option<f64>,
+    /// Show a progress bar.
+    #[config(default = true)]
+    pub progress: bool,
+}
+
+/// An error during training.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// The data cannot be trained on.
+    #[error("{0}")]
+    Data(String),
+    /// The model configuration is invalid.
+    #[error(transparent)]
+    Model(#[from] s2s_nn::ModelError),
+    /// A checkpoint could not be written.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+}
+
+/// What one epoch achieved.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EpochLog {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Optimizer steps so far.
+    pub steps: usize,
+    /// Mean training loss of the epoch (per target token).
+    pub train_loss: f64,
+    /// Validation loss per target token (no label smoothing).
+    pub valid_loss: f64,
+    /// `exp(valid_loss)`.
+    pub valid_perplexity: f64,
+    /// Greedy-decoding metrics on the validation set.
+    pub scores: Scores,
+    /// Target tokens per second during training.
+    pub tokens_per_second: f64,
+    /// Wall-clock seconds since the start of training.
+    pub elapsed_seconds: f64,
+}
+
+/// The outcome of [`train`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// Every epoch, in order.
+    pub history: Vec<EpochLog>,
+    /// The epoch whose checkpoint was kept.
+    pub best_epoch: usize,
+}
+
+/// Visits every float parameter that has a gradient.
+struct GradVisitor<'a, B: AutodiffBackend> {
+    grads: &'a mut GradientsParams,
+    /// `None`: accumulate the squared norm; `Some(c)`: scale every gradient by `c`.
+    scale: Option<f32>,
+    squares: Vec<Tensor<B::InnerBackend, 1>>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for GradVisitor<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        match self.scale {
+            None => {
+                if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
+                    self.squares.push(g.square().sum());
+                }
+            }
+            Some(c) => {
+                if let Some(g) = self.grads.remove::<B::InnerBackend, D>(param.id) {
+                    self.grads
+                        .register::<B::InnerBackend, D>(param.id, g.mul_scalar(c));
+                }
+            }
+        }
+    }
+}
+
+/// Scales all gradients so that their global L2 norm is at most `max_norm` (PyTorch's
+/// `clip_grad_norm_`). Returns the norm before clipping.
+pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: &M,
+    grads: &mut GradientsParams,
+    max_norm: f64,
+) -> f64 {
+    let mut visitor = GradVisitor::<B> {
+        grads,
+        scale: None,
+        squares: Vec::new(),
+    };
+    model.visit(&mut visitor);
+    if visitor.squares.is_empty() {
+        return 0.0;
+    }
+    let total = s2s_tensor::ops::to_vec_f32(Tensor::cat(visitor.squares, 0).sum())[0] as f64;
+    let norm = total.sqrt();
+    if max_norm > 0.0 && norm > max_norm {
+        let mut scaler = GradVisitor::<B> {
+            grads: visitor.grads,
+            scale: Some((max_norm / (norm + 1e-6)) as f32),
+            squares: Vec::new(),
+        };
+        model.visit(&mut scaler);
+    }
+    norm
+}
+
+/// Mean validation loss per target token (no smoothing), over length-sorted batches.
+pub fn validation_loss<B: Backend>(
+    model: &Seq2Seq<B>,
+    examples: &[Example],
+    batch_size: usize,
+    device: &B::Device,
+) -> f64 {
+    let lengths: Vec<usize> = examples.iter().map(|e| e.source.len()).collect();
+    let mut sum = 0.0f64;
+    let mut count = 0usize;
+    for plan in plan_inference_batches(&lengths, BatchSize::Sentences(batch_size)) {
+        let refs: Vec<&Example> = plan.iter().map(|&i| &examples[i]).collect();
+        let batch = TrainingBatch::<B>::new(&refs, device);
+        let logits = model.forward(batch.source, &batch.source_lengths, batch.target_input);
+        let (s, n) = masked_nll_sum(logits, batch.target_output, 0.0);
+        sum += s2s_tensor::ops::to_vec_f32(s)[0] as f64;
+        count += n;
+    }
+    sum / count.max(1) as f64
+}
+
+/// Greedy-decodes the sources of `references` and scores them; also returns the predictions
+/// (as text) in input order.
+pub fn evaluate<B: Backend>(
+    model: &Seq2Seq<B>,
+    codec: &TextCodec,
+    references: &[Reference],
+    batch_size: usize,
+    max_len: usize,
+    device: &B::Device,
+) -> (Scores, Vec<String>) {
+    let sources: Vec<Vec<u32>> = references
+        .iter()
+        .map(|r| codec.encode_source(&r.source).0)
+        .collect();
+    let hyps = decode_all(
+        model,
+        &Greedy::new(max_len),
+        &sources,
+        BatchSize::Sentences(batch_size),
+        device,
+    );
+    let predicted: Vec<Vec<String>> = hyps
+        .iter()
+        .map(|h| codec.decode_target_tokens(&h[0].tokens))
+        .collect();
+    let refs: Vec<Vec<Vec<String>>> = references
+        .iter()
+        .map(|r| r.targets.iter().map(|t| codec.target_tokens(t)).collect())
+        .collect();
+    let scores = score(&predicted, &refs);
+    let text = predicted
+        .iter()
+        .map(|p| codec.target_tokenizer.detokenize(p))
+        .collect();
+    (scores, text)
+}
+
+/// Trains a model and keeps the best checkpoint (lowest validation WER, then loss) in `out`.
+///
+/// `model_config`'s vocabulary sizes are set from `codec`.
+#[allow(clippy::too_many_arguments)]
+pub fn train<B: AutodiffBackend>(
+    task: &str,
+    mut model_config: Seq2SeqConfig,
+    codec: TextCodec,
+    train_pairs: &[Pair],
+    valid_pairs: &[Pair],
+    config: &TrainConfig,
+    out: &Path,
+    device: &B::Device,
+) -> Result<TrainReport, TrainError> {
+    if train_pairs.is_empty() || valid_pairs.is_empty() {
+        return Err(TrainError::Data(format!(
+            "need training and validation pairs (got {} and {})",
+            train_pairs.len(),
+            valid_pairs.len()
+        )));
+    }
+    model_config.src_vocab = codec.source_vocab.len();
+    model_config.tgt_vocab = codec.target_vocab.len();
+    model_config.validate()?;
+    B::seed(device, config.seed);
+    let mut model: Seq2Seq<B> = model_config.init(device);
+    let mut optim = AdamConfig::new().init::<B, Seq2Seq<B>>();
+    let train_examples = codec.encode_pairs(train_pairs);
+    let valid_examples = codec.encode_pairs(valid_pairs);
+    let valid_refs = group_references(valid_pairs);
+    let lengths: Vec<(usize, usize)> = train_examples
+        .iter()
+        .map(|e| (e.source.len(), e.target.len()))
+        .collect();
+    let steps_per_epoch = plan_training_batches(
+        &lengths,
+        BatchSize::Sentences(config.batch_size),
+        config.seed,
+    )
+    .len();
+    let schedule = LrSchedule {
+        base: config.lr,
+        warmup: config.warmup,
+        decay: match config.decay {
+            Decay::Cosine { total: 0, floor } => Decay::Cosine {
+                total: steps_per_epoch * config.epochs,
+                floor,
+            },
+            d => d,
+        },
+    };
+    let mut rng = StdRng::seed_from_u64(config.seed ^ 0x5eed);
+    let start = Instant::now();
+    let mut step = 0usize;
+    let mut history: Vec<EpochLog> = Vec::new();
+    let mut best: Option<(f64, f64, usize)> = None;
+    let mut out_of_time = false;
+    for epoch in 1..=config.epochs {
+        let plan = plan_training_batches(
+            &lengths,
+            BatchSize::Sentences(config.batch_size),
+            config.seed.wrapping_add(epoch as u64),
+        );
+        let bar = if config.progress {
+            ProgressBar::new(plan.len() as u64)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(format!("{epoch}/{}", config.epochs));
+        let epoch_start = Instant::now();
+        let (mut loss_sum, mut loss_tokens, mut tokens) = (0.0f64, 0usize, 0usize);
+        for indices in plan {
+            let examples: Vec<&Example> = indices.iter().map(|&i| &train_examples[i]).collect();
+            let batch = TrainingBatch::<B>::new(&examples, device);
+            let ratio = config.teacher_forcing.ratio(step);
+            let logits = if ratio >= 1.0 {
+                model.forward(
+                    batch.source.clone(),
+                    &batch.source_lengths,
+                    batch.target_input.clone(),
+                )
+            } else {
+                let steps = batch.target_input.dims()[1];
+                let flags: Vec<Vec<bool>> = (0..steps)
+                    .map(|t| {
+                        (0..batch.len())
+                            .map(|_| t > 0 && rng.random::<f64>() >= ratio)
+                            .collect()
+                    })
+                    .collect();
+                model.forward_scheduled(
+                    batch.source.clone(),
+                    &batch.source_lengths,
+                    batch.target_input.clone(),
+                    &flags,
+                )
+            };
+            let loss =
+                masked_cross_entropy(logits, batch.target_output.clone(), config.label_smoothing);
+            let loss_value = s2s_tensor::ops::to_vec_f32(loss.clone().inner())[0] as f64;
+            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            if config.clip_norm > 0.0 {
+                clip_global_norm(&model, &mut grads, config.clip_norm);
+            }
+            model = optim.step(schedule.at(step), model, grads);
+            step += 1;
+            let n = batch.target_tokens();
+            loss_sum += loss_value * n as f64;
+            loss_tokens += n;
+            tokens += n;
+            let secs = epoch_start.elapsed().as_secs_f64().max(1e-9);
+            bar.set_message(format!(
+                "loss {:.3} {:.0} tok/s",
+                loss_sum / loss_tokens as f64,
+                tokens as f64 / secs
+            ));
+            bar.inc(1);
+            if config
+                .time_limit_secs
+                .is_some_and(|t| start.elapsed().as_secs_f64() >= t)
+            {
+                out_of_time = true;
+                break;
+            }
+        }
+        bar.finish_and_clear();
+        let tokens_per_second = tokens as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
+        let valid_model = model.valid();
+        let valid_loss = validation_loss(&valid_model, &valid_examples, config.batch_size, device);
+        let (scores, _) = evaluate(
+            &valid_model,
+            &codec,
+            &valid_refs,
+            config.batch_size,
+            config.max_decode_len,
+            device,
+        );
+        let log = EpochLog {
+            epoch,
+            steps: step,
+            train_loss: loss_sum / loss_tokens.max(1) as f64,
+            valid_loss,
+            valid_perplexity: valid_loss.exp(),
+            scores,
+            tokens_per_second,
+            elapsed_seconds: start.elapsed().as_secs_f64(),
+        };
+        if config.progress {
+            eprintln!(
+                "epoch {epoch}: train loss {:.4}, valid loss {:.4} (ppl {:.3}), valid exact {:.2}% WER {:.2}% TER {:.2}%, {:.0} tok/s, {:.0}s",
+                log.train_loss,
+                log.valid_loss,
+                log.valid_perplexity,
+                100.0 * scores.exact_match,
+                100.0 * scores.wer,
+                100.0 * scores.ter,
+                log.tokens_per_second,
+                log.elapsed_seconds
+            );
+        }
+        let key = (scores.wer, valid_loss, epoch);
+        if best.is_none_or(|b| (key.0, key.1) < (b.0, b.1)) {
+            best = Some(key);
+            let checkpoint = Checkpoint {
+                meta: CheckpointMeta {
+                    format: FORMAT,
+                    task: task.to_string(),
+                    model: model_config.clone(),
+                    source_tokenizer: codec.source_tokenizer,
+                    target_tokenizer: codec.target_tokenizer,
+                    max_decode_len: config.max_decode_len,
+                    summary: serde_json::json!({ "epoch": log, "train": config }),
+                },
+                codec: codec.clone(),
+                model: valid_model,
+            };
+            checkpoint.save(out)?;
+        }
+        history.push(log);
+        if out_of_time {
+            break;
+        }
+    }
+    Ok(TrainReport {
+        history,
+        best_epoch: best.map(|b| b.2).unwrap_or(0),
+    })
+}
