@@ -59,6 +59,9 @@ pub struct TrainConfig {
     /// Show a progress bar.
     #[config(default = true)]
     pub progress: bool,
+    /// Print one line per epoch on stderr.
+    #[config(default = true)]
+    pub log_epochs: bool,
 }
 
 /// An error during training.
@@ -372,7 +375,7 @@ pub fn train<B: AutodiffBackend>(
             tokens_per_second,
             elapsed_seconds: start.elapsed().as_secs_f64(),
         };
-        if config.progress {
+        if config.log_epochs {
             eprintln!(
                 "epoch {epoch}: train loss {:.4}, valid loss {:.4} (ppl {:.3}), valid exact {:.2}% WER {:.2}% TER {:.2}%, {:.0} tok/s, {:.0}s",
                 log.train_loss,

@@ -1,0 +1,527 @@
+//! The `s2s` command line: train, decode and evaluate sequence-to-sequence models.
+//!
+//! The concrete Burn backend is chosen here and nowhere else (`--backend`).
+
+use anyhow::{bail, Context, Result};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use s2s_data::corpus::{self, group_references, CmudictOptions, Reference, SyntheticTask};
+use s2s_data::{BatchSize, Pair, Splits, TextCodec, Tokenizer};
+use s2s_decode::{decode_all, Greedy};
+use s2s_nn::{AttentionKind, CellKind, Seq2SeqConfig};
+use s2s_train::{evaluate, Checkpoint, Decay, TeacherForcing, TrainConfig};
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "s2s",
+    version,
+    about = "Sequence-to-sequence models: train, decode, evaluate"
+)]
+struct Cli {
+    /// Compute backend.
+    #[arg(long, global = true, value_enum, default_value_t = BackendName::Flex)]
+    backend: BackendName,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum BackendName {
+    /// Burn's pure-Rust CPU backend.
+    Flex,
+    /// libtorch (CPU or CUDA); needs a build with `--features tch`.
+    Tch,
+    /// WGPU (Vulkan/Metal/DX12); needs a build with `--features wgpu`.
+    Wgpu,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a model and keep the best checkpoint.
+    Train(Box<TrainArgs>),
+    /// Decode source lines from stdin, one output line per input line.
+    Decode(DecodeArgs),
+    /// Evaluate a model on a test set (exact match, WER, token/phoneme error rate).
+    Eval(EvalArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Task {
+    /// CMUdict grapheme-to-phoneme.
+    G2p,
+    /// Copy random strings.
+    Copy,
+    /// Reverse random strings.
+    Reverse,
+    /// Sort random strings.
+    Sort,
+    /// Repeat every symbol twice.
+    Double,
+    /// Parallel TSV files (`--train`, `--valid`).
+    Tsv,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum TokenizerArg {
+    Chars,
+    Whitespace,
+}
+
+impl From<TokenizerArg> for Tokenizer {
+    fn from(t: TokenizerArg) -> Self {
+        match t {
+            TokenizerArg::Chars => Tokenizer::Chars,
+            TokenizerArg::Whitespace => Tokenizer::Whitespace,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DecayArg {
+    None,
+    InvSqrt,
+    Cosine,
+}
+
+/// Where the data comes from (shared by `train` and `eval`).
+#[derive(Args, Debug, Clone)]
+struct DataArgs {
+    /// CMUdict file for the g2p task.
+    #[arg(long, default_value = default_cmudict())]
+    cmudict: PathBuf,
+    /// Keep vowel stress digits in CMUdict phonemes (removed by default).
+    #[arg(long)]
+    keep_stress: bool,
+}
+
+fn default_cmudict() -> &'static str {
+    concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../data/cmudict/cmudict.dict"
+    )
+}
+
+#[derive(Args, Debug)]
+struct TrainArgs {
+    /// The task.
+    #[arg(long, value_enum, default_value_t = Task::G2p)]
+    task: Task,
+    /// Training TSV (task tsv).
+    #[arg(long)]
+    train: Option<PathBuf>,
+    /// Validation TSV (task tsv).
+    #[arg(long)]
+    valid: Option<PathBuf>,
+    /// Test TSV evaluated after training (task tsv; g2p uses its test split).
+    #[arg(long)]
+    test: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Source tokenizer (task tsv).
+    #[arg(long, value_enum, default_value_t = TokenizerArg::Whitespace)]
+    source_tokenizer: TokenizerArg,
+    /// Target tokenizer (task tsv).
+    #[arg(long, value_enum, default_value_t = TokenizerArg::Whitespace)]
+    target_tokenizer: TokenizerArg,
+    /// Minimum token count to enter a vocabulary.
+    #[arg(long, default_value_t = 1)]
+    min_freq: usize,
+    /// Number of training pairs for synthetic tasks.
+    #[arg(long, default_value_t = 20_000)]
+    synthetic_size: usize,
+    /// Output model folder.
+    #[arg(long, default_value = "runs/model")]
+    out: PathBuf,
+    /// Epochs.
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    /// Stop after this many seconds of training (then validate and keep the best model).
+    #[arg(long)]
+    time_limit: Option<f64>,
+    /// Sentences per batch.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Peak learning rate (Adam).
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Warmup steps.
+    #[arg(long, default_value_t = 0)]
+    warmup: usize,
+    /// Learning-rate decay after warmup.
+    #[arg(long, value_enum, default_value_t = DecayArg::None)]
+    decay: DecayArg,
+    /// Clip the global gradient norm (0 disables).
+    #[arg(long, default_value_t = 1.0)]
+    clip_norm: f64,
+    /// Teacher forcing: R, const:R, linear:START:END:STEPS or invsigmoid:K.
+    #[arg(long, default_value = "1.0")]
+    teacher_forcing: TeacherForcing,
+    /// Label smoothing.
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f32,
+    /// Random seed.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Maximum decoded length during validation.
+    #[arg(long, default_value_t = 50)]
+    max_len: usize,
+    /// Recurrent cell.
+    #[arg(long, default_value = "gru")]
+    cell: CellKind,
+    /// Attention: bahdanau, dot or general.
+    #[arg(long, default_value = "bahdanau")]
+    attention: AttentionKind,
+    /// Embedding size.
+    #[arg(long, default_value_t = 64)]
+    embed: usize,
+    /// Encoder hidden size per direction.
+    #[arg(long, default_value_t = 256)]
+    hidden: usize,
+    /// Decoder hidden size.
+    #[arg(long, default_value_t = 256)]
+    decoder_hidden: usize,
+    /// Attention hidden size (Bahdanau).
+    #[arg(long, default_value_t = 256)]
+    attention_dim: usize,
+    /// Encoder layers.
+    #[arg(long, default_value_t = 1)]
+    encoder_layers: usize,
+    /// Decoder layers.
+    #[arg(long, default_value_t = 1)]
+    decoder_layers: usize,
+    /// Use a unidirectional encoder.
+    #[arg(long)]
+    unidirectional: bool,
+    /// Dropout on embeddings and between layers.
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f64,
+    /// Start the decoder from zeros instead of the bridged encoder state.
+    #[arg(long)]
+    no_bridge: bool,
+    /// Hide the progress bar.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Args, Debug)]
+struct DecodeArgs {
+    /// Model folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// Sentences per batch.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Maximum output length (default: the model's).
+    #[arg(long)]
+    max_len: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+struct EvalArgs {
+    /// Model folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// Test TSV (`source<TAB>target`; repeated sources are extra references).
+    #[arg(long, conflicts_with = "split")]
+    test: Option<PathBuf>,
+    /// Evaluate on a CMUdict split instead (g2p models).
+    #[arg(long, value_enum)]
+    split: Option<SplitArg>,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Print the scores as JSON.
+    #[arg(long)]
+    json: bool,
+    /// Also print this many sample predictions.
+    #[arg(long, default_value_t = 0)]
+    samples: usize,
+    /// Sentences per batch.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Maximum output length (default: the model's).
+    #[arg(long)]
+    max_len: Option<usize>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum SplitArg {
+    Dev,
+    Test,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.backend {
+        #[cfg(feature = "flex")]
+        BackendName::Flex => {
+            use s2s_tensor::backend::{DefaultAutodiffBackend, Flex};
+            dispatch::<Flex, DefaultAutodiffBackend>(cli.command, &Default::default())
+        }
+        other => bail!(
+            "backend {other:?} is not compiled into this binary; rebuild with `--features {}` \
+             (compiled in: {})",
+            format!("{other:?}").to_lowercase(),
+            s2s_tensor::backend::compiled_backends().join(", ")
+        ),
+    }
+}
+
+fn dispatch<B: Backend, AB: AutodiffBackend<InnerBackend = B, Device = B::Device>>(
+    command: Command,
+    device: &B::Device,
+) -> Result<()> {
+    match command {
+        Command::Train(args) => cmd_train::<AB>(*args, device),
+        Command::Decode(args) => cmd_decode::<B>(args, device),
+        Command::Eval(args) => cmd_eval::<B>(args, device),
+    }
+}
+
+fn cmudict_splits(data: &DataArgs) -> Result<Splits> {
+    Ok(corpus::read_cmudict(
+        &data.cmudict,
+        CmudictOptions {
+            keep_stress: data.keep_stress,
+        },
+    )?)
+}
+
+fn synthetic(task: SyntheticTask, n: usize, seed: u64) -> Splits {
+    let gen = |n, s| task.generate(n, 1, 12, 10, s);
+    Splits {
+        train: gen(n, seed),
+        dev: gen(1000, seed.wrapping_add(1)),
+        test: gen(1000, seed.wrapping_add(2)),
+    }
+}
+
+fn cmd_train<AB: AutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Result<()> {
+    let (name, splits, src_tok, tgt_tok) = match args.task {
+        Task::G2p => (
+            "g2p",
+            cmudict_splits(&args.data)?,
+            Tokenizer::Chars,
+            Tokenizer::Whitespace,
+        ),
+        Task::Tsv => {
+            let (Some(train), Some(valid)) = (&args.train, &args.valid) else {
+                bail!("task tsv needs --train FILE and --valid FILE");
+            };
+            let test = match &args.test {
+                Some(t) => corpus::read_tsv(t)?,
+                None => Vec::new(),
+            };
+            let splits = Splits {
+                train: corpus::read_tsv(train)?,
+                dev: corpus::read_tsv(valid)?,
+                test,
+            };
+            (
+                "tsv",
+                splits,
+                args.source_tokenizer.into(),
+                args.target_tokenizer.into(),
+            )
+        }
+        t => {
+            let task = match t {
+                Task::Copy => SyntheticTask::Copy,
+                Task::Reverse => SyntheticTask::Reverse,
+                Task::Sort => SyntheticTask::Sort,
+                _ => SyntheticTask::Double,
+            };
+            let name = match task {
+                SyntheticTask::Copy => "copy",
+                SyntheticTask::Reverse => "reverse",
+                SyntheticTask::Sort => "sort",
+                SyntheticTask::Double => "double",
+            };
+            (
+                name,
+                synthetic(task, args.synthetic_size, args.seed),
+                Tokenizer::Chars,
+                Tokenizer::Chars,
+            )
+        }
+    };
+    eprintln!(
+        "task {name}: {} training, {} validation, {} test pairs",
+        splits.train.len(),
+        splits.dev.len(),
+        splits.test.len()
+    );
+    let codec = TextCodec::build(&splits.train, src_tok, tgt_tok, args.min_freq);
+    eprintln!(
+        "vocabularies: {} source, {} target tokens (specials included)",
+        codec.source_vocab.len(),
+        codec.target_vocab.len()
+    );
+    let model = Seq2SeqConfig::new(codec.source_vocab.len(), codec.target_vocab.len())
+        .with_d_embed(args.embed)
+        .with_d_hidden(args.hidden)
+        .with_d_decoder(args.decoder_hidden)
+        .with_d_attention(args.attention_dim)
+        .with_encoder_layers(args.encoder_layers)
+        .with_decoder_layers(args.decoder_layers)
+        .with_bidirectional(!args.unidirectional)
+        .with_cell(args.cell)
+        .with_attention(args.attention)
+        .with_dropout(args.dropout)
+        .with_bridge(!args.no_bridge);
+    model.validate()?;
+    let decay = match args.decay {
+        DecayArg::None => Decay::None,
+        DecayArg::InvSqrt => Decay::InverseSqrt,
+        DecayArg::Cosine => Decay::Cosine {
+            total: 0,
+            floor: 0.05,
+        },
+    };
+    let config = TrainConfig::new()
+        .with_epochs(args.epochs)
+        .with_batch_size(args.batch_size)
+        .with_lr(args.lr)
+        .with_warmup(args.warmup)
+        .with_decay(decay)
+        .with_clip_norm(args.clip_norm)
+        .with_teacher_forcing(args.teacher_forcing)
+        .with_label_smoothing(args.label_smoothing)
+        .with_seed(args.seed)
+        .with_max_decode_len(args.max_len)
+        .with_time_limit_secs(args.time_limit)
+        .with_progress(!args.no_progress);
+    let report = s2s_train::train::<AB>(
+        name,
+        model,
+        codec,
+        &splits.train,
+        &splits.dev,
+        &config,
+        &args.out,
+        device,
+    )?;
+    eprintln!(
+        "best epoch {} saved to {}",
+        report.best_epoch,
+        args.out.display()
+    );
+    if !splits.test.is_empty() {
+        let ckpt = Checkpoint::<AB::InnerBackend>::load(&args.out, device)?;
+        let refs = group_references(&splits.test);
+        let (scores, _) = evaluate(
+            &ckpt.model,
+            &ckpt.codec,
+            &refs,
+            args.batch_size,
+            args.max_len,
+            device,
+        );
+        println!(
+            "{}",
+            serde_json::to_string(&serde_json::json!({ "split": "test", "scores": scores }))?
+        );
+    }
+    Ok(())
+}
+
+fn cmd_decode<B: Backend>(args: DecodeArgs, device: &B::Device) -> Result<()> {
+    let ckpt = Checkpoint::<B>::load(&args.model, device)?;
+    let max_len = args.max_len.unwrap_or(ckpt.meta.max_decode_len);
+    let stdin = std::io::stdin();
+    let mut sources = Vec::new();
+    let mut line = Vec::new();
+    let mut reader = stdin.lock();
+    let mut n = 0usize;
+    loop {
+        line.clear();
+        if reader
+            .read_until(b'\n', &mut line)
+            .context("reading stdin")?
+            == 0
+        {
+            break;
+        }
+        n += 1;
+        let text = std::str::from_utf8(&line)
+            .map_err(|e| anyhow::anyhow!("stdin:{n}: invalid UTF-8 at byte {}", e.valid_up_to()))?;
+        let text = text.trim_end_matches(['\n', '\r']).trim();
+        let (ids, unknown) = ckpt.codec.encode_source(text);
+        if !unknown.is_empty() {
+            eprintln!(
+                "warning: stdin:{n}: not in the source vocabulary, decoded as <unk>: {unknown:?}"
+            );
+        }
+        sources.push(ids);
+    }
+    let hyps = decode_all(
+        &ckpt.model,
+        &Greedy::new(max_len),
+        &sources,
+        BatchSize::Sentences(args.batch_size.max(1)),
+        device,
+    );
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for h in hyps {
+        writeln!(out, "{}", ckpt.codec.decode_target(&h[0].tokens))?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn cmd_eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
+    let ckpt = Checkpoint::<B>::load(&args.model, device)?;
+    let (label, pairs): (String, Vec<Pair>) = match (&args.test, args.split) {
+        (Some(path), _) => (path.display().to_string(), corpus::read_tsv(path)?),
+        (None, Some(split)) => {
+            let s = cmudict_splits(&args.data)?;
+            match split {
+                SplitArg::Dev => ("cmudict dev".into(), s.dev),
+                SplitArg::Test => ("cmudict test".into(), s.test),
+            }
+        }
+        (None, None) => bail!("give --test FILE or --split dev|test"),
+    };
+    let refs: Vec<Reference> = group_references(&pairs);
+    let max_len = args.max_len.unwrap_or(ckpt.meta.max_decode_len);
+    let (scores, predictions) = evaluate(
+        &ckpt.model,
+        &ckpt.codec,
+        &refs,
+        args.batch_size.max(1),
+        max_len,
+        device,
+    );
+    if args.json {
+        let samples: Vec<_> = refs
+            .iter()
+            .zip(&predictions)
+            .take(args.samples)
+            .map(|(r, p)| serde_json::json!({ "source": r.source, "prediction": p, "references": r.targets }))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "test": label, "scores": scores, "samples": samples })
+            )?
+        );
+    } else {
+        println!("test: {label}");
+        println!("sequences: {}", scores.count);
+        println!("exact match: {:.2}%", 100.0 * scores.exact_match);
+        println!("WER: {:.2}%", 100.0 * scores.wer);
+        println!("token error rate (PER): {:.2}%", 100.0 * scores.ter);
+        for (r, p) in refs.iter().zip(&predictions).take(args.samples) {
+            println!("{}\t{}\t(ref: {})", r.source, p, r.targets.join(" | "));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! End-to-end tests of the `s2s` binary: train, decode, eval and input errors.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+fn s2s(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_s2s"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("s2s runs");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn train_tiny(dir: &Path) -> String {
+    let model = dir.join("m");
+    let model_str = model.to_str().unwrap().to_string();
+    let out = s2s(
+        &[
+            "train",
+            "--task",
+            "reverse",
+            "--synthetic-size",
+            "600",
+            "--epochs",
+            "1",
+            "--embed",
+            "8",
+            "--hidden",
+            "16",
+            "--decoder-hidden",
+            "16",
+            "--attention-dim",
+            "16",
+            "--max-len",
+            "20",
+            "--no-progress",
+            "--out",
+            &model_str,
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // The test split's scores come as one JSON line.
+    let json: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(json["split"], "test");
+    assert!(model.join("config.json").exists() && model.join("model.mpk").exists());
+    model_str
+}
+
+#[test]
+fn decode_is_independent_of_batch_size_and_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = train_tiny(dir.path());
+    let words = [
+        "abc",
+        "",
+        "jihgfedcba",
+        "a",
+        "cab",
+        "hhhh",
+        "",
+        "bd",
+        "efgab",
+    ];
+    let input: String = words.iter().map(|w| format!("{w}\n")).collect();
+    let base = s2s(
+        &["decode", "--model", &model, "--batch-size", "1"],
+        input.as_bytes(),
+    );
+    assert!(base.status.success(), "{}", text(&base.stderr));
+    let base_lines: Vec<String> = text(&base.stdout).lines().map(String::from).collect();
+    assert_eq!(base_lines.len(), words.len());
+    assert_eq!(base_lines[1], "");
+    assert_eq!(base_lines[6], "");
+    for size in ["2", "3", "64"] {
+        let out = s2s(
+            &["decode", "--model", &model, "--batch-size", size],
+            input.as_bytes(),
+        );
+        assert_eq!(
+            text(&out.stdout).lines().collect::<Vec<_>>(),
+            base_lines,
+            "batch size {size}"
+        );
+    }
+    // Reversed input order gives the same output per word.
+    let reversed: String = words.iter().rev().map(|w| format!("{w}\n")).collect();
+    let out = s2s(
+        &["decode", "--model", &model, "--batch-size", "4"],
+        reversed.as_bytes(),
+    );
+    let mut lines: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+    lines.reverse();
+    assert_eq!(lines, base_lines);
+}
+
+#[test]
+fn decode_warns_on_unknown_symbols_and_rejects_bad_utf8() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = train_tiny(dir.path());
+    let out = s2s(&["decode", "--model", &model], b"ab\nxyz!\n");
+    assert!(out.status.success());
+    assert_eq!(text(&out.stdout).lines().count(), 2);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("stdin:2") && err.contains("<unk>") && err.contains("\"z\""),
+        "{err}"
+    );
+    let out = s2s(&["decode", "--model", &model], b"ab\n\xff\xfe\n");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("stdin:2: invalid UTF-8"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // eval on a TSV file, plain and JSON.
+    let test = dir.path().join("test.tsv");
+    std::fs::write(&test, "abc\tcba\nba\tab\n").unwrap();
+    let out = s2s(
+        &[
+            "eval",
+            "--model",
+            &model,
+            "--test",
+            test.to_str().unwrap(),
+            "--json",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["scores"]["count"], 2);
+}
+
+#[test]
+fn bad_training_data_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train.tsv");
+    let valid = dir.path().join("valid.tsv");
+    std::fs::write(&train, "a b\tc d\ne f\n").unwrap();
+    std::fs::write(&valid, "a\tc\n").unwrap();
+    let out = s2s(
+        &[
+            "train",
+            "--task",
+            "tsv",
+            "--train",
+            train.to_str().unwrap(),
+            "--valid",
+            valid.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("train.tsv:2: expected `source<TAB>target`, found no tab"),
+        "{err}"
+    );
+    let out = s2s(&["--backend", "wgpu", "decode", "--model", "x"], b"");
+    assert!(
+        text(&out.stderr).contains("--features wgpu"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = s2s(
+        &[
+            "decode",
+            "--model",
+            dir.path().join("none").to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(!out.status.success() && text(&out.stderr).contains("not a model folder"));
+}
