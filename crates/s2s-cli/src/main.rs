@@ -143,6 +143,9 @@ struct TrainArgs {
     /// Sentences per batch.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// Batch training data by padded tokens (rows x longest) instead of sentences.
+    #[arg(long)]
+    batch_tokens: Option<usize>,
     /// Peak learning rate (Adam).
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
@@ -389,6 +392,7 @@ fn cmd_train<AB: AutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Resul
     let config = TrainConfig::new()
         .with_epochs(args.epochs)
         .with_batch_size(args.batch_size)
+        .with_batch_tokens(args.batch_tokens)
         .with_lr(args.lr)
         .with_warmup(args.warmup)
         .with_decay(decay)

@@ -243,16 +243,10 @@ impl Splits {
 }
 
 /// Options for reading CMUdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct CmudictOptions {
     /// Keep the stress digits of vowels (`AH0`); removed by default (`AH`).
     pub keep_stress: bool,
-}
-
-impl Default for CmudictOptions {
-    fn default() -> Self {
-        CmudictOptions { keep_stress: false }
-    }
 }
 
 /// Parses CMUdict text (cmusphinx format: `word PH1 PH2 ...`, variants as `word(2)`,

@@ -170,7 +170,7 @@ mod tests {
 
     #[test]
     fn build_is_deterministic_and_reserves_specials() {
-        let data = vec![vec!["b", "a", "b"], vec!["c", "a", "b"]];
+        let data = [vec!["b", "a", "b"], vec!["c", "a", "b"]];
         let v = Vocab::build(data.iter(), 1);
         assert_eq!(v.tokens()[..4], Vocab::SPECIALS);
         assert_eq!(&v.tokens()[4..], &["b", "a", "c"]);

@@ -29,6 +29,9 @@ pub struct TrainConfig {
     /// Sequences per batch.
     #[config(default = 64)]
     pub batch_size: usize,
+    /// Batch by padded tokens instead (`rows x longest` at most this many); overrides
+    /// `batch_size` for training batches.
+    pub batch_tokens: Option<usize>,
     /// Peak learning rate (Adam).
     #[config(default = 1e-3)]
     pub lr: f64,
@@ -255,18 +258,18 @@ pub fn train<B: AutodiffBackend>(
         .iter()
         .map(|e| (e.source.len(), e.target.len()))
         .collect();
-    let steps_per_epoch = plan_training_batches(
-        &lengths,
-        BatchSize::Sentences(config.batch_size),
-        config.seed,
-    )
-    .len();
+    let size = match config.batch_tokens {
+        Some(n) => BatchSize::Tokens(n),
+        None => BatchSize::Sentences(config.batch_size),
+    };
+    let steps_per_epoch = plan_training_batches(&lengths, size, config.seed).len();
+    let total_steps = steps_per_epoch * config.epochs;
     let schedule = LrSchedule {
         base: config.lr,
         warmup: config.warmup,
         decay: match config.decay {
             Decay::Cosine { total: 0, floor } => Decay::Cosine {
-                total: steps_per_epoch * config.epochs,
+                total: total_steps,
                 floor,
             },
             d => d,
@@ -279,11 +282,7 @@ pub fn train<B: AutodiffBackend>(
     let mut best: Option<(f64, f64, usize)> = None;
     let mut out_of_time = false;
     for epoch in 1..=config.epochs {
-        let plan = plan_training_batches(
-            &lengths,
-            BatchSize::Sentences(config.batch_size),
-            config.seed.wrapping_add(epoch as u64),
-        );
+        let plan = plan_training_batches(&lengths, size, config.seed.wrapping_add(epoch as u64));
         let bar = if config.progress {
             ProgressBar::new(plan.len() as u64)
         } else {
@@ -332,7 +331,16 @@ pub fn train<B: AutodiffBackend>(
             if config.clip_norm > 0.0 {
                 clip_global_norm(&model, &mut grads, config.clip_norm);
             }
-            model = optim.step(schedule.at(step), model, grads);
+            // With a time limit, a decaying schedule follows whichever runs out first: steps or
+            // time (so a cosine decay reaches its floor when the budget ends).
+            let lr_step = match (config.time_limit_secs, total_steps) {
+                (Some(limit), total) if limit > 0.0 => {
+                    let by_time = start.elapsed().as_secs_f64() / limit * total as f64;
+                    step.max(by_time as usize)
+                }
+                _ => step,
+            };
+            model = optim.step(schedule.at(lr_step), model, grads);
             step += 1;
             let n = batch.target_tokens();
             loss_sum += loss_value * n as f64;

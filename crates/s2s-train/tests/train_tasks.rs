@@ -29,7 +29,8 @@ fn reverse_task_reaches_99_percent() {
         .with_batch_size(32)
         .with_lr(3e-3)
         .with_max_decode_len(12)
-        .with_progress(false);
+        .with_progress(false)
+        .with_log_epochs(false);
     let device = Default::default();
     let report = train::<AB>(
         "reverse",
@@ -72,7 +73,8 @@ fn scheduled_sampling_and_checkpoint_replacement() {
         .with_batch_size(16)
         .with_label_smoothing(0.1)
         .with_teacher_forcing("linear:1:0.5:40".parse().unwrap())
-        .with_progress(false);
+        .with_progress(false)
+        .with_log_epochs(false);
     let device = Default::default();
     let model = small_model()
         .with_cell(CellKind::Lstm)
