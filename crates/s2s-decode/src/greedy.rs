@@ -1,10 +1,9 @@
 //! Batched greedy decoding.
 
+use crate::search::{extend_rows, LogitsProcessors};
 use crate::{Hypothesis, StepDecoder, Strategy};
-use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
-use s2s_data::{InferenceBatch, Vocab};
-use s2s_tensor::ops;
+use s2s_data::InferenceBatch;
 
 /// Picks the most likely token at every step. All rows advance together; rows that produced
 /// `<eos>` leave the batch, which stops when every row has finished or after `max_len` tokens.
@@ -12,6 +11,10 @@ use s2s_tensor::ops;
 pub struct Greedy {
     /// Maximum number of output tokens (`<eos>` excluded).
     pub max_len: usize,
+    /// Minimum number of output tokens before `<eos>` is allowed.
+    pub min_len: usize,
+    /// Adjustments to the log-probabilities before choosing.
+    pub processors: LogitsProcessors,
     /// Also return each step's attention weights.
     pub keep_attention: bool,
 }
@@ -21,6 +24,8 @@ impl Greedy {
     pub fn new(max_len: usize) -> Self {
         Greedy {
             max_len,
+            min_len: 0,
+            processors: LogitsProcessors::default(),
             keep_attention: false,
         }
     }
@@ -34,61 +39,28 @@ impl Greedy {
 
 impl<B: Backend, M: StepDecoder<B>> Strategy<B, M> for Greedy {
     fn decode(&self, model: &M, batch: &InferenceBatch<B>) -> Vec<Vec<Hypothesis>> {
-        let n = batch.len();
-        let device = batch.source.device();
-        let src_len = batch.source.dims()[1];
-        let (mut memory, mut state) = model.start(batch.source.clone(), &batch.source_lengths);
-        let mut hyps: Vec<Hypothesis> = (0..n)
-            .map(|_| Hypothesis {
-                tokens: Vec::new(),
-                score: 0.0,
-                attention: self.keep_attention.then(Vec::new),
-            })
-            .collect();
-        // `active[k]` is the original row of live row `k`.
-        let mut active: Vec<usize> = (0..n).collect();
-        let mut tokens: Vec<usize> = vec![Vocab::SOS as usize; n];
-        for step in 0..=self.max_len {
-            if active.is_empty() {
-                break;
-            }
-            let input = ops::index_tensor::<B>(&tokens, &device);
-            let (logits, next_state, attention) = model.step(&memory, input, state);
-            state = next_state;
-            let (best, best_idx) = log_softmax(logits, 1).max_dim_with_indices(1);
-            let scores = ops::to_vec_f32(best);
-            let ids = ops::to_vec_i64(best_idx);
-            let weights = self.keep_attention.then(|| ops::to_vec_f32(attention));
-            let mut keep = Vec::with_capacity(active.len());
-            for (k, &row) in active.iter().enumerate() {
-                let id = ids[k] as u32;
-                let h = &mut hyps[row];
-                // At the last step only `<eos>` may still be scored; the row stops either way.
-                let last = step == self.max_len;
-                if id == Vocab::EOS || last {
-                    if id == Vocab::EOS {
-                        h.score += scores[k];
-                    }
-                    continue;
-                }
-                h.score += scores[k];
-                h.tokens.push(id);
-                if let (Some(att), Some(w)) = (h.attention.as_mut(), weights.as_ref()) {
-                    let len = batch.source_lengths[row];
-                    att.push(w[k * src_len..k * src_len + len].to_vec());
-                }
-                keep.push(k);
-            }
-            if keep.len() != active.len() && !keep.is_empty() {
-                let (m, s) = model.select_rows(&memory, state, &keep);
-                memory = m;
-                state = s;
-            }
-            tokens = keep.iter().map(|&k| ids[k] as usize).collect();
-            active = keep.iter().map(|&k| active[k]).collect();
-        }
-        hyps.into_iter().map(|h| vec![h]).collect()
+        extend_rows(
+            model,
+            batch,
+            1,
+            self.max_len,
+            self.min_len,
+            &self.processors,
+            self.keep_attention,
+            |_, logp| argmax(logp).0,
+        )
     }
+}
+
+/// Index and value of the largest entry (the first one on ties).
+pub(crate) fn argmax(values: &[f32]) -> (usize, f32) {
+    let mut best = (0, f32::NEG_INFINITY);
+    for (i, &v) in values.iter().enumerate() {
+        if v > best.1 {
+            best = (i, v);
+        }
+    }
+    best
 }
 
 #[cfg(test)]

@@ -22,10 +22,16 @@
 //! assert!(out[0][0].tokens.len() <= 5);
 //! ```
 
+mod beam;
 mod greedy;
+mod sample;
+mod search;
 mod step;
 
+pub use beam::BeamSearch;
 pub use greedy::Greedy;
+pub use sample::Sampling;
+pub use search::{LengthPenalty, LogitsProcessors};
 pub use step::StepDecoder;
 
 use burn::tensor::backend::Backend;

@@ -1,0 +1,153 @@
+//! Seeded sampling with temperature, top-k and top-p (nucleus) filtering.
+
+use crate::search::{extend_rows, LogitsProcessors};
+use crate::{Hypothesis, StepDecoder, Strategy};
+use burn::tensor::backend::Backend;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+use s2s_data::corpus::fnv1a;
+use s2s_data::{InferenceBatch, Vocab};
+use std::cmp::Ordering;
+
+/// Draws `n` outputs per source, token by token, from the model's distribution reshaped by
+/// `temperature`, restricted to the `top_k` most likely tokens and to the smallest set whose
+/// probability reaches `top_p`.
+///
+/// Each output has its own random generator, seeded from `seed`, the source tokens and the
+/// sample number: the same seed gives the same outputs, whatever the batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sampling {
+    /// Softmax temperature (> 0; 1 keeps the model's distribution).
+    pub temperature: f32,
+    /// Keep only the `top_k` most likely tokens (0: all).
+    pub top_k: usize,
+    /// Keep the smallest set of most likely tokens with probability >= `top_p` (1: all).
+    pub top_p: f32,
+    /// Samples per source.
+    pub n: usize,
+    /// Base seed.
+    pub seed: u64,
+    /// Minimum output length before `<eos>` is allowed.
+    pub min_len: usize,
+    /// Maximum output length.
+    pub max_len: usize,
+    /// Adjustments to the log-probabilities before sampling.
+    pub processors: LogitsProcessors,
+    /// Also return each step's attention weights.
+    pub keep_attention: bool,
+}
+
+impl Sampling {
+    /// Plain sampling (temperature 1, no filtering), one sample per source.
+    pub fn new(seed: u64, max_len: usize) -> Self {
+        Sampling {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+            n: 1,
+            seed,
+            min_len: 0,
+            max_len,
+            processors: LogitsProcessors::default(),
+            keep_attention: false,
+        }
+    }
+
+    /// The tokens that may be drawn and their probabilities (unnormalised), after
+    /// temperature, top-k and top-p, in decreasing order of probability.
+    pub fn candidates(&self, logp: &[f32]) -> Vec<(usize, f32)> {
+        let t = self.temperature.max(1e-6);
+        let mut c: Vec<(usize, f32)> = logp
+            .iter()
+            .enumerate()
+            .filter(|(_, &lp)| lp > f32::NEG_INFINITY)
+            .map(|(i, &lp)| (i, lp / t))
+            .collect();
+        c.sort_by(|a, b| {
+            b.1.partial_cmp(&a.1)
+                .unwrap_or(Ordering::Equal)
+                .then(a.0.cmp(&b.0))
+        });
+        if self.top_k > 0 {
+            c.truncate(self.top_k);
+        }
+        let max = c.first().map_or(0.0, |x| x.1);
+        let mut probs: Vec<(usize, f32)> =
+            c.into_iter().map(|(i, s)| (i, (s - max).exp())).collect();
+        if self.top_p < 1.0 {
+            let total: f32 = probs.iter().map(|p| p.1).sum();
+            let mut acc = 0.0;
+            let mut keep = probs.len();
+            for (k, p) in probs.iter().enumerate() {
+                acc += p.1 / total;
+                if acc >= self.top_p {
+                    keep = k + 1;
+                    break;
+                }
+            }
+            probs.truncate(keep);
+        }
+        probs
+    }
+}
+
+fn draw(rng: &mut StdRng, candidates: &[(usize, f32)]) -> usize {
+    let total: f32 = candidates.iter().map(|c| c.1).sum();
+    let mut x = rng.random::<f32>() * total;
+    for &(i, p) in candidates {
+        if x < p {
+            return i;
+        }
+        x -= p;
+    }
+    candidates.last().map_or(Vocab::EOS as usize, |c| c.0)
+}
+
+impl<B: Backend, M: StepDecoder<B>> Strategy<B, M> for Sampling {
+    fn decode(&self, model: &M, batch: &InferenceBatch<B>) -> Vec<Vec<Hypothesis>> {
+        let src_len = batch.source.dims()[1];
+        let n = self.n.max(1);
+        let ids = s2s_tensor::ops::to_vec_i64(batch.source.clone());
+        // Row `r` of the expanded batch is sample `r % n` of source `r / n`.
+        let mut rngs: Vec<StdRng> = (0..batch.len() * n)
+            .map(|r| {
+                let i = r / n;
+                let mut key: Vec<u8> = self.seed.to_le_bytes().to_vec();
+                key.extend(((r % n) as u64).to_le_bytes());
+                for &t in &ids[i * src_len..i * src_len + batch.source_lengths[i]] {
+                    key.extend(t.to_le_bytes());
+                }
+                StdRng::seed_from_u64(fnv1a(&key))
+            })
+            .collect();
+        extend_rows(
+            model,
+            batch,
+            n,
+            self.max_len,
+            self.min_len,
+            &self.processors,
+            self.keep_attention,
+            |r, logp| draw(&mut rngs[r], &self.candidates(logp)),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_keep_the_most_likely_tokens() {
+        let logp: Vec<f32> = [0.5f32, 0.3, 0.15, 0.05].iter().map(|p| p.ln()).collect();
+        let mut s = Sampling::new(1, 10);
+        s.top_k = 2;
+        let c: Vec<usize> = s.candidates(&logp).iter().map(|c| c.0).collect();
+        assert_eq!(c, vec![0, 1]);
+        s.top_k = 0;
+        s.top_p = 0.8;
+        let c: Vec<usize> = s.candidates(&logp).iter().map(|c| c.0).collect();
+        assert_eq!(c, vec![0, 1]);
+        s.top_p = 0.81;
+        assert_eq!(s.candidates(&logp).len(), 3);
+    }
+}

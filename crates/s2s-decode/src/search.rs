@@ -1,0 +1,252 @@
+//! Pieces shared by the strategies: one model step read back as log-probabilities, logits
+//! processors and length penalties.
+
+use crate::StepDecoder;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::backend::Backend;
+use s2s_data::Vocab;
+use s2s_tensor::ops;
+
+/// The log-probabilities of one step, on the host.
+pub(crate) struct StepResult<S> {
+    /// `[rows * vocab]` row-major log-probabilities.
+    pub logp: Vec<f32>,
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// `[rows * src_len]` attention weights, when asked for.
+    pub attention: Option<Vec<f32>>,
+    /// The model state after the step.
+    pub state: S,
+}
+
+/// Runs one model step for `tokens` and reads the log-probabilities back.
+pub(crate) fn step_logprobs<B: Backend, M: StepDecoder<B>>(
+    model: &M,
+    memory: &M::Memory,
+    tokens: &[usize],
+    state: M::State,
+    keep_attention: bool,
+    device: &B::Device,
+) -> StepResult<M::State> {
+    let input = ops::index_tensor::<B>(tokens, device);
+    let (logits, state, attention) = model.step(memory, input, state);
+    let vocab = logits.dims()[1];
+    StepResult {
+        logp: ops::to_vec_f32(log_softmax(logits, 1)),
+        vocab,
+        attention: keep_attention.then(|| ops::to_vec_f32(attention)),
+        state,
+    }
+}
+
+/// Copies the attention row of `row` for a source of `len` tokens out of a step's
+/// `[rows * src_len]` weights.
+pub(crate) fn attention_row(weights: &[f32], row: usize, src_len: usize, len: usize) -> Vec<f32> {
+    weights[row * src_len..row * src_len + len].to_vec()
+}
+
+/// Adjustments applied to next-token log-probabilities before any strategy chooses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogitsProcessors {
+    /// Forbid any n-gram of this size from appearing twice in an output (0: off).
+    pub no_repeat_ngram: usize,
+    /// Never produce `<unk>`.
+    pub forbid_unk: bool,
+}
+
+impl LogitsProcessors {
+    /// True when some processor is on.
+    pub fn is_active(&self) -> bool {
+        self.no_repeat_ngram > 0 || self.forbid_unk
+    }
+
+    /// Sets forbidden tokens to `-inf` given the output so far (`prefix`, without `<sos>`).
+    pub fn apply(&self, prefix: &[u32], logp: &mut [f32]) {
+        if self.forbid_unk {
+            logp[Vocab::UNK as usize] = f32::NEG_INFINITY;
+        }
+        let n = self.no_repeat_ngram;
+        if n > 0 && prefix.len() + 1 >= n {
+            let tail = &prefix[prefix.len() + 1 - n..];
+            for window in prefix.windows(n) {
+                if window[..n - 1] == *tail {
+                    logp[window[n - 1] as usize] = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+
+    /// Forbids `<eos>` while the output is shorter than `min_len`.
+    pub(crate) fn apply_min_len(len: usize, min_len: usize, logp: &mut [f32]) {
+        if len < min_len {
+            logp[Vocab::EOS as usize] = f32::NEG_INFINITY;
+        }
+    }
+}
+
+/// How a hypothesis' log-probability sum is normalised by its length when ranking.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum LengthPenalty {
+    /// The raw sum (favours short outputs).
+    #[default]
+    None,
+    /// `score / len^alpha`; alpha 0 is the raw sum, 1 the mean per token (0.6-1.0 is usual).
+    Average(f32),
+    /// GNMT's `score / ((5 + len) / 6)^alpha` (Wu et al., 2016).
+    Gnmt(f32),
+}
+
+impl LengthPenalty {
+    /// The divisor for an output of `len` tokens (`<eos>` included).
+    pub fn divisor(&self, len: usize) -> f32 {
+        let len = len.max(1) as f32;
+        match *self {
+            LengthPenalty::None => 1.0,
+            LengthPenalty::Average(alpha) => len.powf(alpha),
+            LengthPenalty::Gnmt(alpha) => ((5.0 + len) / 6.0).powf(alpha),
+        }
+    }
+
+    /// The normalised score.
+    pub fn apply(&self, score: f32, len: usize) -> f32 {
+        score / self.divisor(len)
+    }
+}
+
+impl std::str::FromStr for LengthPenalty {
+    type Err = String;
+    /// Parses `none`, `avg:ALPHA` or `gnmt:ALPHA`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let alpha = |a: &str| {
+            a.parse::<f32>()
+                .map_err(|_| format!("bad alpha {a:?} in {s:?}"))
+        };
+        match s.split_once(':') {
+            None if s == "none" => Ok(LengthPenalty::None),
+            Some(("avg", a)) => Ok(LengthPenalty::Average(alpha(a)?)),
+            Some(("gnmt", a)) => Ok(LengthPenalty::Gnmt(alpha(a)?)),
+            _ => Err(format!(
+                "unknown length penalty {s:?} (expected none, avg:ALPHA or gnmt:ALPHA)"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_repeat_ngram_blocks_the_completion() {
+        let p = LogitsProcessors {
+            no_repeat_ngram: 2,
+            forbid_unk: true,
+        };
+        let mut logp = vec![0.0f32; 8];
+        // Prefix 5 6 5: the bigram "5 6" exists, so after "5" the token 6 is blocked.
+        p.apply(&[5, 6, 5], &mut logp);
+        assert_eq!(logp[6], f32::NEG_INFINITY);
+        assert_eq!(logp[Vocab::UNK as usize], f32::NEG_INFINITY);
+        assert_eq!(logp.iter().filter(|v| v.is_infinite()).count(), 2);
+    }
+
+    #[test]
+    fn penalties() {
+        assert_eq!(LengthPenalty::None.apply(-4.0, 4), -4.0);
+        assert_eq!(LengthPenalty::Average(1.0).apply(-4.0, 4), -1.0);
+        assert!((LengthPenalty::Gnmt(1.0).apply(-4.0, 7) + 2.0).abs() < 1e-6);
+        assert_eq!(
+            "avg:0.6".parse::<LengthPenalty>().unwrap(),
+            LengthPenalty::Average(0.6)
+        );
+        assert!("avg".parse::<LengthPenalty>().is_err());
+    }
+}
+
+/// Shared loop of the strategies that extend each output by one chosen token per step
+/// (greedy, sampling). Every source is decoded `copies` times; rows that produce `<eos>`
+/// leave the batch. `choose(row, logp)` picks the next token of an expanded row from its
+/// processed log-probabilities. Returns the outputs grouped per source, copies in order.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn extend_rows<B: Backend, M: StepDecoder<B>>(
+    model: &M,
+    batch: &s2s_data::InferenceBatch<B>,
+    copies: usize,
+    max_len: usize,
+    min_len: usize,
+    processors: &LogitsProcessors,
+    keep_attention: bool,
+    mut choose: impl FnMut(usize, &[f32]) -> usize,
+) -> Vec<Vec<crate::Hypothesis>> {
+    let device = batch.source.device();
+    let [sources, src_len] = batch.source.dims();
+    let copies = copies.max(1);
+    let (memory, state) = model.start(batch.source.clone(), &batch.source_lengths);
+    let expand: Vec<usize> = (0..sources)
+        .flat_map(|i| std::iter::repeat_n(i, copies))
+        .collect();
+    let (mut memory, mut state) = if copies > 1 {
+        model.select_rows(&memory, state, &expand)
+    } else {
+        (memory, state)
+    };
+    let mut hyps: Vec<crate::Hypothesis> = expand
+        .iter()
+        .map(|_| crate::Hypothesis {
+            tokens: Vec::new(),
+            score: 0.0,
+            attention: keep_attention.then(Vec::new),
+        })
+        .collect();
+    // `active[k]` is the expanded row of live row `k`.
+    let mut active: Vec<usize> = (0..expand.len()).collect();
+    let mut tokens = vec![Vocab::SOS as usize; expand.len()];
+    for step in 0..=max_len {
+        if active.is_empty() {
+            break;
+        }
+        let mut out = step_logprobs(model, &memory, &tokens, state, keep_attention, &device);
+        state = out.state;
+        let v = out.vocab;
+        let (mut keep, mut next) = (Vec::new(), Vec::new());
+        for (k, &r) in active.iter().enumerate() {
+            let h = &mut hyps[r];
+            let logp = &mut out.logp[k * v..(k + 1) * v];
+            processors.apply(&h.tokens, logp);
+            LogitsProcessors::apply_min_len(h.tokens.len(), min_len, logp);
+            let id = choose(r, logp);
+            // At the last step only `<eos>` may still be scored; the row stops either way.
+            if id == Vocab::EOS as usize || step == max_len {
+                if id == Vocab::EOS as usize {
+                    h.score += logp[id];
+                }
+                continue;
+            }
+            h.score += logp[id];
+            h.tokens.push(id as u32);
+            if let (Some(att), Some(w)) = (h.attention.as_mut(), out.attention.as_ref()) {
+                att.push(attention_row(
+                    w,
+                    k,
+                    src_len,
+                    batch.source_lengths[expand[r]],
+                ));
+            }
+            keep.push(k);
+            next.push(id);
+        }
+        if keep.len() != active.len() && !keep.is_empty() {
+            let (m, s) = model.select_rows(&memory, state, &keep);
+            memory = m;
+            state = s;
+        }
+        tokens = next;
+        active = keep.iter().map(|&k| active[k]).collect();
+    }
+    let mut per_source: Vec<Vec<crate::Hypothesis>> =
+        (0..sources).map(|_| Vec::with_capacity(copies)).collect();
+    for (r, h) in hyps.into_iter().enumerate() {
+        per_source[expand[r]].push(h);
+    }
+    per_source
+}
