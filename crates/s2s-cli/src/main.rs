@@ -7,9 +7,9 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use s2s_data::corpus::{self, group_references, CmudictOptions, Reference, SyntheticTask};
 use s2s_data::{BatchSize, Pair, Splits, TextCodec, Tokenizer};
-use s2s_decode::{decode_all, Greedy};
+use s2s_decode::{decode_all, BeamSearch, Decoding, Greedy, LengthPenalty, LogitsProcessors, Sampling};
 use s2s_nn::{AttentionKind, CellKind, Seq2SeqConfig};
-use s2s_train::{evaluate, Checkpoint, Decay, TeacherForcing, TrainConfig};
+use s2s_train::{evaluate, evaluate_with, Checkpoint, Decay, TeacherForcing, TrainConfig};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
@@ -213,12 +213,131 @@ struct DecodeArgs {
     /// Model folder.
     #[arg(long)]
     model: PathBuf,
-    /// Sentences per batch.
-    #[arg(long, default_value_t = 64)]
-    batch_size: usize,
+    #[command(flatten)]
+    decoding: DecodingArgs,
+    /// Print every hypothesis of the n-best list as `hypothesis<TAB>score`, with one blank
+    /// line after each input.
+    #[arg(long)]
+    scores: bool,
+    /// Write each output's attention matrix to FILE as JSON lines.
+    #[arg(long, value_name = "FILE")]
+    alignments: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum StrategyArg {
+    Greedy,
+    Beam,
+    Sample,
+    Diverse,
+}
+
+/// How to decode (shared by `decode` and `eval`).
+#[derive(Args, Debug)]
+struct DecodingArgs {
+    /// Decoding strategy.
+    #[arg(long, value_enum, default_value_t = StrategyArg::Greedy)]
+    strategy: StrategyArg,
+    /// Beams per sentence (beam, diverse).
+    #[arg(long, default_value_t = 5)]
+    beam_size: usize,
+    /// Hypotheses per sentence (beam, diverse; for sample, the number of samples).
+    #[arg(long, default_value_t = 1)]
+    n_best: usize,
+    /// Length penalty: none, avg:ALPHA or gnmt:ALPHA.
+    #[arg(long, default_value = "none")]
+    length_penalty: LengthPenalty,
+    /// Minimum output length.
+    #[arg(long, default_value_t = 0)]
+    min_len: usize,
     /// Maximum output length (default: the model's).
     #[arg(long)]
     max_len: Option<usize>,
+    /// Also cap the output length at RATIO x the source length (beam, diverse).
+    #[arg(long)]
+    max_len_ratio: Option<f32>,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// Sample only among the K most likely tokens (0: all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Sample only among the most likely tokens that make up probability P.
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f32,
+    /// Beam groups (diverse).
+    #[arg(long, default_value_t = 2)]
+    groups: usize,
+    /// Diversity penalty between groups (diverse).
+    #[arg(long, default_value_t = 0.5)]
+    diversity: f32,
+    /// Seed for sampling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Forbid repeating any n-gram of this size (0: off).
+    #[arg(long, default_value_t = 0)]
+    no_repeat_ngram: usize,
+    /// Never output `<unk>`.
+    #[arg(long)]
+    forbid_unk: bool,
+    /// Sentences per batch.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+}
+
+impl DecodingArgs {
+    fn strategy(&self, default_max_len: usize, keep_attention: bool) -> Result<Decoding> {
+        let max_len = self.max_len.unwrap_or(default_max_len);
+        let processors = LogitsProcessors {
+            no_repeat_ngram: self.no_repeat_ngram,
+            forbid_unk: self.forbid_unk,
+        };
+        if self.n_best == 0 || self.beam_size == 0 || self.batch_size == 0 {
+            bail!("--n-best, --beam-size and --batch-size must be at least 1");
+        }
+        Ok(match self.strategy {
+            StrategyArg::Greedy => {
+                let mut g = Greedy::new(max_len).with_attention(keep_attention);
+                g.min_len = self.min_len;
+                g.processors = processors;
+                Decoding::Greedy(g)
+            }
+            StrategyArg::Beam | StrategyArg::Diverse => {
+                let mut b = BeamSearch::new(self.beam_size, max_len);
+                b.n_best = self.n_best;
+                b.length_penalty = self.length_penalty;
+                b.min_len = self.min_len;
+                b.max_len_ratio = self.max_len_ratio;
+                b.processors = processors;
+                b.keep_attention = keep_attention;
+                if self.strategy == StrategyArg::Diverse {
+                    if self.groups == 0 || self.beam_size % self.groups != 0 {
+                        bail!("--beam-size ({}) must be a multiple of --groups ({})", self.beam_size, self.groups);
+                    }
+                    b.groups = self.groups;
+                    b.diversity = self.diversity;
+                }
+                if self.n_best > self.beam_size {
+                    bail!("--n-best ({}) cannot exceed --beam-size ({})", self.n_best, self.beam_size);
+                }
+                Decoding::Beam(b)
+            }
+            StrategyArg::Sample => {
+                if self.temperature <= 0.0 || !(0.0..=1.0).contains(&self.top_p) || self.top_p == 0.0 {
+                    bail!("--temperature must be > 0 and --top-p in (0, 1]");
+                }
+                let mut s = Sampling::new(self.seed, max_len);
+                s.temperature = self.temperature;
+                s.top_k = self.top_k;
+                s.top_p = self.top_p;
+                s.n = self.n_best;
+                s.min_len = self.min_len;
+                s.processors = processors;
+                s.keep_attention = keep_attention;
+                Decoding::Sample(s)
+            }
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -240,12 +359,8 @@ struct EvalArgs {
     /// Also print this many sample predictions.
     #[arg(long, default_value_t = 0)]
     samples: usize,
-    /// Sentences per batch.
-    #[arg(long, default_value_t = 64)]
-    batch_size: usize,
-    /// Maximum output length (default: the model's).
-    #[arg(long)]
-    max_len: Option<usize>,
+    #[command(flatten)]
+    decoding: DecodingArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -439,19 +554,14 @@ fn cmd_train<AB: AutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Resul
 
 fn cmd_decode<B: Backend>(args: DecodeArgs, device: &B::Device) -> Result<()> {
     let ckpt = Checkpoint::<B>::load(&args.model, device)?;
-    let max_len = args.max_len.unwrap_or(ckpt.meta.max_decode_len);
-    let stdin = std::io::stdin();
+    let strategy = args.decoding.strategy(ckpt.meta.max_decode_len, args.alignments.is_some())?;
     let mut sources = Vec::new();
     let mut line = Vec::new();
-    let mut reader = stdin.lock();
+    let mut reader = std::io::stdin().lock();
     let mut n = 0usize;
     loop {
         line.clear();
-        if reader
-            .read_until(b'\n', &mut line)
-            .context("reading stdin")?
-            == 0
-        {
+        if reader.read_until(b'\n', &mut line).context("reading stdin")? == 0 {
             break;
         }
         n += 1;
@@ -460,24 +570,54 @@ fn cmd_decode<B: Backend>(args: DecodeArgs, device: &B::Device) -> Result<()> {
         let text = text.trim_end_matches(['\n', '\r']).trim();
         let (ids, unknown) = ckpt.codec.encode_source(text);
         if !unknown.is_empty() {
-            eprintln!(
-                "warning: stdin:{n}: not in the source vocabulary, decoded as <unk>: {unknown:?}"
-            );
+            eprintln!("warning: stdin:{n}: not in the source vocabulary, decoded as <unk>: {unknown:?}");
         }
         sources.push(ids);
     }
-    let hyps = decode_all(
-        &ckpt.model,
-        &Greedy::new(max_len),
-        &sources,
-        BatchSize::Sentences(args.batch_size.max(1)),
-        device,
-    );
+    let size = BatchSize::Sentences(args.decoding.batch_size);
+    let hyps = decode_all(&ckpt.model, &strategy, &sources, size, device);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for h in hyps {
-        writeln!(out, "{}", ckpt.codec.decode_target(&h[0].tokens))?;
+    for list in &hyps {
+        if args.scores {
+            for h in list {
+                writeln!(out, "{}\t{}", ckpt.codec.decode_target(&h.tokens), h.score)?;
+            }
+            writeln!(out)?;
+        } else {
+            let best = list.first().map(|h| h.tokens.as_slice()).unwrap_or(&[]);
+            writeln!(out, "{}", ckpt.codec.decode_target(best))?;
+        }
     }
     out.flush()?;
+    if let Some(path) = &args.alignments {
+        write_alignments(path, &ckpt.codec, &sources, &hyps)?;
+    }
+    Ok(())
+}
+
+/// One JSON line per input: source tokens, output tokens and the attention matrix
+/// (`attention[output step][source position]`) of the best hypothesis.
+fn write_alignments(
+    path: &std::path::Path,
+    codec: &TextCodec,
+    sources: &[Vec<u32>],
+    hyps: &[Vec<s2s_decode::Hypothesis>],
+) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut file = std::io::BufWriter::new(
+        std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?,
+    );
+    for (i, (src, list)) in sources.iter().zip(hyps).enumerate() {
+        let best = list.first();
+        let source: Vec<&str> = src.iter().map(|&t| codec.source_vocab.token(t).unwrap_or("<unk>")).collect();
+        let output = best.map(|h| codec.decode_target_tokens(&h.tokens)).unwrap_or_default();
+        let attention = best.and_then(|h| h.attention.clone()).unwrap_or_default();
+        let line = serde_json::json!({ "index": i, "source": source, "output": output, "attention": attention });
+        writeln!(file, "{line}").with_context(|| format!("{}: write failed", tmp.display()))?;
+    }
+    file.flush().with_context(|| format!("{}: write failed", tmp.display()))?;
+    drop(file);
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
     Ok(())
 }
 
@@ -495,15 +635,11 @@ fn cmd_eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
         (None, None) => bail!("give --test FILE or --split dev|test"),
     };
     let refs: Vec<Reference> = group_references(&pairs);
-    let max_len = args.max_len.unwrap_or(ckpt.meta.max_decode_len);
-    let (scores, predictions) = evaluate(
-        &ckpt.model,
-        &ckpt.codec,
-        &refs,
-        args.batch_size.max(1),
-        max_len,
-        device,
-    );
+    let strategy = args.decoding.strategy(ckpt.meta.max_decode_len, false)?;
+    let size = args.decoding.batch_size;
+    let started = std::time::Instant::now();
+    let (scores, predictions) = evaluate_with(&ckpt.model, &ckpt.codec, &refs, &strategy, size, device);
+    let seconds = started.elapsed().as_secs_f64();
     if args.json {
         let samples: Vec<_> = refs
             .iter()
@@ -514,7 +650,7 @@ fn cmd_eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({ "test": label, "scores": scores, "samples": samples })
+                &serde_json::json!({ "test": label, "scores": scores, "decode_seconds": seconds, "samples": samples })
             )?
         );
     } else {
@@ -523,6 +659,7 @@ fn cmd_eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
         println!("exact match: {:.2}%", 100.0 * scores.exact_match);
         println!("WER: {:.2}%", 100.0 * scores.wer);
         println!("token error rate (PER): {:.2}%", 100.0 * scores.ter);
+        println!("decoding: {seconds:.2}s ({:.0} sequences/s)", scores.count as f64 / seconds.max(1e-9));
         for (r, p) in refs.iter().zip(&predictions).take(args.samples) {
             println!("{}\t{}\t(ref: {})", r.source, p, r.targets.join(" | "));
         }

@@ -92,6 +92,19 @@ fn decode_is_independent_of_batch_size_and_order() {
             "batch size {size}"
         );
     }
+    // Beam search and sampling give the same outputs whatever the batch size too.
+    for strategy in [&["--strategy", "beam", "--beam-size", "3"][..], &["--strategy", "sample", "--seed", "4", "--top-k", "3"][..]] {
+        let mut outs = Vec::new();
+        for size in ["1", "4"] {
+            let mut args = vec!["decode", "--model", &model, "--batch-size", size];
+            args.extend_from_slice(strategy);
+            let out = s2s(&args, input.as_bytes());
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            outs.push(text(&out.stdout));
+        }
+        assert_eq!(outs[0], outs[1], "{strategy:?}");
+        assert_eq!(outs[0].lines().count(), words.len());
+    }
     // Reversed input order gives the same output per word.
     let reversed: String = words.iter().rev().map(|w| format!("{w}\n")).collect();
     let out = s2s(
@@ -122,6 +135,36 @@ fn decode_warns_on_unknown_symbols_and_rejects_bad_utf8() {
         "{}",
         text(&out.stderr)
     );
+
+    // n-best lists with scores, and alignments.
+    let align = dir.path().join("align.jsonl");
+    let out = s2s(
+        &["decode", "--model", &model, "--strategy", "beam", "--beam-size", "4", "--n-best", "2", "--scores",
+          "--alignments", align.to_str().unwrap()],
+        b"abc
+
+ba
+",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let blocks: Vec<&str> = stdout.split("\n\n").filter(|b| !b.is_empty()).collect();
+    assert_eq!(blocks.len(), 3, "{stdout:?}");
+    for line in blocks[0].lines() {
+        let (_, score) = line.rsplit_once('\t').unwrap();
+        assert!(score.parse::<f32>().unwrap() <= 0.0);
+    }
+    assert_eq!(blocks[0].lines().count(), 2);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&align)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["source"].as_array().unwrap().len(), 3);
+    let out = s2s(&["decode", "--model", &model, "--strategy", "beam", "--beam-size", "2", "--n-best", "3"], b"ab
+");
+    assert!(!out.status.success() && text(&out.stderr).contains("--n-best (3) cannot exceed --beam-size (2)"));
 
     // eval on a TSV file, plain and JSON.
     let test = dir.path().join("test.tsv");

@@ -96,3 +96,24 @@ where
     }
     batch::restore_order(results)
 }
+
+/// Any of the built-in strategies, chosen at run time (for command lines and configs).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoding {
+    /// [`Greedy`].
+    Greedy(Greedy),
+    /// [`BeamSearch`] (diverse when `groups > 1`).
+    Beam(BeamSearch),
+    /// [`Sampling`].
+    Sample(Sampling),
+}
+
+impl<B: Backend, M: StepDecoder<B>> Strategy<B, M> for Decoding {
+    fn decode(&self, model: &M, batch: &InferenceBatch<B>) -> Vec<Vec<Hypothesis>> {
+        match self {
+            Decoding::Greedy(s) => s.decode(model, batch),
+            Decoding::Beam(s) => s.decode(model, batch),
+            Decoding::Sample(s) => s.decode(model, batch),
+        }
+    }
+}

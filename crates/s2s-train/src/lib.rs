@@ -34,5 +34,5 @@ pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta};
 pub use metrics::Scores;
 pub use schedule::{Decay, LrSchedule, TeacherForcing};
 pub use trainer::{
-    evaluate, train, validation_loss, EpochLog, TrainConfig, TrainError, TrainReport,
+    evaluate, evaluate_with, train, validation_loss, EpochLog, TrainConfig, TrainError, TrainReport,
 };

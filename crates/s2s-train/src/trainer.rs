@@ -14,7 +14,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use s2s_data::batch::{plan_inference_batches, plan_training_batches};
 use s2s_data::corpus::group_references;
 use s2s_data::{BatchSize, Example, Pair, Reference, TextCodec, TrainingBatch};
-use s2s_decode::{decode_all, Greedy};
+use s2s_decode::{decode_all, Greedy, Strategy};
 use s2s_nn::{Seq2Seq, Seq2SeqConfig};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -197,13 +197,27 @@ pub fn evaluate<B: Backend>(
     max_len: usize,
     device: &B::Device,
 ) -> (Scores, Vec<String>) {
+    let greedy = Greedy::new(max_len);
+    evaluate_with(model, codec, references, &greedy, batch_size, device)
+}
+
+/// Decodes the sources of `references` with `strategy` and scores the best hypothesis of
+/// each; also returns the predictions (as text) in input order.
+pub fn evaluate_with<B: Backend, S: Strategy<B, Seq2Seq<B>>>(
+    model: &Seq2Seq<B>,
+    codec: &TextCodec,
+    references: &[Reference],
+    strategy: &S,
+    batch_size: usize,
+    device: &B::Device,
+) -> (Scores, Vec<String>) {
     let sources: Vec<Vec<u32>> = references
         .iter()
         .map(|r| codec.encode_source(&r.source).0)
         .collect();
     let hyps = decode_all(
         model,
-        &Greedy::new(max_len),
+        strategy,
         &sources,
         BatchSize::Sentences(batch_size),
         device,
