@@ -40,6 +40,7 @@ enum BackendName {
 #[derive(Subcommand)]
 enum Command {
     /// Train a model and keep the best checkpoint.
+    #[command(args_override_self = true)]
     Train(Box<TrainArgs>),
     /// Decode source lines from stdin, one output line per input line.
     Decode(DecodeArgs),
