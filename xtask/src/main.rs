@@ -156,7 +156,9 @@ fn train(args: &[String]) -> Result<()> {
     .args(["--time-limit", &o.time_limit.to_string()])
     .args(&o.extra)
     .current_dir(project_root());
-    cmd.stdout(Stdio::piped());
+    // Progress and epoch lines (stderr) go straight to the terminal; the test scores come
+    // back on stdout.
+    cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
     eprintln!("$ {cmd:?}");
     let trained = cmd.output().context("running s2s train")?;
     if !trained.status.success() {
@@ -181,7 +183,8 @@ fn train(args: &[String]) -> Result<()> {
             .arg(&out)
             .args(["--split", "test", "--json", "--samples", "10"])
             .current_dir(project_root())
-            .stdout(Stdio::piped());
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         eprintln!("$ {eval:?}");
         let output = eval.output().context("running s2s eval")?;
         if !output.status.success() {

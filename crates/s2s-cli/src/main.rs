@@ -141,6 +141,9 @@ struct TrainArgs {
     /// Stop after this many seconds of training (then validate and keep the best model).
     #[arg(long)]
     time_limit: Option<f64>,
+    /// Stop after this many optimizer steps; a cosine decay ends there.
+    #[arg(long)]
+    max_steps: Option<usize>,
     /// Sentences per batch.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
@@ -518,6 +521,7 @@ fn cmd_train<AB: AutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Resul
         .with_seed(args.seed)
         .with_max_decode_len(args.max_len)
         .with_time_limit_secs(args.time_limit)
+        .with_max_steps(args.max_steps)
         .with_progress(!args.no_progress);
     let report = s2s_train::train::<AB>(
         name,

@@ -56,8 +56,12 @@ pub struct TrainConfig {
     /// Maximum output length when decoding the validation set.
     #[config(default = 50)]
     pub max_decode_len: usize,
+    /// Stop after this many optimizer steps (the epoch in progress is then validated); a
+    /// cosine decay ends at this step.
+    pub max_steps: Option<usize>,
     /// Stop training after this many seconds (checked after every step); the epoch in
-    /// progress is then validated and the run ends.
+    /// progress is then validated and the run ends. The learning-rate schedule does not
+    /// depend on time, so a run that finishes its steps within the limit is reproducible.
     pub time_limit_secs: Option<f64>,
     /// Show a progress bar.
     #[config(default = true)]
@@ -277,7 +281,10 @@ pub fn train<B: AutodiffBackend>(
         None => BatchSize::Sentences(config.batch_size),
     };
     let steps_per_epoch = plan_training_batches(&lengths, size, config.seed).len();
-    let total_steps = steps_per_epoch * config.epochs;
+    let total_steps = config
+        .max_steps
+        .unwrap_or(usize::MAX)
+        .min(steps_per_epoch * config.epochs);
     let schedule = LrSchedule {
         base: config.lr,
         warmup: config.warmup,
@@ -294,7 +301,7 @@ pub fn train<B: AutodiffBackend>(
     let mut step = 0usize;
     let mut history: Vec<EpochLog> = Vec::new();
     let mut best: Option<(f64, f64, usize)> = None;
-    let mut out_of_time = false;
+    let mut stop = false;
     for epoch in 1..=config.epochs {
         let plan = plan_training_batches(&lengths, size, config.seed.wrapping_add(epoch as u64));
         let bar = if config.progress {
@@ -345,16 +352,7 @@ pub fn train<B: AutodiffBackend>(
             if config.clip_norm > 0.0 {
                 clip_global_norm(&model, &mut grads, config.clip_norm);
             }
-            // With a time limit, a decaying schedule follows whichever runs out first: steps or
-            // time (so a cosine decay reaches its floor when the budget ends).
-            let lr_step = match (config.time_limit_secs, total_steps) {
-                (Some(limit), total) if limit > 0.0 => {
-                    let by_time = start.elapsed().as_secs_f64() / limit * total as f64;
-                    step.max(by_time as usize)
-                }
-                _ => step,
-            };
-            model = optim.step(schedule.at(lr_step), model, grads);
+            model = optim.step(schedule.at(step), model, grads);
             step += 1;
             let n = batch.target_tokens();
             loss_sum += loss_value * n as f64;
@@ -367,11 +365,11 @@ pub fn train<B: AutodiffBackend>(
                 tokens as f64 / secs
             ));
             bar.inc(1);
-            if config
+            let out_of_time = config
                 .time_limit_secs
-                .is_some_and(|t| start.elapsed().as_secs_f64() >= t)
-            {
-                out_of_time = true;
+                .is_some_and(|t| start.elapsed().as_secs_f64() >= t);
+            if step >= total_steps || out_of_time {
+                stop = true;
                 break;
             }
         }
@@ -429,7 +427,7 @@ pub fn train<B: AutodiffBackend>(
             checkpoint.save(out)?;
         }
         history.push(log);
-        if out_of_time {
+        if stop {
             break;
         }
     }
