@@ -2,19 +2,14 @@
 //! generator is process-wide, so training tests running in parallel threads of one process
 //! would draw from it in between.
 
+mod common;
+
+use common::small_model;
 use s2s_data::corpus::SyntheticTask;
 use s2s_data::{TextCodec, Tokenizer};
-use s2s_nn::Seq2SeqConfig;
 use s2s_tensor::backend::DefaultAutodiffBackend as AB;
 use s2s_train::{train, TrainConfig};
 
-fn small_model() -> Seq2SeqConfig {
-    Seq2SeqConfig::new(0, 0)
-        .with_d_embed(16)
-        .with_d_hidden(48)
-        .with_d_decoder(64)
-        .with_d_attention(48)
-}
 
 /// The same seed gives the same run, dropout and scheduled sampling included.
 #[test]

@@ -1,18 +1,14 @@
 //! End-to-end training tests on synthetic tasks, and checkpoint round trips.
 
+mod common;
+
+use common::small_model;
 use s2s_data::corpus::{group_references, SyntheticTask};
 use s2s_data::{TextCodec, Tokenizer};
-use s2s_nn::{CellKind, Seq2SeqConfig};
+use s2s_nn::CellKind;
 use s2s_tensor::backend::{DefaultAutodiffBackend as AB, DefaultBackend as B};
 use s2s_train::{evaluate, train, Checkpoint, TrainConfig};
 
-fn small_model() -> Seq2SeqConfig {
-    Seq2SeqConfig::new(0, 0)
-        .with_d_embed(16)
-        .with_d_hidden(48)
-        .with_d_decoder(64)
-        .with_d_attention(48)
-}
 
 /// The reverse task trains to >= 99% exact match on held-out strings; the saved checkpoint
 /// reloads and decodes identically.
