@@ -157,7 +157,16 @@ fn train(args: &[String]) -> Result<()> {
     // The default recipe: Adam at 2e-3 with a short warmup and a cosine decay over 2,600
     // steps (what this project's 2-core machine does in about 12 minutes); the time limit
     // only guards slower machines. Later options (after `--`) override these.
-    .args(["--lr", "2e-3", "--warmup", "200", "--decay", "cosine", "--max-steps", "2600"])
+    .args([
+        "--lr",
+        "2e-3",
+        "--warmup",
+        "200",
+        "--decay",
+        "cosine",
+        "--max-steps",
+        "2600",
+    ])
     .args(&o.extra)
     .current_dir(project_root());
     // Progress and epoch lines (stderr) go straight to the terminal; the test scores come

@@ -7,7 +7,9 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use s2s_data::corpus::{self, group_references, CmudictOptions, Reference, SyntheticTask};
 use s2s_data::{BatchSize, Pair, Splits, TextCodec, Tokenizer};
-use s2s_decode::{decode_all, BeamSearch, Decoding, Greedy, LengthPenalty, LogitsProcessors, Sampling};
+use s2s_decode::{
+    decode_all, BeamSearch, Decoding, Greedy, LengthPenalty, LogitsProcessors, Sampling,
+};
 use s2s_nn::{AttentionKind, CellKind, Seq2SeqConfig};
 use s2s_train::{evaluate, evaluate_with, Checkpoint, Decay, TeacherForcing, TrainConfig};
 use std::io::{BufRead, Write};
@@ -315,19 +317,30 @@ impl DecodingArgs {
                 b.processors = processors;
                 b.keep_attention = keep_attention;
                 if self.strategy == StrategyArg::Diverse {
-                    if self.groups == 0 || self.beam_size % self.groups != 0 {
-                        bail!("--beam-size ({}) must be a multiple of --groups ({})", self.beam_size, self.groups);
+                    if self.groups == 0 || !self.beam_size.is_multiple_of(self.groups) {
+                        bail!(
+                            "--beam-size ({}) must be a multiple of --groups ({})",
+                            self.beam_size,
+                            self.groups
+                        );
                     }
                     b.groups = self.groups;
                     b.diversity = self.diversity;
                 }
                 if self.n_best > self.beam_size {
-                    bail!("--n-best ({}) cannot exceed --beam-size ({})", self.n_best, self.beam_size);
+                    bail!(
+                        "--n-best ({}) cannot exceed --beam-size ({})",
+                        self.n_best,
+                        self.beam_size
+                    );
                 }
                 Decoding::Beam(b)
             }
             StrategyArg::Sample => {
-                if self.temperature <= 0.0 || !(0.0..=1.0).contains(&self.top_p) || self.top_p == 0.0 {
+                if self.temperature <= 0.0
+                    || !(0.0..=1.0).contains(&self.top_p)
+                    || self.top_p == 0.0
+                {
                     bail!("--temperature must be > 0 and --top-p in (0, 1]");
                 }
                 let mut s = Sampling::new(self.seed, max_len);
@@ -559,14 +572,20 @@ fn cmd_train<AB: AutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Resul
 
 fn cmd_decode<B: Backend>(args: DecodeArgs, device: &B::Device) -> Result<()> {
     let ckpt = Checkpoint::<B>::load(&args.model, device)?;
-    let strategy = args.decoding.strategy(ckpt.meta.max_decode_len, args.alignments.is_some())?;
+    let strategy = args
+        .decoding
+        .strategy(ckpt.meta.max_decode_len, args.alignments.is_some())?;
     let mut sources = Vec::new();
     let mut line = Vec::new();
     let mut reader = std::io::stdin().lock();
     let mut n = 0usize;
     loop {
         line.clear();
-        if reader.read_until(b'\n', &mut line).context("reading stdin")? == 0 {
+        if reader
+            .read_until(b'\n', &mut line)
+            .context("reading stdin")?
+            == 0
+        {
             break;
         }
         n += 1;
@@ -575,7 +594,9 @@ fn cmd_decode<B: Backend>(args: DecodeArgs, device: &B::Device) -> Result<()> {
         let text = text.trim_end_matches(['\n', '\r']).trim();
         let (ids, unknown) = ckpt.codec.encode_source(text);
         if !unknown.is_empty() {
-            eprintln!("warning: stdin:{n}: not in the source vocabulary, decoded as <unk>: {unknown:?}");
+            eprintln!(
+                "warning: stdin:{n}: not in the source vocabulary, decoded as <unk>: {unknown:?}"
+            );
         }
         sources.push(ids);
     }
@@ -614,13 +635,19 @@ fn write_alignments(
     );
     for (i, (src, list)) in sources.iter().zip(hyps).enumerate() {
         let best = list.first();
-        let source: Vec<&str> = src.iter().map(|&t| codec.source_vocab.token(t).unwrap_or("<unk>")).collect();
-        let output = best.map(|h| codec.decode_target_tokens(&h.tokens)).unwrap_or_default();
+        let source: Vec<&str> = src
+            .iter()
+            .map(|&t| codec.source_vocab.token(t).unwrap_or("<unk>"))
+            .collect();
+        let output = best
+            .map(|h| codec.decode_target_tokens(&h.tokens))
+            .unwrap_or_default();
         let attention = best.and_then(|h| h.attention.clone()).unwrap_or_default();
         let line = serde_json::json!({ "index": i, "source": source, "output": output, "attention": attention });
         writeln!(file, "{line}").with_context(|| format!("{}: write failed", tmp.display()))?;
     }
-    file.flush().with_context(|| format!("{}: write failed", tmp.display()))?;
+    file.flush()
+        .with_context(|| format!("{}: write failed", tmp.display()))?;
     drop(file);
     std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
     Ok(())
@@ -643,7 +670,8 @@ fn cmd_eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
     let strategy = args.decoding.strategy(ckpt.meta.max_decode_len, false)?;
     let size = args.decoding.batch_size;
     let started = std::time::Instant::now();
-    let (scores, predictions) = evaluate_with(&ckpt.model, &ckpt.codec, &refs, &strategy, size, device);
+    let (scores, predictions) =
+        evaluate_with(&ckpt.model, &ckpt.codec, &refs, &strategy, size, device);
     let seconds = started.elapsed().as_secs_f64();
     if args.json {
         let samples: Vec<_> = refs
@@ -664,7 +692,10 @@ fn cmd_eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
         println!("exact match: {:.2}%", 100.0 * scores.exact_match);
         println!("WER: {:.2}%", 100.0 * scores.wer);
         println!("token error rate (PER): {:.2}%", 100.0 * scores.ter);
-        println!("decoding: {seconds:.2}s ({:.0} sequences/s)", scores.count as f64 / seconds.max(1e-9));
+        println!(
+            "decoding: {seconds:.2}s ({:.0} sequences/s)",
+            scores.count as f64 / seconds.max(1e-9)
+        );
         for (r, p) in refs.iter().zip(&predictions).take(args.samples) {
             println!("{}\t{}\t(ref: {})", r.source, p, r.targets.join(" | "));
         }

@@ -93,7 +93,10 @@ fn decode_is_independent_of_batch_size_and_order() {
         );
     }
     // Beam search and sampling give the same outputs whatever the batch size too.
-    for strategy in [&["--strategy", "beam", "--beam-size", "3"][..], &["--strategy", "sample", "--seed", "4", "--top-k", "3"][..]] {
+    for strategy in [
+        &["--strategy", "beam", "--beam-size", "3"][..],
+        &["--strategy", "sample", "--seed", "4", "--top-k", "3"][..],
+    ] {
         let mut outs = Vec::new();
         for size in ["1", "4"] {
             let mut args = vec!["decode", "--model", &model, "--batch-size", size];
@@ -139,8 +142,20 @@ fn decode_warns_on_unknown_symbols_and_rejects_bad_utf8() {
     // n-best lists with scores, and alignments.
     let align = dir.path().join("align.jsonl");
     let out = s2s(
-        &["decode", "--model", &model, "--strategy", "beam", "--beam-size", "4", "--n-best", "2", "--scores",
-          "--alignments", align.to_str().unwrap()],
+        &[
+            "decode",
+            "--model",
+            &model,
+            "--strategy",
+            "beam",
+            "--beam-size",
+            "4",
+            "--n-best",
+            "2",
+            "--scores",
+            "--alignments",
+            align.to_str().unwrap(),
+        ],
         b"abc
 
 ba
@@ -162,9 +177,25 @@ ba
         .collect();
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0]["source"].as_array().unwrap().len(), 3);
-    let out = s2s(&["decode", "--model", &model, "--strategy", "beam", "--beam-size", "2", "--n-best", "3"], b"ab
-");
-    assert!(!out.status.success() && text(&out.stderr).contains("--n-best (3) cannot exceed --beam-size (2)"));
+    let out = s2s(
+        &[
+            "decode",
+            "--model",
+            &model,
+            "--strategy",
+            "beam",
+            "--beam-size",
+            "2",
+            "--n-best",
+            "3",
+        ],
+        b"ab
+",
+    );
+    assert!(
+        !out.status.success()
+            && text(&out.stderr).contains("--n-best (3) cannot exceed --beam-size (2)")
+    );
 
     // eval on a TSV file, plain and JSON.
     let test = dir.path().join("test.tsv");

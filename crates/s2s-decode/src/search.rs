@@ -132,37 +132,6 @@ impl std::str::FromStr for LengthPenalty {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn no_repeat_ngram_blocks_the_completion() {
-        let p = LogitsProcessors {
-            no_repeat_ngram: 2,
-            forbid_unk: true,
-        };
-        let mut logp = vec![0.0f32; 8];
-        // Prefix 5 6 5: the bigram "5 6" exists, so after "5" the token 6 is blocked.
-        p.apply(&[5, 6, 5], &mut logp);
-        assert_eq!(logp[6], f32::NEG_INFINITY);
-        assert_eq!(logp[Vocab::UNK as usize], f32::NEG_INFINITY);
-        assert_eq!(logp.iter().filter(|v| v.is_infinite()).count(), 2);
-    }
-
-    #[test]
-    fn penalties() {
-        assert_eq!(LengthPenalty::None.apply(-4.0, 4), -4.0);
-        assert_eq!(LengthPenalty::Average(1.0).apply(-4.0, 4), -1.0);
-        assert!((LengthPenalty::Gnmt(1.0).apply(-4.0, 7) + 2.0).abs() < 1e-6);
-        assert_eq!(
-            "avg:0.6".parse::<LengthPenalty>().unwrap(),
-            LengthPenalty::Average(0.6)
-        );
-        assert!("avg".parse::<LengthPenalty>().is_err());
-    }
-}
-
 /// Shared loop of the strategies that extend each output by one chosen token per step
 /// (greedy, sampling). Every source is decoded `copies` times; rows that produce `<eos>`
 /// leave the batch. `choose(row, logp)` picks the next token of an expanded row from its
@@ -249,4 +218,35 @@ pub(crate) fn extend_rows<B: Backend, M: StepDecoder<B>>(
         per_source[expand[r]].push(h);
     }
     per_source
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_repeat_ngram_blocks_the_completion() {
+        let p = LogitsProcessors {
+            no_repeat_ngram: 2,
+            forbid_unk: true,
+        };
+        let mut logp = vec![0.0f32; 8];
+        // Prefix 5 6 5: the bigram "5 6" exists, so after "5" the token 6 is blocked.
+        p.apply(&[5, 6, 5], &mut logp);
+        assert_eq!(logp[6], f32::NEG_INFINITY);
+        assert_eq!(logp[Vocab::UNK as usize], f32::NEG_INFINITY);
+        assert_eq!(logp.iter().filter(|v| v.is_infinite()).count(), 2);
+    }
+
+    #[test]
+    fn penalties() {
+        assert_eq!(LengthPenalty::None.apply(-4.0, 4), -4.0);
+        assert_eq!(LengthPenalty::Average(1.0).apply(-4.0, 4), -1.0);
+        assert!((LengthPenalty::Gnmt(1.0).apply(-4.0, 7) + 2.0).abs() < 1e-6);
+        assert_eq!(
+            "avg:0.6".parse::<LengthPenalty>().unwrap(),
+            LengthPenalty::Average(0.6)
+        );
+        assert!("avg".parse::<LengthPenalty>().is_err());
+    }
 }

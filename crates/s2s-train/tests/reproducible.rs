@@ -10,7 +10,6 @@ use s2s_data::{TextCodec, Tokenizer};
 use s2s_tensor::backend::DefaultAutodiffBackend as AB;
 use s2s_train::{train, TrainConfig};
 
-
 /// The same seed gives the same run, dropout and scheduled sampling included.
 #[test]
 fn fixed_seed_reproduces_the_run() {

@@ -9,7 +9,6 @@ use s2s_nn::CellKind;
 use s2s_tensor::backend::{DefaultAutodiffBackend as AB, DefaultBackend as B};
 use s2s_train::{evaluate, train, Checkpoint, TrainConfig};
 
-
 /// The reverse task trains to >= 99% exact match on held-out strings; the saved checkpoint
 /// reloads and decodes identically.
 #[test]
