@@ -1,13 +1,26 @@
-//! The concrete backends compiled into this build and the names the rest of s2s uses for them.
+//! The concrete backends compiled into this build, the names the rest of s2s uses for them,
+//! and the parsing of `--backend` / `--device` choices.
 //!
 //! Library code never names a backend; runners (the CLI, xtask, examples, benches and tests)
-//! pick one of the aliases below.
+//! pick one of the aliases below. Tests that must hold on every backend are written once inside
+//! [`for_each_backend!`](crate::for_each_backend), which instantiates them per compiled backend.
+
+use std::fmt;
+use std::str::FromStr;
 
 pub use burn::backend::Autodiff;
 
 /// Burn's pure-Rust CPU backend (`burn-flex`), the default.
 #[cfg(feature = "flex")]
 pub type Flex = burn::backend::Flex<f32, i32>;
+
+/// libtorch through `burn-tch` (CPU or CUDA), f32.
+#[cfg(feature = "tch")]
+pub type Tch = burn::backend::LibTorch<f32>;
+
+/// WGPU through `burn-wgpu` (Vulkan, Metal or DX12; llvmpipe gives a software Vulkan device).
+#[cfg(feature = "wgpu")]
+pub type Wgpu = burn::backend::Wgpu<f32, i32>;
 
 /// The backend used when the caller does not choose one.
 #[cfg(feature = "flex")]
@@ -17,11 +30,379 @@ pub type DefaultBackend = Flex;
 #[cfg(feature = "flex")]
 pub type DefaultAutodiffBackend = Autodiff<DefaultBackend>;
 
+/// One of the backends s2s knows, compiled in or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BackendKind {
+    /// Burn's pure-Rust CPU backend (cargo feature `flex`, on by default).
+    Flex,
+    /// libtorch, CPU or CUDA (cargo feature `tch`).
+    Tch,
+    /// WGPU (cargo feature `wgpu`).
+    Wgpu,
+}
+
+impl BackendKind {
+    /// Every backend, in order of preference.
+    pub const ALL: [BackendKind; 3] = [BackendKind::Flex, BackendKind::Tch, BackendKind::Wgpu];
+
+    /// The name used on command lines and as the cargo feature.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Flex => "flex",
+            BackendKind::Tch => "tch",
+            BackendKind::Wgpu => "wgpu",
+        }
+    }
+
+    /// Whether this build contains the backend.
+    pub fn is_compiled(self) -> bool {
+        match self {
+            BackendKind::Flex => cfg!(feature = "flex"),
+            BackendKind::Tch => cfg!(feature = "tch"),
+            BackendKind::Wgpu => cfg!(feature = "wgpu"),
+        }
+    }
+
+    /// The error to give when the backend is asked for but not compiled in.
+    pub fn ensure_compiled(self) -> Result<(), DeviceError> {
+        if self.is_compiled() {
+            Ok(())
+        } else {
+            Err(DeviceError::NotCompiled {
+                backend: self.name(),
+                compiled: compiled_backends().join(", "),
+            })
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BackendKind {
+    type Err = DeviceError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        BackendKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| DeviceError::UnknownBackend(s.to_string()))
+    }
+}
+
 /// Names of the backends compiled into this build, in order of preference.
 pub fn compiled_backends() -> Vec<&'static str> {
-    let mut names = Vec::new();
-    if cfg!(feature = "flex") {
-        names.push("flex");
+    BackendKind::ALL
+        .into_iter()
+        .filter(|k| k.is_compiled())
+        .map(BackendKind::name)
+        .collect()
+}
+
+/// A backend or device that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    /// The name is not a backend s2s knows.
+    #[error("unknown backend {0:?} (known: flex, tch, wgpu)")]
+    UnknownBackend(String),
+    /// The backend exists but this binary was built without it.
+    #[error(
+        "backend {backend} is not compiled into this binary (compiled in: {compiled}); rebuild \
+         with `--features {backend}` (for tch, see the README: libtorch comes from torch==2.9.0 \
+         in the project's virtualenv, which `cargo xtask venv` creates)"
+    )]
+    NotCompiled {
+        /// The backend asked for.
+        backend: &'static str,
+        /// The backends that are compiled in.
+        compiled: String,
+    },
+    /// The device string cannot be parsed for this backend.
+    #[error("invalid device {device:?} for backend {backend}: expected {expected}")]
+    Invalid {
+        /// The backend.
+        backend: &'static str,
+        /// The device string given.
+        device: String,
+        /// What the backend accepts.
+        expected: &'static str,
+    },
+    /// The device was parsed but does not exist on this machine.
+    #[error("device {device:?} of backend {backend} is not available: {why}")]
+    Unavailable {
+        /// The backend.
+        backend: &'static str,
+        /// The device string given.
+        device: String,
+        /// What was found instead.
+        why: String,
+    },
+}
+
+/// Parses a device of the flex backend: only `cpu` exists.
+#[cfg(feature = "flex")]
+pub fn flex_device(spec: &str) -> Result<burn::tensor::ops::Device<Flex>, DeviceError> {
+    match spec {
+        "" | "cpu" | "default" => Ok(Default::default()),
+        _ => Err(DeviceError::Invalid {
+            backend: "flex",
+            device: spec.to_string(),
+            expected: "`cpu`",
+        }),
     }
-    names
+}
+
+/// Parses and checks a libtorch device: `cpu`, `cuda` (= `cuda:0`), `cuda:N` or `mps`.
+///
+/// A CUDA device that this machine (or this libtorch) does not have is an error here, not a
+/// panic later.
+#[cfg(feature = "tch")]
+pub fn tch_device(spec: &str) -> Result<burn::backend::libtorch::LibTorchDevice, DeviceError> {
+    use burn::backend::libtorch::LibTorchDevice;
+    let invalid = || DeviceError::Invalid {
+        backend: "tch",
+        device: spec.to_string(),
+        expected: "`cpu`, `cuda`, `cuda:N` or `mps`",
+    };
+    let device = match spec {
+        "" | "cpu" | "default" => LibTorchDevice::Cpu,
+        "mps" => LibTorchDevice::Mps,
+        "cuda" => LibTorchDevice::Cuda(0),
+        s => match s.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => LibTorchDevice::Cuda(n),
+            _ => return Err(invalid()),
+        },
+    };
+    if let LibTorchDevice::Cuda(n) = device {
+        let count = tch::Cuda::device_count().max(0) as usize;
+        if n >= count {
+            return Err(DeviceError::Unavailable {
+                backend: "tch",
+                device: spec.to_string(),
+                why: format!(
+                    "libtorch sees {count} CUDA device(s){}",
+                    if tch::Cuda::is_available() {
+                        ""
+                    } else {
+                        " (no CUDA driver or GPU on this machine, or a CPU-only libtorch)"
+                    }
+                ),
+            });
+        }
+    }
+    if device == LibTorchDevice::Mps && !tch::utils::has_mps() {
+        return Err(DeviceError::Unavailable {
+            backend: "tch",
+            device: spec.to_string(),
+            why: "this libtorch has no MPS (Apple GPU) support".into(),
+        });
+    }
+    Ok(device)
+}
+
+/// Parses and checks a WGPU device: `default`, `cpu`, `discrete[:N]`, `integrated[:N]` or
+/// `virtual[:N]`.
+///
+/// The device is opened here (a tiny tensor is created on it), so that a machine without a
+/// matching adapter gets an error naming the problem instead of a panic in the middle of a run.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_device(spec: &str) -> Result<burn::backend::wgpu::WgpuDevice, DeviceError> {
+    use burn::backend::wgpu::WgpuDevice;
+    let (kind, index) = match spec.split_once(':') {
+        Some((k, n)) => (k, n.parse::<usize>().ok()),
+        None => (spec, Some(0)),
+    };
+    let device = match (kind, index) {
+        ("" | "default", Some(0)) => WgpuDevice::DefaultDevice,
+        ("cpu", Some(0)) => WgpuDevice::Cpu,
+        ("discrete", Some(n)) => WgpuDevice::DiscreteGpu(n),
+        ("integrated", Some(n)) => WgpuDevice::IntegratedGpu(n),
+        ("virtual", Some(n)) => WgpuDevice::VirtualGpu(n),
+        _ => {
+            return Err(DeviceError::Invalid {
+                backend: "wgpu",
+                device: spec.to_string(),
+                expected: "`default`, `cpu`, `discrete[:N]`, `integrated[:N]` or `virtual[:N]`",
+            })
+        }
+    };
+    probe_wgpu(&device).map_err(|why| DeviceError::Unavailable {
+        backend: "wgpu",
+        device: spec.to_string(),
+        why,
+    })?;
+    Ok(device)
+}
+
+/// Opens `device` by running one small operation on it; returns the panic message if the
+/// runtime could not find an adapter.
+#[cfg(feature = "wgpu")]
+fn probe_wgpu(device: &burn::backend::wgpu::WgpuDevice) -> Result<(), String> {
+    use burn::tensor::Tensor;
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(|| {
+        let t = Tensor::<Wgpu, 1>::from_floats([1.0, 2.0], device);
+        let _ = t.sum().into_scalar();
+    });
+    std::panic::set_hook(hook);
+    result.map_err(|payload| {
+        let msg = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown error".into());
+        format!(
+            "no usable WGPU adapter ({msg}); install a Vulkan driver (on Debian without a GPU: \
+             `apt-get install mesa-vulkan-drivers libvulkan1`, which gives llvmpipe)"
+        )
+    })
+}
+
+/// The device that tests run on for each backend: `cpu` for flex, `$S2S_TEST_TCH_DEVICE`
+/// (default `cpu`) for tch and `$S2S_TEST_WGPU_DEVICE` (default `default`) for wgpu.
+///
+/// Panics with the reason when the device cannot be used: a test suite must not pass quietly on
+/// a machine where its backend has no device.
+pub fn test_device<B: TestDevice>() -> B::Device {
+    B::test_device()
+}
+
+/// How a backend picks its test device (see [`test_device`]).
+pub trait TestDevice: burn::tensor::backend::Backend {
+    /// The device, or a panic saying why there is none.
+    fn test_device() -> Self::Device;
+}
+
+#[cfg(feature = "flex")]
+impl TestDevice for Flex {
+    fn test_device() -> Self::Device {
+        Default::default()
+    }
+}
+
+#[cfg(feature = "tch")]
+impl TestDevice for Tch {
+    fn test_device() -> Self::Device {
+        let spec = std::env::var("S2S_TEST_TCH_DEVICE").unwrap_or_else(|_| "cpu".into());
+        tch_device(&spec).unwrap_or_else(|e| panic!("tch tests cannot run: {e}"))
+    }
+}
+
+#[cfg(feature = "wgpu")]
+impl TestDevice for Wgpu {
+    fn test_device() -> Self::Device {
+        let spec = std::env::var("S2S_TEST_WGPU_DEVICE").unwrap_or_else(|_| "default".into());
+        wgpu_device(&spec).unwrap_or_else(|e| panic!("wgpu tests cannot run: {e}"))
+    }
+}
+
+impl<B: TestDevice> TestDevice for Autodiff<B> {
+    fn test_device() -> Self::Device {
+        B::test_device()
+    }
+}
+
+/// Instantiates a block of items (usually `#[test]` functions) once per compiled backend, in
+/// modules `flex`, `tch` and `wgpu`. Inside the block, `TestBackend` is the backend,
+/// `TestAutodiffBackend` its autodiff wrapper and `device()` its test device (see
+/// [`test_device`]); the block sees the items of the enclosing module through `use super::*`.
+///
+/// ```
+/// s2s_tensor::for_each_backend! {
+///     #[test]
+///     fn adds() {
+///         let t = burn::tensor::Tensor::<TestBackend, 1>::from_floats([1.0, 2.0], &device());
+///         assert_eq!(t.sum().into_scalar(), 3.0);
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! for_each_backend {
+    ($($body:tt)*) => {
+        $crate::__s2s_if_flex! {
+            mod flex {
+                #[allow(unused_imports)]
+                use super::*;
+                #[allow(dead_code)]
+                type TestBackend = $crate::backend::Flex;
+                #[allow(dead_code)]
+                type TestAutodiffBackend = $crate::backend::Autodiff<TestBackend>;
+                #[allow(dead_code)]
+                fn device() -> $crate::burn::tensor::ops::Device<TestBackend> {
+                    <TestBackend as $crate::backend::TestDevice>::test_device()
+                }
+                $($body)*
+            }
+        }
+        $crate::__s2s_if_tch! {
+            mod tch {
+                #[allow(unused_imports)]
+                use super::*;
+                #[allow(dead_code)]
+                type TestBackend = $crate::backend::Tch;
+                #[allow(dead_code)]
+                type TestAutodiffBackend = $crate::backend::Autodiff<TestBackend>;
+                #[allow(dead_code)]
+                fn device() -> $crate::burn::tensor::ops::Device<TestBackend> {
+                    <TestBackend as $crate::backend::TestDevice>::test_device()
+                }
+                $($body)*
+            }
+        }
+        $crate::__s2s_if_wgpu! {
+            mod wgpu {
+                #[allow(unused_imports)]
+                use super::*;
+                #[allow(dead_code)]
+                type TestBackend = $crate::backend::Wgpu;
+                #[allow(dead_code)]
+                type TestAutodiffBackend = $crate::backend::Autodiff<TestBackend>;
+                #[allow(dead_code)]
+                fn device() -> $crate::burn::tensor::ops::Device<TestBackend> {
+                    <TestBackend as $crate::backend::TestDevice>::test_device()
+                }
+                $($body)*
+            }
+        }
+    };
+}
+
+#[cfg(feature = "flex")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __s2s_if_flex { ($($t:tt)*) => { $($t)* }; }
+#[cfg(not(feature = "flex"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __s2s_if_flex {
+    ($($t:tt)*) => {};
+}
+#[cfg(feature = "tch")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __s2s_if_tch { ($($t:tt)*) => { $($t)* }; }
+#[cfg(not(feature = "tch"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __s2s_if_tch {
+    ($($t:tt)*) => {};
+}
+#[cfg(feature = "wgpu")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __s2s_if_wgpu { ($($t:tt)*) => { $($t)* }; }
+#[cfg(not(feature = "wgpu"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __s2s_if_wgpu {
+    ($($t:tt)*) => {};
+}
+
+/// Sets libtorch's intra-op CPU threads (what `torch.set_num_threads` sets in Python).
+#[cfg(feature = "tch")]
+pub fn set_tch_threads(n: usize) {
+    tch::set_num_threads(n as i32);
 }

@@ -113,42 +113,45 @@ pub fn to_vec_i64<B: Backend, const D: usize>(tensor: Tensor<B, D, Int>) -> Vec<
         .expect("int tensor converts to i64")
 }
 
-#[cfg(all(test, feature = "flex"))]
+#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::DefaultBackend as B;
 
-    #[test]
-    fn mask_marks_valid_positions() {
-        let device = Default::default();
-        let mask = length_mask::<B>(&[2, 0, 3], 3, &device);
-        let values: Vec<bool> = mask.into_data().to_vec().unwrap();
-        assert_eq!(
-            values,
-            vec![true, true, false, false, false, false, true, true, true]
-        );
-    }
+    crate::for_each_backend! {
+        type B = TestBackend;
 
-    #[test]
-    fn masked_softmax_gives_zero_weight_to_padding() {
-        let device = Default::default();
-        let scores = Tensor::<B, 2>::from_floats([[1.0, 2.0, 50.0], [0.5, 0.5, 0.5]], &device);
-        let mask = length_mask::<B>(&[2, 3], 3, &device);
-        let probs = to_vec_f32(masked_softmax(scores, mask, 1));
-        // Row 0: softmax over [1, 2] only: e^1/(e^1+e^2) = 0.26894.
-        assert!((probs[0] - 0.268_941_4).abs() < 1e-6);
-        assert!((probs[1] - 0.731_058_6).abs() < 1e-6);
-        assert_eq!(probs[2], 0.0);
-        for p in &probs[3..] {
-            assert!((p - 1.0 / 3.0).abs() < 1e-6);
+        #[test]
+        fn mask_marks_valid_positions() {
+            let device = device();
+            let mask = length_mask::<B>(&[2, 0, 3], 3, &device);
+            let values: Vec<bool> = mask.into_data().to_vec().unwrap();
+            assert_eq!(
+                values,
+                vec![true, true, false, false, false, false, true, true, true]
+            );
         }
-    }
 
-    #[test]
-    fn gather_rows_reorders_and_repeats() {
-        let device = Default::default();
-        let t = Tensor::<B, 2>::from_floats([[0.0, 0.5], [1.0, 1.5], [2.0, 2.5]], &device);
-        let out = to_vec_f32(gather_rows(t, &[2, 0, 0]));
-        assert_eq!(out, vec![2.0, 2.5, 0.0, 0.5, 0.0, 0.5]);
+        #[test]
+        fn masked_softmax_gives_zero_weight_to_padding() {
+            let device = device();
+            let scores = Tensor::<B, 2>::from_floats([[1.0, 2.0, 50.0], [0.5, 0.5, 0.5]], &device);
+            let mask = length_mask::<B>(&[2, 3], 3, &device);
+            let probs = to_vec_f32(masked_softmax(scores, mask, 1));
+            // Row 0: softmax over [1, 2] only: e^1/(e^1+e^2) = 0.26894.
+            assert!((probs[0] - 0.268_941_4).abs() < 1e-6);
+            assert!((probs[1] - 0.731_058_6).abs() < 1e-6);
+            assert_eq!(probs[2], 0.0);
+            for p in &probs[3..] {
+                assert!((p - 1.0 / 3.0).abs() < 1e-6);
+            }
+        }
+
+        #[test]
+        fn gather_rows_reorders_and_repeats() {
+            let device = device();
+            let t = Tensor::<B, 2>::from_floats([[0.0, 0.5], [1.0, 1.5], [2.0, 2.5]], &device);
+            let out = to_vec_f32(gather_rows(t, &[2, 0, 0]));
+            assert_eq!(out, vec![2.0, 2.5, 0.0, 0.5, 0.0, 0.5]);
+        }
     }
 }
