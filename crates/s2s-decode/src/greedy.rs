@@ -70,62 +70,65 @@ mod tests {
     use proptest::prelude::*;
     use s2s_data::BatchSize;
     use s2s_nn::{CellKind, Seq2SeqConfig};
-    use s2s_tensor::backend::DefaultBackend as TB;
 
-    fn model(cell: CellKind) -> s2s_nn::Seq2Seq<TB> {
-        let device = Default::default();
-        TB::seed(&device, 5);
-        Seq2SeqConfig::new(14, 9)
-            .with_d_embed(5)
-            .with_d_hidden(8)
-            .with_d_decoder(10)
-            .with_d_attention(6)
-            .with_cell(cell)
-            .init(&device)
-    }
+    s2s_tensor::for_each_backend! {
+        type TB = TestBackend;
 
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(20))]
-        /// Greedy outputs do not depend on batch size, batch composition or input order.
-        #[test]
-        fn outputs_independent_of_batching(
-            sources in prop::collection::vec(prop::collection::vec(4u32..14, 0..8), 1..12),
-            size in 1usize..6,
-            rotate in 0usize..12,
-            lstm in any::<bool>(),
-        ) {
-            let device = Default::default();
-            let m = model(if lstm { CellKind::Lstm } else { CellKind::Gru });
-            let greedy = Greedy::new(12);
-            let alone: Vec<Vec<u32>> = sources.iter().map(|s| {
-                decode_all(&m, &greedy, std::slice::from_ref(s), BatchSize::Sentences(1), &device)[0][0].tokens.clone()
-            }).collect();
-            let r = rotate % sources.len();
-            let mut rotated = sources.clone();
-            rotated.rotate_left(r);
-            let batched = decode_all(&m, &greedy, &rotated, BatchSize::Sentences(size), &device);
-            let mut got: Vec<Vec<u32>> = batched.into_iter().map(|h| h[0].tokens.clone()).collect();
-            got.rotate_right(r);
-            prop_assert_eq!(got, alone);
+        fn model(cell: CellKind) -> s2s_nn::Seq2Seq<TB> {
+            let device = device();
+            TB::seed(&device, 5);
+            Seq2SeqConfig::new(14, 9)
+                .with_d_embed(5)
+                .with_d_hidden(8)
+                .with_d_decoder(10)
+                .with_d_attention(6)
+                .with_cell(cell)
+                .init(&device)
         }
-    }
 
-    #[test]
-    fn attention_rows_cover_the_true_source() {
-        let device = Default::default();
-        let m = model(CellKind::Gru);
-        let greedy = Greedy::new(4).with_attention(true);
-        let out = decode_all(
-            &m,
-            &greedy,
-            &[vec![4, 5, 6], vec![7]],
-            BatchSize::Sentences(2),
-            &device,
-        );
-        for (h, len) in out.iter().map(|h| &h[0]).zip([3usize, 1]) {
-            for row in h.attention.as_ref().unwrap() {
-                assert_eq!(row.len(), len);
-                assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(20))]
+            /// Greedy outputs do not depend on batch size, batch composition or input order.
+            #[test]
+            fn outputs_independent_of_batching(
+                sources in prop::collection::vec(prop::collection::vec(4u32..14, 0..8), 1..12),
+                size in 1usize..6,
+                rotate in 0usize..12,
+                lstm in any::<bool>(),
+            ) {
+                let device = device();
+                let m = model(if lstm { CellKind::Lstm } else { CellKind::Gru });
+                let greedy = Greedy::new(12);
+                let alone: Vec<Vec<u32>> = sources.iter().map(|s| {
+                    decode_all(&m, &greedy, std::slice::from_ref(s), BatchSize::Sentences(1), &device)[0][0].tokens.clone()
+                }).collect();
+                let r = rotate % sources.len();
+                let mut rotated = sources.clone();
+                rotated.rotate_left(r);
+                let batched = decode_all(&m, &greedy, &rotated, BatchSize::Sentences(size), &device);
+                let mut got: Vec<Vec<u32>> = batched.into_iter().map(|h| h[0].tokens.clone()).collect();
+                got.rotate_right(r);
+                prop_assert_eq!(got, alone);
+            }
+        }
+
+        #[test]
+        fn attention_rows_cover_the_true_source() {
+            let device = device();
+            let m = model(CellKind::Gru);
+            let greedy = Greedy::new(4).with_attention(true);
+            let out = decode_all(
+                &m,
+                &greedy,
+                &[vec![4, 5, 6], vec![7]],
+                BatchSize::Sentences(2),
+                &device,
+            );
+            for (h, len) in out.iter().map(|h| &h[0]).zip([3usize, 1]) {
+                for row in h.attention.as_ref().unwrap() {
+                    assert_eq!(row.len(), len);
+                    assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+                }
             }
         }
     }

@@ -461,100 +461,103 @@ impl<B: Backend> Seq2Seq<B> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-    use s2s_tensor::backend::DefaultBackend as TB;
 
-    fn tiny(
-        cell: CellKind,
-        attention: AttentionKind,
-        bidirectional: bool,
-        layers: usize,
-    ) -> Seq2Seq<TB> {
-        let device = Default::default();
-        TB::seed(&device, 11);
-        let d_memory = if bidirectional { 16 } else { 8 };
-        Seq2SeqConfig::new(12, 10)
-            .with_d_embed(6)
-            .with_d_hidden(8)
-            .with_d_decoder(if attention == AttentionKind::Dot {
-                d_memory
-            } else {
-                12
-            })
-            .with_d_attention(7)
-            .with_cell(cell)
-            .with_attention(attention)
-            .with_bidirectional(bidirectional)
-            .with_encoder_layers(layers)
-            .with_decoder_layers(layers)
-            .init(&device)
-    }
+    s2s_tensor::for_each_backend! {
+        type TB = TestBackend;
 
-    fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
-        a.len() == b.len()
-            && a.iter()
-                .zip(b)
-                .all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
-    }
+        fn tiny(
+            cell: CellKind,
+            attention: AttentionKind,
+            bidirectional: bool,
+            layers: usize,
+        ) -> Seq2Seq<TB> {
+            let device = device();
+            TB::seed(&device, 11);
+            let d_memory = if bidirectional { 16 } else { 8 };
+            Seq2SeqConfig::new(12, 10)
+                .with_d_embed(6)
+                .with_d_hidden(8)
+                .with_d_decoder(if attention == AttentionKind::Dot {
+                    d_memory
+                } else {
+                    12
+                })
+                .with_d_attention(7)
+                .with_cell(cell)
+                .with_attention(attention)
+                .with_bidirectional(bidirectional)
+                .with_encoder_layers(layers)
+                .with_decoder_layers(layers)
+                .init(&device)
+        }
 
-    #[test]
-    fn step_loop_equals_teacher_forced_forward() {
-        let device = Default::default();
-        let model = tiny(CellKind::Lstm, AttentionKind::Bahdanau, true, 2);
-        let src = ops::id_matrix::<TB>(&[vec![4, 5, 6], vec![7, 8, 0]], 3, &device);
-        let tgt = ops::id_matrix::<TB>(&[vec![1, 4, 5, 6], vec![1, 7, 0, 0]], 4, &device);
-        let full = ops::to_vec_f32(model.forward(src.clone(), &[3, 2], tgt.clone()));
-        let flags = vec![vec![false; 2]; 4];
-        let scheduled = ops::to_vec_f32(model.forward_scheduled(src, &[3, 2], tgt, &flags));
-        assert!(close(&full, &scheduled, 1e-5));
-    }
+        fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b)
+                    .all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
+        }
 
-    #[test]
-    fn invalid_configs_are_reported() {
-        let c = Seq2SeqConfig::new(10, 10)
-            .with_attention(AttentionKind::Dot)
-            .with_d_decoder(100);
-        assert!(c
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("dot attention"));
-        assert!(Seq2SeqConfig::new(4, 10).validate().is_err());
-        assert!(Seq2SeqConfig::new(10, 10)
-            .with_dropout(1.0)
-            .validate()
-            .is_err());
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(24))]
-        /// A sequence encodes and decodes the same alone or inside a padded batch of random
-        /// other sequences, at any position.
         #[test]
-        fn alone_equals_in_padded_batch(
-            seqs in prop::collection::vec(prop::collection::vec(4u32..12, 1..7), 1..5),
-            target in prop::collection::vec(4u32..10, 1..5),
-            pick in any::<prop::sample::Index>(),
-            cell in prop_oneof![Just(CellKind::Gru), Just(CellKind::Lstm)],
-            attention in prop_oneof![Just(AttentionKind::Bahdanau), Just(AttentionKind::Dot), Just(AttentionKind::General)],
-            bidirectional in any::<bool>(),
-        ) {
-            let device = Default::default();
-            let model = tiny(cell, attention, bidirectional, 1);
-            let i = pick.index(seqs.len());
-            let lengths: Vec<usize> = seqs.iter().map(Vec::len).collect();
-            let width = *lengths.iter().max().unwrap();
-            let rows: Vec<Vec<u32>> = seqs.iter().map(|s| { let mut r = s.clone(); r.resize(width, 0); r }).collect();
-            let mut tgt = vec![1u32];
-            tgt.extend(&target);
-            let tgt_rows = vec![tgt.clone(); seqs.len()];
-            let batch = model.forward(ops::id_matrix::<TB>(&rows, width, &device), &lengths,
-                ops::id_matrix::<TB>(&tgt_rows, tgt.len(), &device));
-            let [_, t, v] = batch.dims();
-            let in_batch = ops::to_vec_f32(batch.slice([i..i + 1, 0..t, 0..v]));
-            let alone = ops::to_vec_f32(model.forward(
-                ops::id_matrix::<TB>(std::slice::from_ref(&seqs[i]), lengths[i], &device), &lengths[i..i + 1],
-                ops::id_matrix::<TB>(std::slice::from_ref(&tgt), tgt.len(), &device)));
-            prop_assert!(close(&in_batch, &alone, 1e-5), "{:?} vs {:?}", in_batch, alone);
+        fn step_loop_equals_teacher_forced_forward() {
+            let device = device();
+            let model = tiny(CellKind::Lstm, AttentionKind::Bahdanau, true, 2);
+            let src = ops::id_matrix::<TB>(&[vec![4, 5, 6], vec![7, 8, 0]], 3, &device);
+            let tgt = ops::id_matrix::<TB>(&[vec![1, 4, 5, 6], vec![1, 7, 0, 0]], 4, &device);
+            let full = ops::to_vec_f32(model.forward(src.clone(), &[3, 2], tgt.clone()));
+            let flags = vec![vec![false; 2]; 4];
+            let scheduled = ops::to_vec_f32(model.forward_scheduled(src, &[3, 2], tgt, &flags));
+            assert!(close(&full, &scheduled, 1e-5));
+        }
+
+        #[test]
+        fn invalid_configs_are_reported() {
+            let c = Seq2SeqConfig::new(10, 10)
+                .with_attention(AttentionKind::Dot)
+                .with_d_decoder(100);
+            assert!(c
+                .validate()
+                .unwrap_err()
+                .to_string()
+                .contains("dot attention"));
+            assert!(Seq2SeqConfig::new(4, 10).validate().is_err());
+            assert!(Seq2SeqConfig::new(10, 10)
+                .with_dropout(1.0)
+                .validate()
+                .is_err());
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(24))]
+            /// A sequence encodes and decodes the same alone or inside a padded batch of random
+            /// other sequences, at any position.
+            #[test]
+            fn alone_equals_in_padded_batch(
+                seqs in prop::collection::vec(prop::collection::vec(4u32..12, 1..7), 1..5),
+                target in prop::collection::vec(4u32..10, 1..5),
+                pick in any::<prop::sample::Index>(),
+                cell in prop_oneof![Just(CellKind::Gru), Just(CellKind::Lstm)],
+                attention in prop_oneof![Just(AttentionKind::Bahdanau), Just(AttentionKind::Dot), Just(AttentionKind::General)],
+                bidirectional in any::<bool>(),
+            ) {
+                let device = device();
+                let model = tiny(cell, attention, bidirectional, 1);
+                let i = pick.index(seqs.len());
+                let lengths: Vec<usize> = seqs.iter().map(Vec::len).collect();
+                let width = *lengths.iter().max().unwrap();
+                let rows: Vec<Vec<u32>> = seqs.iter().map(|s| { let mut r = s.clone(); r.resize(width, 0); r }).collect();
+                let mut tgt = vec![1u32];
+                tgt.extend(&target);
+                let tgt_rows = vec![tgt.clone(); seqs.len()];
+                let batch = model.forward(ops::id_matrix::<TB>(&rows, width, &device), &lengths,
+                    ops::id_matrix::<TB>(&tgt_rows, tgt.len(), &device));
+                let [_, t, v] = batch.dims();
+                let in_batch = ops::to_vec_f32(batch.slice([i..i + 1, 0..t, 0..v]));
+                let alone = ops::to_vec_f32(model.forward(
+                    ops::id_matrix::<TB>(std::slice::from_ref(&seqs[i]), lengths[i], &device), &lengths[i..i + 1],
+                    ops::id_matrix::<TB>(std::slice::from_ref(&tgt), tgt.len(), &device)));
+                prop_assert!(close(&in_batch, &alone, 1e-5), "{:?} vs {:?}", in_batch, alone);
+            }
         }
     }
 }

@@ -256,66 +256,69 @@ impl<B: Backend> RnnLayer<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use s2s_tensor::backend::DefaultBackend as TB;
     use s2s_tensor::ops;
 
-    fn layer(cell: CellKind) -> RnnLayer<TB> {
-        let device = Default::default();
-        TB::seed(&device, 7);
-        RnnLayerConfig::new(3, 4).with_cell(cell).init(&device)
-    }
+    s2s_tensor::for_each_backend! {
+        type TB = TestBackend;
 
-    /// The GRU equations worked out by hand with scalar weights: with every weight `w` and
-    /// bias 0, input x and state h, r = z = sigmoid(3wx + 4wh), n = tanh(3wx + r*4wh).
-    #[test]
-    fn gru_matches_hand_computation() {
-        let device = Default::default();
-        let mut l = layer(CellKind::Gru);
-        let w = 0.1f32;
-        l.weight_ih = Param::from_tensor(Tensor::full([3, 12], w, &device));
-        l.weight_hh = Param::from_tensor(Tensor::full([4, 12], w, &device));
-        l.bias_ih = Param::from_tensor(Tensor::zeros([12], &device));
-        l.bias_hh = Param::from_tensor(Tensor::zeros([12], &device));
-        let x = Tensor::<TB, 2>::full([1, 3], 0.5, &device);
-        let h0 = RnnState {
-            h: Tensor::full([1, 4], 0.2, &device),
-            c: None,
-        };
-        let h1 = ops::to_vec_f32(l.step(x, h0).h);
-        let (xs, hs) = (3.0 * w * 0.5, 4.0 * w * 0.2);
-        let r = 1.0 / (1.0 + (-(xs + hs)).exp());
-        let n = (xs + r * hs).tanh();
-        let expected = (1.0 - r) * n + r * 0.2;
-        for v in h1 {
-            assert!((v - expected).abs() < 1e-6, "{v} vs {expected}");
+        fn layer(cell: CellKind) -> RnnLayer<TB> {
+            let device = device();
+            TB::seed(&device, 7);
+            RnnLayerConfig::new(3, 4).with_cell(cell).init(&device)
         }
-    }
 
-    #[test]
-    fn padding_never_changes_state() {
-        for cell in [CellKind::Gru, CellKind::Lstm] {
-            for reverse in [false, true] {
-                let device = Default::default();
-                let l = layer(cell);
-                TB::seed(&device, 3);
-                let x = Tensor::<TB, 3>::random(
-                    [1, 5, 3],
-                    burn::tensor::Distribution::Normal(0.0, 1.0),
-                    &device,
-                );
-                let alone = l.forward(x.clone().slice([0..1, 0..2]), None, reverse, None);
-                let mask = ops::length_mask_float::<TB>(&[2], 5, &device);
-                let padded = l.forward(x, Some(mask), reverse, None);
-                let a = ops::to_vec_f32(alone.1.h);
-                let b = ops::to_vec_f32(padded.1.h);
-                for (x, y) in a.iter().zip(&b) {
-                    assert!(
-                        (x - y).abs() < 1e-6,
-                        "{cell:?} reverse={reverse}: {a:?} vs {b:?}"
+        /// The GRU equations worked out by hand with scalar weights: with every weight `w` and
+        /// bias 0, input x and state h, r = z = sigmoid(3wx + 4wh), n = tanh(3wx + r*4wh).
+        #[test]
+        fn gru_matches_hand_computation() {
+            let device = device();
+            let mut l = layer(CellKind::Gru);
+            let w = 0.1f32;
+            l.weight_ih = Param::from_tensor(Tensor::full([3, 12], w, &device));
+            l.weight_hh = Param::from_tensor(Tensor::full([4, 12], w, &device));
+            l.bias_ih = Param::from_tensor(Tensor::zeros([12], &device));
+            l.bias_hh = Param::from_tensor(Tensor::zeros([12], &device));
+            let x = Tensor::<TB, 2>::full([1, 3], 0.5, &device);
+            let h0 = RnnState {
+                h: Tensor::full([1, 4], 0.2, &device),
+                c: None,
+            };
+            let h1 = ops::to_vec_f32(l.step(x, h0).h);
+            let (xs, hs) = (3.0 * w * 0.5, 4.0 * w * 0.2);
+            let r = 1.0 / (1.0 + (-(xs + hs)).exp());
+            let n = (xs + r * hs).tanh();
+            let expected = (1.0 - r) * n + r * 0.2;
+            for v in h1 {
+                assert!((v - expected).abs() < 1e-6, "{v} vs {expected}");
+            }
+        }
+
+        #[test]
+        fn padding_never_changes_state() {
+            for cell in [CellKind::Gru, CellKind::Lstm] {
+                for reverse in [false, true] {
+                    let device = device();
+                    let l = layer(cell);
+                    TB::seed(&device, 3);
+                    let x = Tensor::<TB, 3>::random(
+                        [1, 5, 3],
+                        burn::tensor::Distribution::Normal(0.0, 1.0),
+                        &device,
                     );
+                    let alone = l.forward(x.clone().slice([0..1, 0..2]), None, reverse, None);
+                    let mask = ops::length_mask_float::<TB>(&[2], 5, &device);
+                    let padded = l.forward(x, Some(mask), reverse, None);
+                    let a = ops::to_vec_f32(alone.1.h);
+                    let b = ops::to_vec_f32(padded.1.h);
+                    for (x, y) in a.iter().zip(&b) {
+                        assert!(
+                            (x - y).abs() < 1e-6,
+                            "{cell:?} reverse={reverse}: {a:?} vs {b:?}"
+                        );
+                    }
+                    let out_pad = ops::to_vec_f32(padded.0.slice([0..1, 2..5]));
+                    assert!(out_pad.iter().all(|&v| v == 0.0));
                 }
-                let out_pad = ops::to_vec_f32(padded.0.slice([0..1, 2..5]));
-                assert!(out_pad.iter().all(|&v| v == 0.0));
             }
         }
     }

@@ -57,51 +57,54 @@ pub fn masked_nll_sum<B: Backend>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use s2s_tensor::backend::DefaultBackend as B;
     use s2s_tensor::ops;
 
-    #[test]
-    fn value_matches_hand_computation() {
-        let device = Default::default();
-        // Two classes beyond the specials would be the usual case; 5 classes, uniform logits:
-        // every real position costs ln 5, whatever the smoothing.
-        let logits = Tensor::<B, 3>::zeros([1, 3, 5], &device);
-        let targets = ops::id_matrix::<B>(&[vec![4, 2, 0]], 3, &device);
-        for s in [0.0, 0.1] {
-            let loss = ops::to_vec_f32(masked_cross_entropy(logits.clone(), targets.clone(), s))[0];
-            assert!((loss - 5f32.ln()).abs() < 1e-6, "{loss}");
-        }
-    }
+    s2s_tensor::for_each_backend! {
+        type B = TestBackend;
 
-    #[test]
-    fn padding_does_not_change_the_loss() {
-        let device = Default::default();
-        B::seed(&device, 1);
-        let logits = Tensor::<B, 3>::random(
-            [2, 3, 6],
-            burn::tensor::Distribution::Normal(0., 2.),
-            &device,
-        );
-        let targets = ops::id_matrix::<B>(&[vec![4, 5, 2], vec![5, 2, 0]], 3, &device);
-        let extra = Tensor::<B, 3>::random(
-            [2, 4, 6],
-            burn::tensor::Distribution::Normal(0., 2.),
-            &device,
-        );
-        let padded_logits = Tensor::cat(vec![logits.clone(), extra], 1);
-        let padded_targets = ops::id_matrix::<B>(
-            &[vec![4, 5, 2, 0, 0, 0, 0], vec![5, 2, 0, 0, 0, 0, 0]],
-            7,
-            &device,
-        );
-        for s in [0.0, 0.2] {
-            let a = ops::to_vec_f32(masked_cross_entropy(logits.clone(), targets.clone(), s))[0];
-            let b = ops::to_vec_f32(masked_cross_entropy(
-                padded_logits.clone(),
-                padded_targets.clone(),
-                s,
-            ))[0];
-            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        #[test]
+        fn value_matches_hand_computation() {
+            let device = device();
+            // Two classes beyond the specials would be the usual case; 5 classes, uniform logits:
+            // every real position costs ln 5, whatever the smoothing.
+            let logits = Tensor::<B, 3>::zeros([1, 3, 5], &device);
+            let targets = ops::id_matrix::<B>(&[vec![4, 2, 0]], 3, &device);
+            for s in [0.0, 0.1] {
+                let loss = ops::to_vec_f32(masked_cross_entropy(logits.clone(), targets.clone(), s))[0];
+                assert!((loss - 5f32.ln()).abs() < 1e-6, "{loss}");
+            }
+        }
+
+        #[test]
+        fn padding_does_not_change_the_loss() {
+            let device = device();
+            B::seed(&device, 1);
+            let logits = Tensor::<B, 3>::random(
+                [2, 3, 6],
+                burn::tensor::Distribution::Normal(0., 2.),
+                &device,
+            );
+            let targets = ops::id_matrix::<B>(&[vec![4, 5, 2], vec![5, 2, 0]], 3, &device);
+            let extra = Tensor::<B, 3>::random(
+                [2, 4, 6],
+                burn::tensor::Distribution::Normal(0., 2.),
+                &device,
+            );
+            let padded_logits = Tensor::cat(vec![logits.clone(), extra], 1);
+            let padded_targets = ops::id_matrix::<B>(
+                &[vec![4, 5, 2, 0, 0, 0, 0], vec![5, 2, 0, 0, 0, 0, 0]],
+                7,
+                &device,
+            );
+            for s in [0.0, 0.2] {
+                let a = ops::to_vec_f32(masked_cross_entropy(logits.clone(), targets.clone(), s))[0];
+                let b = ops::to_vec_f32(masked_cross_entropy(
+                    padded_logits.clone(),
+                    padded_targets.clone(),
+                    s,
+                ))[0];
+                assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+            }
         }
     }
 }

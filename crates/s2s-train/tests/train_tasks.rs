@@ -6,113 +6,117 @@ use common::small_model;
 use s2s_data::corpus::{group_references, SyntheticTask};
 use s2s_data::{TextCodec, Tokenizer};
 use s2s_nn::CellKind;
-use s2s_tensor::backend::{DefaultAutodiffBackend as AB, DefaultBackend as B};
 use s2s_train::{evaluate, train, Checkpoint, TrainConfig};
 
-/// The reverse task trains to >= 99% exact match on held-out strings; the saved checkpoint
-/// reloads and decodes identically.
-#[test]
-fn reverse_task_reaches_99_percent() {
-    let pairs = SyntheticTask::Reverse.generate(4200, 1, 7, 8, 3);
-    let (train_pairs, rest) = pairs.split_at(3600);
-    let (valid_pairs, test_pairs) = rest.split_at(300);
-    let codec = TextCodec::build(train_pairs, Tokenizer::Chars, Tokenizer::Chars, 1);
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("reverse");
-    let config = TrainConfig::new()
-        .with_epochs(12)
-        .with_batch_size(32)
-        .with_lr(3e-3)
-        .with_max_decode_len(12)
-        .with_progress(false)
-        .with_log_epochs(false);
-    let device = Default::default();
-    let report = train::<AB>(
-        "reverse",
-        small_model(),
-        codec,
-        train_pairs,
-        valid_pairs,
-        &config,
-        &out,
-        &device,
-    )
-    .unwrap();
-    let last = report.history.last().unwrap();
-    assert!(last.train_loss < report.history[0].train_loss);
-    let ckpt = Checkpoint::<B>::load(&out, &device).unwrap();
-    let refs = group_references(test_pairs);
-    let (scores, predictions) = evaluate(&ckpt.model, &ckpt.codec, &refs, 64, 12, &device);
-    assert!(
-        scores.exact_match >= 0.99,
-        "test exact match {:.4} ({:?})",
-        scores.exact_match,
-        report.history
-    );
-    // Batch size does not change the outputs.
-    let (_, one_by_one) = evaluate(&ckpt.model, &ckpt.codec, &refs[..40], 1, 12, &device);
-    assert_eq!(one_by_one, predictions[..40]);
-}
+s2s_tensor::for_each_backend! {
+    type AB = TestAutodiffBackend;
+    type B = TestBackend;
 
-/// A short LSTM run with scheduled sampling and label smoothing learns the doubling task a
-/// little and writes a loadable checkpoint; a second save replaces it without leftovers.
-#[test]
-fn scheduled_sampling_and_checkpoint_replacement() {
-    let pairs = SyntheticTask::Double.generate(600, 1, 4, 5, 9);
-    let (train_pairs, valid_pairs) = pairs.split_at(500);
-    let codec = TextCodec::build(train_pairs, Tokenizer::Chars, Tokenizer::Chars, 1);
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("double");
-    let config = TrainConfig::new()
-        .with_epochs(2)
-        .with_batch_size(16)
-        .with_label_smoothing(0.1)
-        .with_teacher_forcing("linear:1:0.5:40".parse().unwrap())
-        .with_progress(false)
-        .with_log_epochs(false);
-    let device = Default::default();
-    let model = small_model()
-        .with_cell(CellKind::Lstm)
-        .with_encoder_layers(2)
-        .with_dropout(0.1);
-    let report = train::<AB>(
-        "double",
-        model,
-        codec,
-        train_pairs,
-        valid_pairs,
-        &config,
-        &out,
-        &device,
-    )
-    .unwrap();
-    assert_eq!(report.history.len(), 2);
-    assert!(report.history[1].valid_loss < report.history[0].valid_loss * 1.5);
-    let ckpt = Checkpoint::<B>::load(&out, &device).unwrap();
-    ckpt.save(&out).unwrap();
-    let names: Vec<String> = std::fs::read_dir(dir.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(names, vec!["double".to_string()]);
-    let again = Checkpoint::<B>::load(&out, &device).unwrap();
-    assert_eq!(again.meta.task, "double");
-}
+    /// The reverse task trains to >= 99% exact match on held-out strings; the saved checkpoint
+    /// reloads and decodes identically.
+    #[test]
+    fn reverse_task_reaches_99_percent() {
+        let pairs = SyntheticTask::Reverse.generate(4200, 1, 7, 8, 3);
+        let (train_pairs, rest) = pairs.split_at(3600);
+        let (valid_pairs, test_pairs) = rest.split_at(300);
+        let codec = TextCodec::build(train_pairs, Tokenizer::Chars, Tokenizer::Chars, 1);
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("reverse");
+        let config = TrainConfig::new()
+            .with_epochs(12)
+            .with_batch_size(32)
+            .with_lr(3e-3)
+            .with_max_decode_len(12)
+            .with_progress(false)
+            .with_log_epochs(false);
+        let device = device();
+        let report = train::<AB>(
+            "reverse",
+            small_model(),
+            codec,
+            train_pairs,
+            valid_pairs,
+            &config,
+            &out,
+            &device,
+        )
+        .unwrap();
+        let last = report.history.last().unwrap();
+        assert!(last.train_loss < report.history[0].train_loss);
+        let ckpt = Checkpoint::<B>::load(&out, &device).unwrap();
+        let refs = group_references(test_pairs);
+        let (scores, predictions) = evaluate(&ckpt.model, &ckpt.codec, &refs, 64, 12, &device);
+        assert!(
+            scores.exact_match >= 0.99,
+            "test exact match {:.4} ({:?})",
+            scores.exact_match,
+            report.history
+        );
+        // Batch size does not change the outputs.
+        let (_, one_by_one) = evaluate(&ckpt.model, &ckpt.codec, &refs[..40], 1, 12, &device);
+        assert_eq!(one_by_one, predictions[..40]);
+    }
 
-#[test]
-fn loading_a_broken_folder_names_the_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let device = Default::default();
-    let err = Checkpoint::<B>::load(&dir.path().join("missing"), &device)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("missing") && err.contains("not a model folder"),
-        "{err}"
-    );
-    std::fs::write(dir.path().join("config.json"), "{ not json").unwrap();
-    let err = Checkpoint::<B>::load(dir.path(), &device)
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("config.json"), "{err}");
+    /// A short LSTM run with scheduled sampling and label smoothing learns the doubling task a
+    /// little and writes a loadable checkpoint; a second save replaces it without leftovers.
+    #[test]
+    fn scheduled_sampling_and_checkpoint_replacement() {
+        let pairs = SyntheticTask::Double.generate(600, 1, 4, 5, 9);
+        let (train_pairs, valid_pairs) = pairs.split_at(500);
+        let codec = TextCodec::build(train_pairs, Tokenizer::Chars, Tokenizer::Chars, 1);
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("double");
+        let config = TrainConfig::new()
+            .with_epochs(2)
+            .with_batch_size(16)
+            .with_label_smoothing(0.1)
+            .with_teacher_forcing("linear:1:0.5:40".parse().unwrap())
+            .with_progress(false)
+            .with_log_epochs(false);
+        let device = device();
+        let model = small_model()
+            .with_cell(CellKind::Lstm)
+            .with_encoder_layers(2)
+            .with_dropout(0.1);
+        let report = train::<AB>(
+            "double",
+            model,
+            codec,
+            train_pairs,
+            valid_pairs,
+            &config,
+            &out,
+            &device,
+        )
+        .unwrap();
+        assert_eq!(report.history.len(), 2);
+        assert!(report.history[1].valid_loss < report.history[0].valid_loss * 1.5);
+        let ckpt = Checkpoint::<B>::load(&out, &device).unwrap();
+        ckpt.save(&out).unwrap();
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["double".to_string()]);
+        let again = Checkpoint::<B>::load(&out, &device).unwrap();
+        assert_eq!(again.meta.task, "double");
+    }
+
+    #[test]
+    fn loading_a_broken_folder_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let device = device();
+        let err = Checkpoint::<B>::load(&dir.path().join("missing"), &device)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("missing") && err.contains("not a model folder"),
+            "{err}"
+        );
+        std::fs::write(dir.path().join("config.json"), "{ not json").unwrap();
+        let err = Checkpoint::<B>::load(dir.path(), &device)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("config.json"), "{err}");
+    }
 }
