@@ -25,6 +25,10 @@ struct Cli {
     /// Compute backend.
     #[arg(long, global = true, value_enum, default_value_t = BackendName::Flex)]
     backend: BackendName,
+    /// Device of the backend: `cpu` (flex); `cpu`, `cuda`, `cuda:N`, `mps` (tch); `default`,
+    /// `cpu`, `discrete[:N]`, `integrated[:N]`, `virtual[:N]` (wgpu).
+    #[arg(long, global = true, default_value = "default")]
+    device: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -395,18 +399,32 @@ fn main() {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    match cli.backend {
+    use s2s_tensor::backend::{self as backends, Autodiff, BackendKind};
+    let kind = match cli.backend {
+        BackendName::Flex => BackendKind::Flex,
+        BackendName::Tch => BackendKind::Tch,
+        BackendName::Wgpu => BackendKind::Wgpu,
+    };
+    kind.ensure_compiled()?;
+    let spec = cli.device.as_str();
+    match kind {
         #[cfg(feature = "flex")]
-        BackendName::Flex => {
-            use s2s_tensor::backend::{DefaultAutodiffBackend, Flex};
-            dispatch::<Flex, DefaultAutodiffBackend>(cli.command, &Default::default())
-        }
-        other => bail!(
-            "backend {other:?} is not compiled into this binary; rebuild with `--features {}` \
-             (compiled in: {})",
-            format!("{other:?}").to_lowercase(),
-            s2s_tensor::backend::compiled_backends().join(", ")
+        BackendKind::Flex => dispatch::<backends::Flex, Autodiff<backends::Flex>>(
+            cli.command,
+            &backends::flex_device(spec)?,
         ),
+        #[cfg(feature = "tch")]
+        BackendKind::Tch => dispatch::<backends::Tch, Autodiff<backends::Tch>>(
+            cli.command,
+            &backends::tch_device(spec)?,
+        ),
+        #[cfg(feature = "wgpu")]
+        BackendKind::Wgpu => dispatch::<backends::Wgpu, Autodiff<backends::Wgpu>>(
+            cli.command,
+            &backends::wgpu_device(spec)?,
+        ),
+        #[allow(unreachable_patterns)]
+        other => unreachable!("{other} passed ensure_compiled"),
     }
 }
 
