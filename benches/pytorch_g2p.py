@@ -1,0 +1,559 @@
+#!/usr/bin/env python3
+"""The PyTorch side of the s2s backend comparison benchmark (shared/docs/benchmark.md).
+
+It rebuilds the "g2p-bench" model of s2s (`crates/s2s-nn`) with the usual PyTorch pieces
+(`nn.GRU`/`nn.LSTM` over packed sequences for the bidirectional encoder, a
+`nn.GRUCell`/`nn.LSTMCell` decoder with Bahdanau attention run step by step), loads the
+weights that `s2s-bench export` wrote, checks that it computes what the Rust model computes,
+and then measures, on the same batches as the Rust side:
+
+- training throughput (target tokens/s: forward with teacher forcing, backward, gradient
+  clipping at norm 1.0 and an Adam step, from the exported weights);
+- batched greedy decoding (words/s over the test words, batches of 64, max length 40);
+- the per-sentence beam search loop (beam 5) that tutorial code uses, for reference;
+- the peak resident set size of the process.
+
+Usage (from the virtualenv that provides torch):
+
+    s2s-bench export --cell gru --out DIR [--model runs/g2p]
+    python benches/pytorch_g2p.py --dir DIR [--threads N] [--device cpu|cuda] \
+        [--no-train] [--no-beam]
+
+It prints exactly one JSON line on stdout; progress and the parity report go to stderr.
+Only torch and the standard library are used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+# The parity check fails above this max relative error |a - b| / (1 + |b|) on the logits.
+PARITY_TOLERANCE = 1e-4
+# The score of masked (padding) source positions before the attention softmax; the same
+# constant as s2s_tensor::ops::MASK_VALUE.
+MASK_VALUE = -1.0e9
+# Beam width and the number of test words the per-sentence beam loop decodes (it is slow).
+BEAM_SIZE = 5
+BEAM_LOOP_WORDS = 200
+# Gradient clipping and optimiser settings of the Rust side (burn's AdamConfig defaults:
+# betas 0.9 / 0.999, epsilon 1e-5).
+CLIP_NORM = 1.0
+LEARNING_RATE = 1e-3
+ADAM_EPS = 1e-5
+
+
+def log(*args) -> None:
+    """Progress messages go to stderr; stdout carries only the JSON result."""
+    print(*args, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------
+
+
+class Memory:
+    """The encoder outputs of a batch, prepared for attention."""
+
+    def __init__(self, outputs: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor):
+        self.outputs = outputs  # [batch, src_len, d_memory], zero at padding
+        self.keys = keys  # [batch, src_len, d_attention], key projection done once
+        self.valid = valid  # [batch, src_len] bool, False at padding
+
+
+class Seq2Seq(nn.Module):
+    """The s2s attention encoder-decoder (`s2s_nn::Seq2Seq`) for the configurations the
+    benchmark uses: one bidirectional encoder layer, one decoder layer, Bahdanau attention
+    and the bridge.
+
+    - encoder: embedding -> bidirectional GRU/LSTM over the packed batch, so that padding
+      never enters a state (the final backward state is the one at the first token);
+    - bridge: decoder h0 = tanh(Linear(concat(forward final h, backward final h))), and the
+      same with a second Linear for the LSTM cell c0;
+    - attention: score = v^T tanh(W_q h_prev + W_k k + b_k), source padding masked, with the
+      decoder state before the step as the query;
+    - decoder: one cell over concat(target embedding, context);
+    - output: Linear(concat(decoder output, context, target embedding)).
+    """
+
+    def __init__(self, config: dict):
+        super().__init__()
+        check_supported(config)
+        self.cell = config["cell"]
+        d_embed, d_hidden = config["d_embed"], config["d_hidden"]
+        d_decoder, d_attention = config["d_decoder"], config["d_attention"]
+        d_memory = 2 * d_hidden
+        rnn = nn.GRU if self.cell == "gru" else nn.LSTM
+        rnn_cell = nn.GRUCell if self.cell == "gru" else nn.LSTMCell
+
+        self.src_embedding = nn.Embedding(config["src_vocab"], d_embed)
+        self.encoder = rnn(d_embed, d_hidden, batch_first=True, bidirectional=True)
+        self.bridge_h = nn.Linear(d_memory, d_decoder)
+        self.bridge_c = nn.Linear(d_memory, d_decoder) if self.cell == "lstm" else None
+        self.attn_query = nn.Linear(d_decoder, d_attention, bias=False)
+        self.attn_key = nn.Linear(d_memory, d_attention)
+        self.attn_score = nn.Linear(d_attention, 1, bias=False)
+        self.tgt_embedding = nn.Embedding(config["tgt_vocab"], d_embed)
+        self.decoder = rnn_cell(d_embed + d_memory, d_decoder)
+        self.output = nn.Linear(d_decoder + d_memory + d_embed, config["tgt_vocab"])
+        # Dropout on the source and target embeddings, as in the Rust model (0 in the
+        # benchmark configuration).
+        self.dropout = nn.Dropout(config["dropout"])
+
+    # The decoder state is a tensor h for GRU and a tuple (h, c) for LSTM.
+    def _hidden(self, state):
+        return state if self.cell == "gru" else state[0]
+
+    def encode(self, source: torch.Tensor, lengths: torch.Tensor):
+        """Encodes a padded batch of sources.
+
+        source: [batch, src_len] ids padded with <pad>; lengths: [batch] int64 on the CPU.
+        Returns the memory and the decoder's initial state.
+        """
+        embedded = self.dropout(self.src_embedding(source))
+        packed = pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
+        packed_out, final = self.encoder(packed)
+        # Padded positions come back as zeros, as the Rust encoder's outputs.
+        outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=source.size(1))
+        # final: [2 (directions), batch, d_hidden] (and the cells for LSTM), in the batch's
+        # order; the backward direction ran from each row's true last token.
+        if self.cell == "gru":
+            state = torch.tanh(self.bridge_h(torch.cat([final[0], final[1]], dim=1)))
+        else:
+            h_n, c_n = final
+            state = (
+                torch.tanh(self.bridge_h(torch.cat([h_n[0], h_n[1]], dim=1))),
+                torch.tanh(self.bridge_c(torch.cat([c_n[0], c_n[1]], dim=1))),
+            )
+        positions = torch.arange(source.size(1), device=source.device)
+        valid = positions.unsqueeze(0) < lengths.to(source.device).unsqueeze(1)
+        return Memory(outputs, self.attn_key(outputs), valid), state
+
+    def attend(self, query: torch.Tensor, memory: Memory) -> torch.Tensor:
+        """Bahdanau attention: the context [batch, d_memory] for the query [batch, d_decoder]."""
+        hidden = torch.tanh(memory.keys + self.attn_query(query).unsqueeze(1))
+        scores = self.attn_score(hidden).squeeze(2).masked_fill(~memory.valid, MASK_VALUE)
+        weights = torch.softmax(scores, dim=1)
+        return torch.bmm(weights.unsqueeze(1), memory.outputs).squeeze(1)
+
+    def advance(self, embedded: torch.Tensor, state, memory: Memory):
+        """One decoder step from the embedded previous tokens [batch, d_embed].
+
+        Returns the decoder output, the context and the new state.
+        """
+        context = self.attend(self._hidden(state), memory)
+        state = self.decoder(torch.cat([embedded, context], dim=1), state)
+        return self._hidden(state), context, state
+
+    def forward(self, source, lengths, target_input) -> torch.Tensor:
+        """Teacher-forced logits [batch, tgt_len, tgt_vocab] for `<sos> y1 .. yn` inputs."""
+        memory, state = self.encode(source, lengths)
+        embedded = self.dropout(self.tgt_embedding(target_input))  # [batch, tgt_len, d_embed]
+        outputs, contexts = [], []
+        for t in range(target_input.size(1)):
+            h, context, state = self.advance(embedded[:, t], state, memory)
+            outputs.append(h)
+            contexts.append(context)
+        # The output layer runs once over all steps.
+        features = torch.cat([torch.stack(outputs, 1), torch.stack(contexts, 1), embedded], dim=2)
+        return self.output(features)
+
+    def step(self, tokens: torch.Tensor, state, memory: Memory):
+        """One decoding step: previous tokens [batch] -> next-token logits and new state."""
+        embedded = self.dropout(self.tgt_embedding(tokens))
+        h, context, state = self.advance(embedded, state, memory)
+        return self.output(torch.cat([h, context, embedded], dim=1)), state
+
+
+def check_supported(config: dict) -> None:
+    """Refuses configurations this port does not implement, rather than mis-handling them."""
+    problems = []
+    if config.get("cell") not in ("gru", "lstm"):
+        problems.append(f"cell {config.get('cell')!r} (expected gru or lstm)")
+    if config.get("attention") != "bahdanau":
+        problems.append(f"attention {config.get('attention')!r} (only bahdanau is ported)")
+    if config.get("encoder_layers") != 1 or config.get("decoder_layers") != 1:
+        problems.append(
+            f"{config.get('encoder_layers')} encoder / {config.get('decoder_layers')} decoder "
+            "layers (only 1 / 1 is ported)"
+        )
+    if config.get("bidirectional") is not True:
+        problems.append("a unidirectional encoder (only bidirectional is ported)")
+    if config.get("bridge") is not True:
+        problems.append("bridge = false (only the tanh(Linear) bridge is ported)")
+    if problems:
+        raise SystemExit("error: unsupported model configuration: " + "; ".join(problems))
+
+
+# --------------------------------------------------------------------------------------
+# Loading the exported weights
+# --------------------------------------------------------------------------------------
+
+
+def weight_map(model: Seq2Seq) -> dict:
+    """Rust parameter path -> (torch parameter name, transpose?).
+
+    burn's Linear and the fused RNN layers store weights as [d_in, d_out] (y = x W + b);
+    torch stores [d_out, d_in], so every 2-D weight except the embeddings is transposed. The
+    fused layers keep PyTorch's gate order (GRU r z n, LSTM i f g o) in their gate blocks,
+    with the reset gate applied after the recurrent matmul as in torch's GRU, so the gate
+    blocks need no reordering.
+    """
+    rnn_layer = {
+        "weight_ih": True,
+        "weight_hh": True,
+        "bias_ih": False,
+        "bias_hh": False,
+    }
+    mapping = {
+        "encoder.embedding.weight": ("src_embedding.weight", False),
+        "embedding.weight": ("tgt_embedding.weight", False),
+        "bridge_h.weight": ("bridge_h.weight", True),
+        "bridge_h.bias": ("bridge_h.bias", False),
+        "attention.query.weight": ("attn_query.weight", True),
+        "attention.key.weight": ("attn_key.weight", True),
+        "attention.key.bias": ("attn_key.bias", False),
+        "attention.score.weight": ("attn_score.weight", True),
+        "output.weight": ("output.weight", True),
+        "output.bias": ("output.bias", False),
+    }
+    for name, transpose in rnn_layer.items():
+        mapping[f"encoder.forward_layers.0.{name}"] = (f"encoder.{name}_l0", transpose)
+        mapping[f"encoder.backward_layers.0.{name}"] = (f"encoder.{name}_l0_reverse", transpose)
+        mapping[f"decoder_layers.0.{name}"] = (f"decoder.{name}", transpose)
+    if model.cell == "lstm":
+        mapping["bridge_c.weight"] = ("bridge_c.weight", True)
+        mapping["bridge_c.bias"] = ("bridge_c.bias", False)
+    return mapping
+
+
+def load_weights(model: Seq2Seq, params: list) -> None:
+    """Copies the exported parameters into the model; fails on any unused, missing or
+    mis-shaped parameter."""
+    mapping = weight_map(model)
+    targets = dict(model.named_parameters())
+    unmapped_torch = set(targets) - {t for t, _ in mapping.values()}
+    if unmapped_torch:
+        raise SystemExit(f"error: torch parameters without a Rust source: {sorted(unmapped_torch)}")
+    seen = set()
+    for p in params:
+        name = p["name"]
+        if name not in mapping:
+            raise SystemExit(f"error: exported parameter {name!r} {p['shape']} has no torch counterpart")
+        if name in seen:
+            raise SystemExit(f"error: exported parameter {name!r} appears twice")
+        seen.add(name)
+        target_name, transpose = mapping[name]
+        value = torch.tensor(p["data"], dtype=torch.float32)
+        if value.numel() != math.prod(p["shape"]):
+            raise SystemExit(f"error: {name}: {value.numel()} values for shape {p['shape']}")
+        value = value.reshape(p["shape"])
+        if transpose:
+            value = value.t()
+        target = targets[target_name]
+        if tuple(value.shape) != tuple(target.shape):
+            raise SystemExit(
+                f"error: {name} {list(p['shape'])} does not fit {target_name} {list(target.shape)}"
+                + (" after transposing" if transpose else "")
+            )
+        with torch.no_grad():
+            target.copy_(value)
+    missing = set(mapping) - seen
+    if missing:
+        raise SystemExit(f"error: parameters missing from the export: {sorted(missing)}")
+
+
+# --------------------------------------------------------------------------------------
+# Batches
+# --------------------------------------------------------------------------------------
+
+
+def pad(rows: list, value: int) -> torch.Tensor:
+    width = max(1, max(len(r) for r in rows))
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def source_batch(sources: list, pad_id: int, device: torch.device):
+    """Padded sources on `device` and their lengths (int64, on the CPU for packing)."""
+    if any(len(s) == 0 for s in sources):
+        raise SystemExit("error: empty source sequence in a batch (cannot be packed)")
+    lengths = torch.tensor([len(s) for s in sources], dtype=torch.long)
+    return pad(sources, pad_id).to(device), lengths
+
+
+def training_batch(examples: list, special: dict, device: torch.device):
+    """Sources, lengths, decoder inputs `<sos> y`, outputs `y <eos>` and the number of
+    target tokens that count in the loss (`<eos>` included)."""
+    source, lengths = source_batch([e["source"] for e in examples], special["pad"], device)
+    target_input = pad([[special["sos"]] + e["target"] for e in examples], special["pad"])
+    target_output = pad([e["target"] + [special["eos"]] for e in examples], special["pad"])
+    tokens = sum(len(e["target"]) + 1 for e in examples)
+    return source, lengths, target_input.to(device), target_output.to(device), tokens
+
+
+def inference_batches(sources: list, size: int) -> list:
+    """Indices of the decoding batches: sorted by decreasing source length (ties by index),
+    cut into batches of `size`, exactly as s2s's `decode_all` plans them."""
+    order = sorted(range(len(sources)), key=lambda i: (-len(sources[i]), i))
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+# --------------------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------------------
+
+
+def greedy_batch(model: Seq2Seq, sources: list, max_len: int, special: dict, device) -> list:
+    """Greedy decoding of one batch; the batch stops when every row has produced <eos> or
+    after `max_len` tokens. Returns the outputs without <eos>."""
+    source, lengths = source_batch(sources, special["pad"], device)
+    memory, state = model.encode(source, lengths)
+    tokens = torch.full((len(sources),), special["sos"], dtype=torch.long, device=device)
+    finished = torch.zeros(len(sources), dtype=torch.bool, device=device)
+    steps = []
+    for _ in range(max_len):
+        logits, state = model.step(tokens, state, memory)
+        tokens = logits.argmax(dim=1)
+        steps.append(tokens)
+        finished |= tokens == special["eos"]
+        if bool(finished.all()):
+            break
+    outputs = []
+    for row in torch.stack(steps, dim=1).tolist():
+        outputs.append(row[: row.index(special["eos"])] if special["eos"] in row else row)
+    return outputs
+
+
+def greedy_all(model, sources: list, batch: int, max_len: int, special: dict, device) -> list:
+    """Greedy outputs of all `sources`, decoded in s2s's length-sorted batches, in input
+    order. Empty sources get an empty output without running the model, as in s2s."""
+    results = [[] for _ in sources]
+    non_empty = [i for i, s in enumerate(sources) if s]
+    for plan in inference_batches([sources[i] for i in non_empty], batch):
+        indices = [non_empty[j] for j in plan]
+        outputs = greedy_batch(model, [sources[i] for i in indices], max_len, special, device)
+        for i, out in zip(indices, outputs):
+            results[i] = out
+    return results
+
+
+def beam_search_loop(model, source: list, beam: int, max_len: int, special: dict, device) -> list:
+    """Beam search over one sentence the way tutorial code writes it: a Python list of
+    hypotheses (score, tokens, state), each advanced by its own decoder step; the `beam` best
+    expansions are kept, those ending in <eos> are set aside as finished; the search stops
+    when `beam` hypotheses have finished or after `max_len` steps. Scores are sums of
+    log-probabilities (no length penalty). Returns the best output without <eos>."""
+    src, lengths = source_batch([source], special["pad"], device)
+    memory, state = model.encode(src, lengths)
+    eos = special["eos"]
+    live = [(0.0, [special["sos"]], state)]
+    finished = []
+    for _ in range(max_len):
+        candidates = []
+        for score, tokens, hyp_state in live:
+            previous = torch.tensor([tokens[-1]], dtype=torch.long, device=device)
+            logits, new_state = model.step(previous, hyp_state, memory)
+            logp = torch.log_softmax(logits, dim=1)[0]
+            top_logp, top_ids = logp.topk(beam)
+            for lp, token in zip(top_logp.tolist(), top_ids.tolist()):
+                candidates.append((score + lp, tokens + [token], new_state))
+        candidates.sort(key=lambda c: c[0], reverse=True)
+        live = []
+        for candidate in candidates[:beam]:
+            (finished if candidate[1][-1] == eos else live).append(candidate)
+        if len(finished) >= beam or not live:
+            break
+    best = max(finished or live, key=lambda c: c[0])
+    tokens = best[1][1:]
+    return tokens[:-1] if tokens and tokens[-1] == eos else tokens
+
+
+# --------------------------------------------------------------------------------------
+# Parity check and measurements
+# --------------------------------------------------------------------------------------
+
+
+def parity(model, data: dict, reference: dict, special: dict, device) -> dict:
+    """Compares teacher-forced logits and greedy outputs with the Rust model's."""
+    model.eval()
+    with torch.inference_mode():
+        examples = data["train_batches"][reference["batch"]]
+        source, lengths, target_input, _, _ = training_batch(examples, special, device)
+        logits = model(source, lengths, target_input).float().cpu()
+        expected = torch.tensor(reference["logits"], dtype=torch.float32)
+        shape = list(reference["logits_shape"])
+        if list(logits.shape) != shape:
+            raise SystemExit(f"error: logits shape {list(logits.shape)}, reference {shape}")
+        expected = expected.reshape(shape)
+        diff = (logits - expected).abs()
+        max_abs = float(diff.max())
+        max_rel = float((diff / (1.0 + expected.abs())).max())
+
+        sources = data["test_sources"][: data["batch"]]
+        greedy = greedy_batch(model, sources, data["max_len"], special, device)
+    ref_greedy = reference["greedy"]
+    equal = sum(a == b for a, b in zip(greedy, ref_greedy))
+    log(
+        f"parity: logits {shape} max abs diff {max_abs:.3e}, max rel diff {max_rel:.3e} "
+        f"(tolerance {PARITY_TOLERANCE:g}); greedy outputs equal {equal}/{len(ref_greedy)}"
+    )
+    return {
+        "max_abs": max_abs,
+        "max_rel": max_rel,
+        "greedy_equal": equal,
+        "greedy_total": len(ref_greedy),
+    }
+
+
+def train_throughput(model, data: dict, special: dict, device) -> float:
+    """Target tokens/s over the training steps after the warm-up steps."""
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, eps=ADAM_EPS)
+    warmup = data["warmup_steps"]
+    batches = data["train_batches"][: warmup + data["train_steps"]]
+    tokens, start = 0, time.perf_counter()
+    for i, examples in enumerate(batches):
+        if i == warmup:
+            sync(device)
+            tokens, start = 0, time.perf_counter()
+        source, lengths, target_input, target_output, n = training_batch(examples, special, device)
+        tokens += n
+        logits = model(source, lengths, target_input)
+        # Mean cross-entropy over the non-pad target positions.
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), target_output.reshape(-1), ignore_index=special["pad"]
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
+        optimizer.step()
+    sync(device)
+    seconds = time.perf_counter() - start
+    log(f"training: {tokens} target tokens in {seconds:.2f} s, last loss {loss.item():.4f}")
+    return tokens / seconds
+
+
+def greedy_throughput(model, data: dict, special: dict, device):
+    """Words/s of batched greedy decoding over the test words, after one warm-up batch;
+    also returns the number of output tokens (<eos> excluded)."""
+    model.eval()
+    sources, batch, max_len = data["test_sources"], data["batch"], data["max_len"]
+    with torch.inference_mode():
+        greedy_all(model, sources[:batch], batch, max_len, special, device)
+        sync(device)
+        start = time.perf_counter()
+        outputs = greedy_all(model, sources, batch, max_len, special, device)
+        sync(device)
+        seconds = time.perf_counter() - start
+    out_tokens = sum(len(o) for o in outputs)
+    log(f"greedy: {len(sources)} words in {seconds:.2f} s, {out_tokens} output tokens")
+    return len(sources) / seconds, out_tokens
+
+
+def beam_loop_throughput(model, data: dict, special: dict, device):
+    """Words/s of the per-sentence beam loop over the first BEAM_LOOP_WORDS test words,
+    after one warm-up word."""
+    model.eval()
+    words = data["test_sources"][:BEAM_LOOP_WORDS]
+    with torch.inference_mode():
+        beam_search_loop(model, words[0], BEAM_SIZE, data["max_len"], special, device)
+        sync(device)
+        start = time.perf_counter()
+        outputs = [beam_search_loop(model, w, BEAM_SIZE, data["max_len"], special, device) for w in words]
+        sync(device)
+        seconds = time.perf_counter() - start
+    out_tokens = sum(len(o) for o in outputs)
+    log(f"beam loop: {len(words)} words in {seconds:.2f} s, {out_tokens} output tokens")
+    return len(words) / seconds, len(words)
+
+
+def peak_rss_mib() -> float:
+    # ru_maxrss is in KiB on Linux (what /usr/bin/time -v reports as maximum resident set size).
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dir", required=True, type=Path, help="folder written by `s2s-bench export`")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--no-train", action="store_true", help="leave out the training measurement")
+    parser.add_argument("--no-beam", action="store_true", help="leave out the beam search loop")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError as e:  # only possible before any inter-op work started
+        log(f"note: could not set the inter-op threads: {e}")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda but torch sees no CUDA device")
+    device = torch.device(args.device)
+
+    def read(name: str) -> dict:
+        with open(args.dir / name) as f:
+            return json.load(f)
+
+    exported, data, reference = read("model.json"), read("data.json"), read("reference.json")
+    config = exported["config"]
+    if config.get("cell") != exported["cell"]:
+        raise SystemExit(f"error: model.json cell {exported['cell']!r} but config cell {config.get('cell')!r}")
+    special = {"pad": exported["pad"], "sos": exported["sos"], "eos": exported["eos"]}
+    model = Seq2Seq(config)
+    load_weights(model, exported.pop("params"))
+    model.to(device)
+    log(
+        f"torch {torch.__version__}, device {device}, {args.threads} threads; "
+        f"{'trained' if exported['trained'] else 'untrained'} {exported['cell']} model, "
+        f"{sum(p.numel() for p in model.parameters())} parameters"
+    )
+
+    result = {
+        "side": "pytorch",
+        "device": args.device,
+        "cell": exported["cell"],
+        "threads": args.threads,
+        "trained": exported["trained"],
+    }
+    result["parity"] = parity(model, data, reference, special, device)
+    if not result["parity"]["max_rel"] <= PARITY_TOLERANCE:  # also catches NaN
+        raise SystemExit(
+            f"error: parity check failed: max relative logit difference "
+            f"{result['parity']['max_rel']:.3e} > {PARITY_TOLERANCE:g}; "
+            "the PyTorch port does not compute what the Rust model computes"
+        )
+
+    if not args.no_train:
+        # Train a copy, so that decoding is measured on the exported weights as in Rust.
+        trainee = copy.deepcopy(model)
+        result["train_tok_s"] = train_throughput(trainee, data, special, device)
+        del trainee
+    result["greedy_words_s"], result["greedy_out_tokens"] = greedy_throughput(model, data, special, device)
+    if not args.no_beam:
+        result["beam5_loop_words_s"], result["beam5_loop_words"] = beam_loop_throughput(
+            model, data, special, device
+        )
+    result["peak_rss_mib"] = peak_rss_mib()
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

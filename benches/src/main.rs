@@ -1,0 +1,410 @@
+//! `s2s-bench`: one backend's side of the backend comparison benchmark
+//! (`shared/docs/benchmark.md`), and the export that the PyTorch reference reads.
+//!
+//! - `s2s-bench export --cell gru|lstm --out DIR [--model DIR]` writes a checkpoint of the
+//!   benchmark model (the trained G2P model when given and of the same cell, otherwise a seeded
+//!   initialisation) to `DIR/checkpoint`, and for `benches/pytorch_g2p.py`: its weights
+//!   (`model.json`), the training batches and test words (`data.json`) and reference outputs
+//!   (`reference.json`: teacher-forced logits of one batch, greedy outputs of 64 words).
+//! - `s2s-bench run --backend B [--device D] --model DIR/checkpoint` measures training
+//!   throughput, greedy and beam-5 decoding and peak memory on one backend and prints one JSON
+//!   line. `cargo xtask bench` runs both for every compiled backend and prints the table.
+
+use anyhow::{bail, Context, Result};
+use burn::module::AutodiffModule;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use clap::{Parser, Subcommand, ValueEnum};
+use s2s_benches::{bench_model, cmudict, named_params, peak_rss_mib};
+use s2s_data::batch::plan_training_batches;
+use s2s_data::{BatchSize, Example, TextCodec, Tokenizer, TrainingBatch};
+use s2s_decode::{decode_all, BeamSearch, Greedy, Strategy};
+use s2s_nn::{CellKind, Seq2Seq};
+use s2s_tensor::backend::{self as backends, Autodiff, BackendKind};
+use s2s_tensor::ops;
+use s2s_train::loss::masked_cross_entropy;
+use s2s_train::trainer::clip_global_norm;
+use s2s_train::{Checkpoint, CheckpointMeta};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Training steps measured, after [`WARMUP_STEPS`].
+const TRAIN_STEPS: usize = 30;
+/// Training steps run before the clock starts.
+const WARMUP_STEPS: usize = 3;
+/// Sentences per training and decoding batch.
+const BATCH: usize = 64;
+/// Test words decoded.
+const WORDS: usize = 1000;
+/// Maximum output length when decoding.
+const MAX_LEN: usize = 40;
+/// Seed of the training batch order and of the untrained models.
+const SEED: u64 = 1;
+
+#[derive(Parser)]
+#[command(name = "s2s-bench", about = "The s2s backend comparison benchmark")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write the benchmark model, batches and reference outputs for every side to read.
+    Export {
+        /// Recurrent cell.
+        #[arg(long, value_enum)]
+        cell: Cell,
+        /// Output folder.
+        #[arg(long)]
+        out: PathBuf,
+        /// A trained checkpoint to use when its cell matches (decoding lengths are then
+        /// realistic).
+        #[arg(long)]
+        model: Option<PathBuf>,
+    },
+    /// Measure one backend and print one JSON line.
+    Run {
+        /// Backend.
+        #[arg(long, default_value = "flex")]
+        backend: String,
+        /// Device of the backend (as for `s2s --device`).
+        #[arg(long, default_value = "default")]
+        device: String,
+        /// The checkpoint written by `export`.
+        #[arg(long)]
+        model: PathBuf,
+        /// CPU threads (rayon for flex, intra-op threads for libtorch); default: all cores.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Leave out the training measurement.
+        #[arg(long)]
+        no_train: bool,
+        /// Leave out the beam search measurement.
+        #[arg(long)]
+        no_beam: bool,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Cell {
+    Gru,
+    Lstm,
+}
+
+impl From<Cell> for CellKind {
+    fn from(c: Cell) -> Self {
+        match c {
+            Cell::Gru => CellKind::Gru,
+            Cell::Lstm => CellKind::Lstm,
+        }
+    }
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Export { cell, out, model } => export(cell.into(), &out, model.as_deref()),
+        Command::Run {
+            backend,
+            device,
+            model,
+            threads,
+            no_train,
+            no_beam,
+        } => {
+            let threads = threads.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            });
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build_global()
+                .context("setting up the rayon thread pool")?;
+            let kind: BackendKind = backend.parse()?;
+            kind.ensure_compiled()?;
+            let opts = RunOptions {
+                backend: kind,
+                device,
+                model,
+                threads,
+                train: !no_train,
+                beam: !no_beam,
+            };
+            let result = match kind {
+                #[cfg(feature = "flex")]
+                BackendKind::Flex => {
+                    let device = backends::flex_device(&opts.device)?;
+                    measure::<backends::Flex, Autodiff<backends::Flex>>(&opts, &device)?
+                }
+                #[cfg(feature = "tch")]
+                BackendKind::Tch => {
+                    backends::set_tch_threads(threads);
+                    let device = backends::tch_device(&opts.device)?;
+                    measure::<backends::Tch, Autodiff<backends::Tch>>(&opts, &device)?
+                }
+                #[cfg(feature = "wgpu")]
+                BackendKind::Wgpu => {
+                    let device = backends::wgpu_device(&opts.device)?;
+                    measure::<backends::Wgpu, Autodiff<backends::Wgpu>>(&opts, &device)?
+                }
+                #[allow(unreachable_patterns)]
+                other => bail!("backend {other} is compiled into s2s-tensor but not into s2s-bench; build with --features {other}"),
+            };
+            println!("{result}");
+            Ok(())
+        }
+    }
+}
+
+/// The codec and the encoded training and test data, built the same way on every side.
+struct BenchData {
+    codec: TextCodec,
+    train: Vec<Example>,
+    batches: Vec<Vec<usize>>,
+    test: Vec<Vec<u32>>,
+}
+
+fn bench_data(codec: Option<TextCodec>) -> BenchData {
+    let splits = cmudict();
+    let codec = codec.unwrap_or_else(|| {
+        TextCodec::build(&splits.train, Tokenizer::Chars, Tokenizer::Whitespace, 1)
+    });
+    let train = codec.encode_pairs(&splits.train);
+    let lengths: Vec<(usize, usize)> = train
+        .iter()
+        .map(|e| (e.source.len(), e.target.len()))
+        .collect();
+    let batches = plan_training_batches(&lengths, BatchSize::Sentences(BATCH), SEED)
+        .into_iter()
+        .take(WARMUP_STEPS + TRAIN_STEPS)
+        .collect();
+    let test = splits
+        .test
+        .iter()
+        .take(WORDS)
+        .map(|p| codec.encode_source(&p.source).0)
+        .collect();
+    BenchData {
+        codec,
+        train,
+        batches,
+        test,
+    }
+}
+
+fn export(cell: CellKind, out: &Path, trained: Option<&Path>) -> Result<()> {
+    use s2s_tensor::backend::DefaultBackend as B;
+    let device = Default::default();
+    let loaded = trained
+        .map(|dir| Checkpoint::<B>::load(dir, &device))
+        .transpose()
+        .context("loading the trained model")?
+        .filter(|c| c.meta.model.cell == cell);
+    let is_trained = loaded.is_some();
+    let (model, data, meta) = match loaded {
+        Some(c) => {
+            let data = bench_data(Some(c.codec));
+            (c.model, data, c.meta)
+        }
+        None => {
+            let data = bench_data(None);
+            let config = bench_model(
+                data.codec.source_vocab.len(),
+                data.codec.target_vocab.len(),
+                cell,
+            );
+            B::seed(&device, SEED);
+            let model = config.init::<B>(&device);
+            let meta = CheckpointMeta {
+                format: 1,
+                task: "g2p-bench".into(),
+                model: config,
+                source_tokenizer: Tokenizer::Chars,
+                target_tokenizer: Tokenizer::Whitespace,
+                max_decode_len: MAX_LEN,
+                summary: json!({ "untrained": true }),
+            };
+            (model, data, meta)
+        }
+    };
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let write = |name: &str, value: serde_json::Value| -> Result<()> {
+        let path = out.join(name);
+        std::fs::write(&path, serde_json::to_vec(&value)?)
+            .with_context(|| format!("writing {}", path.display()))
+    };
+    let config = &meta.model;
+    write(
+        "model.json",
+        json!({
+            "cell": if cell == CellKind::Gru { "gru" } else { "lstm" },
+            "trained": is_trained,
+            "config": config,
+            "pad": s2s_data::Vocab::PAD, "sos": s2s_data::Vocab::SOS, "eos": s2s_data::Vocab::EOS,
+            "params": named_params(&model),
+        }),
+    )?;
+    let batches: Vec<Vec<serde_json::Value>> = data
+        .batches
+        .iter()
+        .map(|b| {
+            b.iter()
+                .map(|&i| json!({"source": data.train[i].source, "target": data.train[i].target}))
+                .collect()
+        })
+        .collect();
+    write(
+        "data.json",
+        json!({
+            "warmup_steps": WARMUP_STEPS, "train_steps": TRAIN_STEPS, "batch": BATCH,
+            "max_len": MAX_LEN, "train_batches": batches, "test_sources": data.test,
+        }),
+    )?;
+    // Reference outputs: teacher-forced logits of the first training batch, and the greedy
+    // outputs of the first 64 test words.
+    let examples: Vec<&Example> = data.batches[0].iter().map(|&i| &data.train[i]).collect();
+    let batch = TrainingBatch::<B>::new(&examples, &device);
+    let logits = model.forward(
+        batch.source.clone(),
+        &batch.source_lengths,
+        batch.target_input.clone(),
+    );
+    let greedy = decode_all(
+        &model,
+        &Greedy::new(MAX_LEN),
+        &data.test[..BATCH],
+        BatchSize::Sentences(BATCH),
+        &device,
+    );
+    write(
+        "reference.json",
+        json!({
+            "batch": 0,
+            "logits_shape": logits.dims(),
+            "logits": ops::to_vec_f32(logits),
+            "greedy": greedy.iter().map(|h| &h[0].tokens).collect::<Vec<_>>(),
+        }),
+    )?;
+    Checkpoint {
+        meta,
+        codec: data.codec,
+        model,
+    }
+    .save(&out.join("checkpoint"))?;
+    eprintln!(
+        "exported the {} {cell:?} model to {}",
+        if is_trained { "trained" } else { "untrained" },
+        out.display()
+    );
+    Ok(())
+}
+
+struct RunOptions {
+    backend: BackendKind,
+    device: String,
+    model: PathBuf,
+    threads: usize,
+    train: bool,
+    beam: bool,
+}
+
+fn measure<B: Backend, AB: AutodiffBackend<InnerBackend = B, Device = B::Device>>(
+    opts: &RunOptions,
+    device: &B::Device,
+) -> Result<serde_json::Value> {
+    let ckpt = Checkpoint::<B>::load(&opts.model, device)?;
+    let cell = ckpt.meta.model.cell;
+    let data = bench_data(Some(ckpt.codec.clone()));
+    let mut result = json!({
+        "side": opts.backend.name(),
+        "device": opts.device,
+        "cell": if cell == CellKind::Gru { "gru" } else { "lstm" },
+        "threads": opts.threads,
+        "trained": ckpt.meta.summary.get("untrained").is_none(),
+    });
+    if opts.train {
+        let start = Checkpoint::<AB>::load(&opts.model, device)?.model;
+        let tokens_per_s = train_throughput::<AB>(start, &data, device)?;
+        result["train_tok_s"] = json!(tokens_per_s);
+    }
+    let model = ckpt.model;
+    let (words_s, out_tokens) = decode_throughput(&model, &Greedy::new(MAX_LEN), &data, device);
+    result["greedy_words_s"] = json!(words_s);
+    result["greedy_out_tokens"] = json!(out_tokens);
+    if opts.beam {
+        let (words_s, out_tokens) =
+            decode_throughput(&model, &BeamSearch::new(5, MAX_LEN), &data, device);
+        result["beam5_words_s"] = json!(words_s);
+        result["beam5_out_tokens"] = json!(out_tokens);
+    }
+    result["peak_rss_mib"] = json!(peak_rss_mib());
+    Ok(result)
+}
+
+/// Target tokens per second over [`TRAIN_STEPS`] steps after [`WARMUP_STEPS`], from the
+/// given weights: forward, backward, global-norm clipping at 1.0 and an Adam step.
+fn train_throughput<AB: AutodiffBackend>(
+    mut model: Seq2Seq<AB>,
+    data: &BenchData,
+    device: &AB::Device,
+) -> Result<f64> {
+    let mut optim = AdamConfig::new().init::<AB, Seq2Seq<AB>>();
+    let mut tokens = 0usize;
+    let mut start = Instant::now();
+    for (i, indices) in data.batches.iter().enumerate() {
+        if i == WARMUP_STEPS {
+            AB::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))?;
+            start = Instant::now();
+            tokens = 0;
+        }
+        let examples: Vec<&Example> = indices.iter().map(|&j| &data.train[j]).collect();
+        let batch = TrainingBatch::<AB>::new(&examples, device);
+        tokens += batch.target_tokens();
+        let logits = model.forward(batch.source, &batch.source_lengths, batch.target_input);
+        let loss = masked_cross_entropy(logits, batch.target_output, 0.0);
+        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        clip_global_norm(&model, &mut grads, 1.0);
+        model = optim.step(1e-3, model, grads);
+    }
+    AB::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))?;
+    let secs = start.elapsed().as_secs_f64();
+    let _ = model.valid();
+    Ok(tokens as f64 / secs)
+}
+
+/// Words per second decoding the test words in batches of [`BATCH`], after one warm-up
+/// batch, and the number of output tokens.
+fn decode_throughput<B: Backend, S: Strategy<B, Seq2Seq<B>>>(
+    model: &Seq2Seq<B>,
+    strategy: &S,
+    data: &BenchData,
+    device: &B::Device,
+) -> (f64, usize) {
+    let _ = decode_all(
+        model,
+        strategy,
+        &data.test[..BATCH],
+        BatchSize::Sentences(BATCH),
+        device,
+    );
+    let start = Instant::now();
+    let out = decode_all(
+        model,
+        strategy,
+        &data.test,
+        BatchSize::Sentences(BATCH),
+        device,
+    );
+    let secs = start.elapsed().as_secs_f64();
+    let tokens = out.iter().map(|h| h[0].tokens.len()).sum();
+    (data.test.len() as f64 / secs, tokens)
+}
