@@ -2,8 +2,11 @@
 //!
 //! - `train`: trains the default task (CMUdict G2P) within a time budget on the CPU, prints
 //!   test WER/PER and sample words, and leaves a model for `s2s decode`.
-//! - `test`: the project's full check: formatting, clippy, and the whole test suite.
-//! - `bench`: the benchmarks in `benches/`.
+//! - `test`: the project's full check: formatting, clippy, and the whole test suite on every
+//!   backend (flex, tch, wgpu); creates the libtorch virtualenv first when it is missing.
+//! - `bench`: the backend comparison benchmark (every compiled backend and PyTorch).
+//! - `venv`: creates the project's virtualenv (`.venv`, or `$S2S_VENV`) with torch==2.9.0
+//!   (libtorch for the `tch` backend, and the PyTorch reference of the benchmark) and sacrebleu.
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -13,11 +16,27 @@ const USAGE: &str = "usage: cargo xtask <command> [options]
 
 commands:
   train [--task g2p|copy|reverse|sort|double|tsv] [--epochs N] [--out DIR]
-        [--time-limit SECONDS] [--backend flex] [-- EXTRA s2s train OPTIONS]
+        [--time-limit SECONDS] [--backend flex|tch|wgpu] [--device DEVICE]
+        [-- EXTRA s2s train OPTIONS]
         Train (default: CMUdict G2P, 15 minutes in all on a 2-core CPU), then print the
         test WER/PER and sample words. The model lands in --out (default runs/g2p).
-  test  Check formatting, run clippy with -D warnings, and run every test (release mode).
-  bench Run the benchmarks in benches/ and print their figures.";
+  test [--backends flex,tch,wgpu]
+        Check formatting, run clippy with -D warnings, and run every test (release mode),
+        with the listed backends compiled in (default: all three). tch needs the virtualenv
+        (created when missing); wgpu needs a Vulkan driver (on Debian without a GPU:
+        apt-get install mesa-vulkan-drivers libvulkan1).
+  bench [--backends flex,tch,wgpu] [--cells gru,lstm] [--threads N] [--model DIR]
+        [--tch-device cpu|cuda:N] [--wgpu-device default|...] [--torch-device cpu|cuda]
+        The backend comparison benchmark (shared/docs/benchmark.md): every listed backend
+        and the PyTorch reference (benches/pytorch_g2p.py) on the same model and data;
+        prints the table (also in target/bench/table.md). Decoding uses the trained G2P
+        model of `cargo xtask train` (--model, default runs/g2p) when there is one.
+  venv  Create the virtualenv with torch==2.9.0 and sacrebleu (.venv, or $S2S_VENV).";
+
+/// The PyTorch release whose libtorch `tch` 0.22 (burn-tch 0.21) is built against.
+const TORCH_VERSION: &str = "2.9.0";
+/// Python packages of the project's virtualenv.
+const VENV_PACKAGES: &[&str] = &["torch==2.9.0", "sacrebleu==2.6.0"];
 
 fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -45,7 +64,8 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("train") => train(&args[1..]),
-        Some("test") => test(),
+        Some("test") => test(&args[1..]),
+        Some("venv") => venv().map(|_| ()),
         Some("bench") => bench(&args[1..]),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
@@ -55,30 +75,385 @@ fn main() -> Result<()> {
     }
 }
 
-fn test() -> Result<()> {
+/// The project's virtualenv: `$S2S_VENV`, or `.venv` in the workspace root.
+fn venv_dir() -> PathBuf {
+    std::env::var_os("S2S_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| project_root().join(".venv"))
+}
+
+/// A ready virtualenv: its directory and the `torch/lib` folder holding libtorch.
+struct Venv {
+    dir: PathBuf,
+    torch_lib: PathBuf,
+}
+
+impl Venv {
+    fn python(&self) -> PathBuf {
+        self.dir.join("bin/python")
+    }
+
+    /// Sets what building and running against libtorch needs: burn-tch's build script asks
+    /// the virtualenv's `python` for libtorch (`LIBTORCH_USE_PYTORCH`), and binaries find
+    /// `libtorch*.so` through the library path.
+    fn apply(&self, cmd: &mut Command) {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut paths = vec![self.dir.join("bin")];
+        paths.extend(std::env::split_paths(&path));
+        let ld = std::env::var_os("LD_LIBRARY_PATH").unwrap_or_default();
+        let mut libs = vec![self.torch_lib.clone()];
+        libs.extend(std::env::split_paths(&ld));
+        cmd.env("VIRTUAL_ENV", &self.dir)
+            .env("PATH", std::env::join_paths(paths).expect("valid PATH"))
+            .env("LIBTORCH_USE_PYTORCH", "1")
+            .env(
+                "LD_LIBRARY_PATH",
+                std::env::join_paths(libs).expect("valid LD_LIBRARY_PATH"),
+            );
+    }
+}
+
+/// Asks the virtualenv's python for torch's version and library folder.
+fn probe_venv(dir: &Path) -> Option<Venv> {
+    let out = Command::new(dir.join("bin/python"))
+        .args([
+            "-c",
+            "import os, torch, sacrebleu; print(torch.__version__); \
+             print(os.path.join(os.path.dirname(torch.__file__), 'lib'))",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    let version = lines.next()?;
+    let lib = lines.next()?;
+    (out.status.success() && version.split('+').next() == Some(TORCH_VERSION)).then(|| Venv {
+        dir: dir.to_path_buf(),
+        torch_lib: PathBuf::from(lib),
+    })
+}
+
+/// Returns the project's virtualenv, creating it (or completing it) when needed.
+fn venv() -> Result<Venv> {
+    let dir = venv_dir();
+    if let Some(v) = probe_venv(&dir) {
+        eprintln!("virtualenv {} has torch {TORCH_VERSION}", dir.display());
+        return Ok(v);
+    }
+    if !dir.join("bin/python").exists() {
+        let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+        let mut create = Command::new(&python);
+        create.args(["-m", "venv"]).arg(&dir);
+        run(create).with_context(|| format!("creating the virtualenv with {python}"))?;
+    }
+    let mut pip = Command::new(dir.join("bin/python"));
+    pip.args(["-m", "pip", "install", "--quiet"])
+        .args(VENV_PACKAGES);
+    eprintln!(
+        "installing {} into {} (torch brings about 4 GB of CUDA libraries)",
+        VENV_PACKAGES.join(" "),
+        dir.display()
+    );
+    run(pip)?;
+    probe_venv(&dir).with_context(|| {
+        format!(
+            "{} still has no working torch {TORCH_VERSION} after pip install",
+            dir.display()
+        )
+    })
+}
+
+/// Cargo arguments that compile the chosen backends into `crates` (each forwards its `flex`,
+/// `tch` and `wgpu` features to s2s-tensor).
+fn backend_features(backends: &[String], crates: &[&str]) -> Result<Vec<String>> {
+    let mut features = Vec::new();
+    for b in backends {
+        match b.as_str() {
+            "flex" | "tch" | "wgpu" => {
+                for krate in crates {
+                    features.push(format!("{krate}/{b}"));
+                }
+            }
+            other => bail!("unknown backend {other:?} (known: flex, tch, wgpu)"),
+        }
+    }
+    Ok(vec!["--features".into(), features.join(",")])
+}
+
+/// Checks that a Vulkan driver is installed before the wgpu tests need one.
+fn check_vulkan() -> Result<()> {
+    let icds = ["/usr/share/vulkan/icd.d", "/etc/vulkan/icd.d"];
+    let found = icds.iter().any(|d| {
+        std::fs::read_dir(d)
+            .map(|mut e| e.next().is_some())
+            .unwrap_or(false)
+    });
+    if !found {
+        bail!(
+            "the wgpu backend needs a Vulkan driver and none is installed (no ICD file in {}); \
+             on Debian without a GPU: apt-get install mesa-vulkan-drivers libvulkan1 (llvmpipe), \
+             or leave wgpu out: cargo xtask test --backends flex,tch",
+            icds.join(" or ")
+        );
+    }
+    Ok(())
+}
+
+fn parse_backends(args: &[String]) -> Result<Vec<String>> {
+    let mut backends: Vec<String> = ["flex", "tch", "wgpu"].map(String::from).to_vec();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--backends" => {
+                let list = it.next().context("--backends needs a value")?;
+                backends = list.split(',').map(|s| s.trim().to_string()).collect();
+            }
+            other => bail!("unknown option {other:?}\n\n{USAGE}"),
+        }
+    }
+    if !backends.iter().any(|b| b == "flex") {
+        // The default backend is used by the flex-only tests and the examples.
+        backends.insert(0, "flex".into());
+    }
+    Ok(backends)
+}
+
+/// A cargo command with the virtualenv's environment when tch is compiled in.
+fn cargo_with(venv: Option<&Venv>) -> Command {
+    let mut c = cargo();
+    if let Some(v) = venv {
+        v.apply(&mut c);
+    }
+    c
+}
+
+fn test(args: &[String]) -> Result<()> {
+    let backends = parse_backends(args)?;
+    let venv = if backends.iter().any(|b| b == "tch") {
+        Some(venv()?)
+    } else {
+        None
+    };
+    if backends.iter().any(|b| b == "wgpu") {
+        check_vulkan()?;
+    }
+    let features = backend_features(&backends, &["s2s-tensor", "s2s-cli", "s2s-benches"])?;
     let mut fmt = cargo();
     fmt.args(["fmt", "--all", "--", "--check"]);
     run(fmt)?;
-    let mut clippy = cargo();
-    clippy.args([
-        "clippy",
-        "--workspace",
-        "--all-targets",
-        "--release",
-        "--",
-        "-D",
-        "warnings",
-    ]);
+    let mut clippy = cargo_with(venv.as_ref());
+    clippy
+        .args(["clippy", "--workspace", "--all-targets", "--release"])
+        .args(&features)
+        .args(["--", "-D", "warnings"]);
     run(clippy)?;
-    let mut tests = cargo();
-    tests.args(["test", "--workspace", "--release"]);
+    let mut tests = cargo_with(venv.as_ref());
+    tests
+        .args(["test", "--workspace", "--release"])
+        .args(&features);
     run(tests)
 }
 
-fn bench(extra: &[String]) -> Result<()> {
-    let mut b = cargo();
-    b.args(["bench", "-p", "s2s-benches"]).args(extra);
-    run(b)
+struct BenchOptions {
+    backends: Vec<String>,
+    cells: Vec<String>,
+    threads: usize,
+    tch_device: String,
+    wgpu_device: String,
+    torch_device: String,
+    model: PathBuf,
+}
+
+fn parse_bench(args: &[String]) -> Result<BenchOptions> {
+    let mut o = BenchOptions {
+        backends: ["flex", "tch", "wgpu"].map(String::from).to_vec(),
+        cells: vec!["gru".into(), "lstm".into()],
+        threads: std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        tch_device: "cpu".into(),
+        wgpu_device: "default".into(),
+        torch_device: "cpu".into(),
+        model: project_root().join("runs/g2p"),
+    };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || {
+            it.next()
+                .cloned()
+                .with_context(|| format!("{a} needs a value"))
+        };
+        match a.as_str() {
+            "--backends" => o.backends = value()?.split(',').map(String::from).collect(),
+            "--cells" => o.cells = value()?.split(',').map(String::from).collect(),
+            "--threads" => o.threads = value()?.parse().context("--threads takes a number")?,
+            "--tch-device" => o.tch_device = value()?,
+            "--wgpu-device" => o.wgpu_device = value()?,
+            "--torch-device" => o.torch_device = value()?,
+            "--model" => o.model = PathBuf::from(value()?),
+            other => bail!("unknown bench option {other:?}\n\n{USAGE}"),
+        }
+    }
+    Ok(o)
+}
+
+/// Runs `cmd`, echoing it, and parses the last JSON line of its stdout.
+fn json_line(mut cmd: Command) -> Result<serde_json::Value> {
+    cmd.stderr(Stdio::inherit()).stdout(Stdio::piped());
+    eprintln!("$ {cmd:?}");
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed with {}", out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .with_context(|| format!("{cmd:?} printed no JSON line"))?;
+    serde_json::from_str(line).with_context(|| format!("parsing {line:?}"))
+}
+
+fn bench(args: &[String]) -> Result<()> {
+    let o = parse_bench(args)?;
+    let venv = venv()?;
+    let features = backend_features(&o.backends, &["s2s-benches"])?;
+    let mut build = cargo();
+    venv.apply(&mut build);
+    build
+        .args(["build", "--release", "-p", "s2s-benches"])
+        .args(&features);
+    run(build)?;
+    let bin = project_root().join("target/release/s2s-bench");
+    let out_root = project_root().join("target/bench");
+    let mut rows = Vec::new();
+    for cell in &o.cells {
+        let dir = out_root.join(cell);
+        let mut export = Command::new(&bin);
+        export
+            .args(["export", "--cell", cell, "--out"])
+            .arg(&dir)
+            .arg("--model")
+            .arg(&o.model);
+        run(export)?;
+        let torch = {
+            let mut py = Command::new(venv.python());
+            py.arg(project_root().join("benches/pytorch_g2p.py"))
+                .arg("--dir")
+                .arg(&dir)
+                .args(["--threads", &o.threads.to_string()])
+                .args(["--device", &o.torch_device]);
+            json_line(py)?
+        };
+        for backend in &o.backends {
+            let device = match backend.as_str() {
+                "tch" => o.tch_device.as_str(),
+                "wgpu" => o.wgpu_device.as_str(),
+                _ => "cpu",
+            };
+            let mut r = Command::new(&bin);
+            venv.apply(&mut r);
+            r.args(["run", "--backend", backend, "--device", device])
+                .arg("--model")
+                .arg(dir.join("checkpoint"))
+                .args(["--threads", &o.threads.to_string()]);
+            rows.push((json_line(r)?, torch.clone()));
+        }
+        rows.push((torch.clone(), torch));
+    }
+    std::fs::create_dir_all(&out_root)?;
+    let table = bench_table(&rows);
+    let raw: Vec<&serde_json::Value> = rows.iter().map(|(r, _)| r).collect();
+    std::fs::write(
+        out_root.join("results.json"),
+        serde_json::to_string_pretty(&raw)?,
+    )?;
+    std::fs::write(out_root.join("table.md"), &table)?;
+    println!("{}", machine_line(o.threads));
+    println!("{table}");
+    println!(
+        "(raw figures: {}; table: {})",
+        out_root.join("results.json").display(),
+        out_root.join("table.md").display()
+    );
+    Ok(())
+}
+
+fn machine_line(threads: usize) -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let commit = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(project_root())
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    format!(
+        "machine: {cpu}, {} cores, {threads} threads per side; commit {commit}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    )
+}
+
+/// The Markdown table of the benchmark: one row per side and cell, each figure with its
+/// ratio to PyTorch's.
+fn bench_table(rows: &[(serde_json::Value, serde_json::Value)]) -> String {
+    let num = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_f64());
+    let with_ratio = |r: &serde_json::Value, t: &serde_json::Value, k: &str, tk: &str| match (
+        num(r, k),
+        num(t, tk),
+    ) {
+        (Some(a), Some(b)) if r["side"] != "pytorch" => format!("{a:.0} ({:.2}x)", a / b),
+        (Some(a), _) => format!("{a:.0}"),
+        _ => "-".into(),
+    };
+    let mut s = String::from(
+        "| side | device | cell | train tok/s (vs PyTorch) | greedy words/s (vs PyTorch) | \
+         beam-5 words/s | beam-5 cost vs greedy | peak RSS MiB |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for (r, t) in rows {
+        let is_torch = r["side"] == "pytorch";
+        let beam = if is_torch {
+            num(r, "beam5_loop_words_s")
+                .map(|b| format!("{b:.1} (per-sentence loop)"))
+                .unwrap_or_else(|| "-".into())
+        } else {
+            match (num(r, "beam5_words_s"), num(t, "beam5_loop_words_s")) {
+                (Some(b), Some(l)) => format!("{b:.0} ({:.0}x the PyTorch loop)", b / l),
+                (Some(b), None) => format!("{b:.0}"),
+                _ => "-".into(),
+            }
+        };
+        let cost = match (num(r, "greedy_words_s"), num(r, "beam5_words_s")) {
+            (Some(g), Some(b)) => format!("{:.2}x", g / b),
+            _ => "-".into(),
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r["side"].as_str().unwrap_or("?"),
+            r["device"].as_str().unwrap_or("?"),
+            r["cell"].as_str().unwrap_or("?"),
+            with_ratio(r, t, "train_tok_s", "train_tok_s"),
+            with_ratio(r, t, "greedy_words_s", "greedy_words_s"),
+            beam,
+            cost,
+            num(r, "peak_rss_mib")
+                .map(|m| format!("{m:.0}"))
+                .unwrap_or_else(|| "-".into()),
+        ));
+    }
+    s
 }
 
 struct TrainOptions {
@@ -87,6 +462,7 @@ struct TrainOptions {
     out: PathBuf,
     time_limit: f64,
     backend: String,
+    device: String,
     extra: Vec<String>,
 }
 
@@ -99,6 +475,7 @@ fn parse_train(args: &[String]) -> Result<TrainOptions> {
         // test evaluation run.
         time_limit: 840.0,
         backend: "flex".into(),
+        device: "default".into(),
         extra: Vec::new(),
     };
     let mut it = args.iter();
@@ -116,6 +493,7 @@ fn parse_train(args: &[String]) -> Result<TrainOptions> {
                 o.time_limit = value()?.parse().context("--time-limit takes seconds")?
             }
             "--backend" => o.backend = value()?,
+            "--device" => o.device = value()?,
             "--" => {
                 o.extra = it.cloned().collect();
                 break;
@@ -131,8 +509,18 @@ fn parse_train(args: &[String]) -> Result<TrainOptions> {
 
 fn train(args: &[String]) -> Result<()> {
     let o = parse_train(args)?;
-    let mut build = cargo();
-    build.args(["build", "--release", "-p", "s2s-cli"]);
+    let venv = if o.backend == "tch" {
+        Some(venv()?)
+    } else {
+        None
+    };
+    let mut build = cargo_with(venv.as_ref());
+    build
+        .args(["build", "--release", "-p", "s2s-cli"])
+        .args(backend_features(
+            std::slice::from_ref(&o.backend),
+            &["s2s-cli"],
+        )?);
     run(build)?;
     let s2s = project_root().join("target/release/s2s");
     let out = if o.out.is_absolute() {
@@ -142,9 +530,14 @@ fn train(args: &[String]) -> Result<()> {
     };
     let started = std::time::Instant::now();
     let mut cmd = Command::new(&s2s);
+    if let Some(v) = &venv {
+        v.apply(&mut cmd);
+    }
     cmd.args([
         "--backend",
         &o.backend,
+        "--device",
+        &o.device,
         "train",
         "--task",
         &o.task,
@@ -192,12 +585,22 @@ fn train(args: &[String]) -> Result<()> {
     if o.task == "g2p" {
         // Sample words from the test split.
         let mut eval = Command::new(&s2s);
-        eval.args(["--backend", &o.backend, "eval", "--model"])
-            .arg(&out)
-            .args(["--split", "test", "--json", "--samples", "10"])
-            .current_dir(project_root())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+        if let Some(v) = &venv {
+            v.apply(&mut eval);
+        }
+        eval.args([
+            "--backend",
+            &o.backend,
+            "--device",
+            &o.device,
+            "eval",
+            "--model",
+        ])
+        .arg(&out)
+        .args(["--split", "test", "--json", "--samples", "10"])
+        .current_dir(project_root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
         eprintln!("$ {eval:?}");
         let output = eval.output().context("running s2s eval")?;
         if !output.status.success() {
