@@ -310,7 +310,7 @@ impl<B: TestDevice> TestDevice for Autodiff<B> {
 /// `TestAutodiffBackend` its autodiff wrapper and `device()` its test device (see
 /// [`test_device`]); the block sees the items of the enclosing module through `use super::*`.
 ///
-/// ```
+/// ```text
 /// s2s_tensor::for_each_backend! {
 ///     #[test]
 ///     fn adds() {
