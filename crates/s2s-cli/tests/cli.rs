@@ -241,12 +241,47 @@ fn bad_training_data_is_a_clear_error() {
         err.contains("train.tsv:2: expected `source<TAB>target`, found no tab"),
         "{err}"
     );
-    let out = s2s(&["--backend", "wgpu", "decode", "--model", "x"], b"");
+    // A backend left out of the build names the feature that brings it.
+    let missing = [
+        ("tch", cfg!(feature = "tch")),
+        ("wgpu", cfg!(feature = "wgpu")),
+    ]
+    .into_iter()
+    .find(|(_, compiled)| !compiled);
+    if let Some((backend, _)) = missing {
+        let out = s2s(&["--backend", backend, "decode", "--model", "x"], b"");
+        let err = text(&out.stderr);
+        assert!(
+            out.status.code() == Some(1) && err.contains(&format!("--features {backend}")),
+            "{err}"
+        );
+    }
+    // A device the backend does not have is an error naming it.
+    let out = s2s(&["--device", "cuda:7", "decode", "--model", "x"], b"");
+    let err = text(&out.stderr);
     assert!(
-        text(&out.stderr).contains("--features wgpu"),
-        "{}",
-        text(&out.stderr)
+        out.status.code() == Some(1) && err.contains("invalid device \"cuda:7\" for backend flex"),
+        "{err}"
     );
+    if cfg!(feature = "tch") {
+        let out = s2s(
+            &[
+                "--backend",
+                "tch",
+                "--device",
+                "cuda:7",
+                "decode",
+                "--model",
+                "x",
+            ],
+            b"",
+        );
+        let err = text(&out.stderr);
+        assert!(
+            out.status.code() == Some(1) && err.contains("cuda:7"),
+            "{err}"
+        );
+    }
     let out = s2s(
         &[
             "decode",
