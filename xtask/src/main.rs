@@ -15,11 +15,13 @@ use std::process::{Command, Stdio};
 const USAGE: &str = "usage: cargo xtask <command> [options]
 
 commands:
-  train [--task g2p|copy|reverse|sort|double|tsv] [--epochs N] [--out DIR]
+  train [--task g2p|eng-fra|copy|reverse|sort|double|tsv] [--epochs N] [--out DIR]
         [--time-limit SECONDS] [--backend flex|tch|wgpu] [--device DEVICE]
-        [-- EXTRA s2s train OPTIONS]
+        [--full] [-- EXTRA s2s train OPTIONS]
         Train (default: CMUdict G2P, 15 minutes in all on a 2-core CPU), then print the
         test WER/PER and sample words. The model lands in --out (default runs/g2p).
+        --task eng-fra: English->French on ../shared/data/eng-fra.tsv (the PyTorch tutorial's
+        filtered subset; --full for all pairs), BPE, then BLEU/chrF for greedy, beam 5, 10.
   test [--backends flex,tch,wgpu]
         Check formatting, run clippy with -D warnings, and run every test (release mode),
         with the listed backends compiled in (default: all three). tch needs the virtualenv
@@ -463,6 +465,7 @@ struct TrainOptions {
     time_limit: f64,
     backend: String,
     device: String,
+    full: bool,
     extra: Vec<String>,
 }
 
@@ -476,6 +479,7 @@ fn parse_train(args: &[String]) -> Result<TrainOptions> {
         time_limit: 840.0,
         backend: "flex".into(),
         device: "default".into(),
+        full: false,
         extra: Vec::new(),
     };
     let mut it = args.iter();
@@ -494,6 +498,7 @@ fn parse_train(args: &[String]) -> Result<TrainOptions> {
             }
             "--backend" => o.backend = value()?,
             "--device" => o.device = value()?,
+            "--full" => o.full = true,
             "--" => {
                 o.extra = it.cloned().collect();
                 break;
@@ -509,20 +514,10 @@ fn parse_train(args: &[String]) -> Result<TrainOptions> {
 
 fn train(args: &[String]) -> Result<()> {
     let o = parse_train(args)?;
-    let venv = if o.backend == "tch" {
-        Some(venv()?)
-    } else {
-        None
-    };
-    let mut build = cargo_with(venv.as_ref());
-    build
-        .args(["build", "--release", "-p", "s2s-cli"])
-        .args(backend_features(
-            std::slice::from_ref(&o.backend),
-            &["s2s-cli"],
-        )?);
-    run(build)?;
-    let s2s = project_root().join("target/release/s2s");
+    if o.task == "eng-fra" {
+        return train_eng_fra(&o);
+    }
+    let (s2s, venv) = build_s2s(&o.backend)?;
     let out = if o.out.is_absolute() {
         o.out.clone()
     } else {
@@ -646,3 +641,156 @@ fn train(args: &[String]) -> Result<()> {
     );
     Ok(())
 }
+
+/// Builds `s2s` with the backend's feature and returns its path (and the virtualenv for tch).
+fn build_s2s(backend: &str) -> Result<(PathBuf, Option<Venv>)> {
+    let venv = if backend == "tch" { Some(venv()?) } else { None };
+    let mut build = cargo_with(venv.as_ref());
+    build
+        .args(["build", "--release", "-p", "s2s-cli"])
+        .args(backend_features(&[backend.to_string()], &["s2s-cli"])?);
+    run(build)?;
+    Ok((project_root().join("target/release/s2s"), venv))
+}
+
+/// English->French on the shared Tatoeba file: split (with the PyTorch tutorial's filter
+/// unless `--full`), train with BPE on both sides, then score greedy, beam 5 and beam 10
+/// on the held-out test split with BLEU and chrF.
+fn train_eng_fra(o: &TrainOptions) -> Result<()> {
+    let corpus = project_root().join("../shared/data/eng-fra.tsv");
+    if !corpus.exists() {
+        bail!(
+            "{}: not found; the eng-fra task needs the shared Tatoeba file beside the repo",
+            corpus.display()
+        );
+    }
+    let (s2s, venv) = build_s2s(&o.backend)?;
+    let s2s_cmd = || {
+        let mut c = Command::new(&s2s);
+        if let Some(v) = &venv {
+            v.apply(&mut c);
+        }
+        c.args(["--backend", &o.backend, "--device", &o.device])
+            .current_dir(project_root());
+        c
+    };
+    let abs = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            project_root().join(p)
+        }
+    };
+    let out = abs(&o.out);
+    let data = out.with_file_name(format!(
+        "{}-data",
+        out.file_name().and_then(|n| n.to_str()).unwrap_or("eng-fra")
+    ));
+    let mut split = s2s_cmd();
+    split
+        .arg("split")
+        .arg("--input")
+        .arg(&corpus)
+        .arg("--out")
+        .arg(&data);
+    if !o.full {
+        split.arg("--tutorial-filter");
+    }
+    run(split)?;
+    let started = std::time::Instant::now();
+    let mut train = s2s_cmd();
+    train
+        .args(["train", "--task", "tsv", "--epochs", &o.epochs])
+        .arg("--train")
+        .arg(data.join("train.tsv"))
+        .arg("--valid")
+        .arg(data.join("valid.tsv"))
+        .arg("--out")
+        .arg(&out)
+        .args(["--time-limit", &o.time_limit.to_string()])
+        // The recipe: BPE on both sides (small vocabularies suit the ~10k tutorial pairs),
+        // the g2p-bench model sizes, Adam 2e-3 with warmup and a cosine decay.
+        .args([
+            "--source-tokenizer",
+            "bpe",
+            "--target-tokenizer",
+            "bpe",
+            "--bpe-vocab",
+            if o.full { "8000" } else { "2000" },
+            "--embed",
+            "128",
+            "--max-len",
+            "40",
+            "--lr",
+            "2e-3",
+            "--warmup",
+            "200",
+            "--decay",
+            "cosine",
+            "--max-steps",
+            if o.full { "20000" } else { "3000" },
+        ])
+        .args(&o.extra);
+    run(train)?;
+    let train_secs = started.elapsed().as_secs_f64();
+    let mut rows = Vec::new();
+    for (name, args) in [
+        ("greedy", vec!["--strategy", "greedy"]),
+        ("beam 5", vec!["--strategy", "beam", "--beam-size", "5"]),
+        ("beam 10", vec!["--strategy", "beam", "--beam-size", "10"]),
+    ] {
+        let mut eval = s2s_cmd();
+        eval.args(["eval", "--json", "--samples", "5", "--model"])
+            .arg(&out)
+            .arg("--test")
+            .arg(data.join("test.tsv"))
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        eprintln!("$ {eval:?}");
+        let output = eval.output().context("running s2s eval")?;
+        if !output.status.success() {
+            bail!("s2s eval failed with {}", output.status);
+        }
+        let report: serde_json::Value =
+            serde_json::from_slice(&output.stdout).context("parsing s2s eval output")?;
+        if name == "greedy" {
+            println!("samples (source -> translation | references):");
+            for s in report["samples"].as_array().into_iter().flatten() {
+                println!(
+                    "  {} -> {} | {}",
+                    s["source"].as_str().unwrap_or(""),
+                    s["prediction"].as_str().unwrap_or(""),
+                    s["references"]
+                );
+            }
+        }
+        rows.push((name, report));
+    }
+    println!("\n| decoding | BLEU | chrF | sentences/s |\n|---|---|---|---|");
+    for (name, r) in &rows {
+        let count = r["scores"]["count"].as_f64().unwrap_or(f64::NAN);
+        let secs = r["decode_seconds"].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "| {name} | {:.2} | {:.2} | {:.0} |",
+            r["bleu"]["score"].as_f64().unwrap_or(f64::NAN),
+            r["chrf"]["score"].as_f64().unwrap_or(f64::NAN),
+            count / secs
+        );
+    }
+    if let Some((_, r)) = rows.first() {
+        println!(
+            "\ntest: {} sentences; BLEU {}; chrF {}",
+            r["scores"]["count"],
+            r["bleu"]["signature"].as_str().unwrap_or("?"),
+            r["chrf"]["signature"].as_str().unwrap_or("?")
+        );
+    }
+    println!(
+        "training: {train_secs:.0}s; model in {} (try: echo \"I am tired.\" | target/release/s2s translate --model {})",
+        out.display(),
+        out.display()
+    );
+    Ok(())
+}
+

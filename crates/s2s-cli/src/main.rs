@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use s2s_data::corpus::{self, group_references, CmudictOptions, Reference, SyntheticTask};
-use s2s_data::{BatchSize, Pair, Splits, TextCodec, Tokenizer};
+use s2s_data::{BatchSize, Pair, Splits, Subword, TextCodec, Tokenizer};
 use s2s_decode::{
     decode_all, BeamSearch, Decoding, Greedy, LengthPenalty, LogitsProcessors, Sampling,
 };
@@ -50,8 +50,13 @@ enum Command {
     Train(Box<TrainArgs>),
     /// Decode source lines from stdin, one output line per input line.
     Decode(DecodeArgs),
-    /// Evaluate a model on a test set (exact match, WER, token/phoneme error rate).
+    /// Evaluate a model on a test set (exact match, WER, token/phoneme error rate, BLEU,
+    /// chrF).
     Eval(EvalArgs),
+    /// Translate plain text: one line in, one line out, streamed in length-sorted batches.
+    Translate(TranslateArgs),
+    /// Split a parallel TSV corpus into train/valid/test files (90/5/5 by source hash).
+    Split(SplitArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -72,17 +77,41 @@ enum Task {
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum TokenizerArg {
+    /// One token per character.
     Chars,
+    /// Whitespace-separated words.
     Whitespace,
+    /// BPE subwords learned from the training side (NFKC-normalised).
+    Bpe,
 }
 
-impl From<TokenizerArg> for Tokenizer {
-    fn from(t: TokenizerArg) -> Self {
-        match t {
+impl TokenizerArg {
+    /// The tokenizer; BPE is trained on `texts` (one side of the training pairs).
+    fn build<'a>(
+        self,
+        texts: impl Iterator<Item = &'a str> + Send,
+        bpe: &BpeArgs,
+    ) -> Result<Tokenizer> {
+        Ok(match self {
             TokenizerArg::Chars => Tokenizer::Chars,
             TokenizerArg::Whitespace => Tokenizer::Whitespace,
-        }
+            TokenizerArg::Bpe => Tokenizer::Bpe(
+                Subword::train(texts, bpe.bpe_vocab, bpe.bpe_min_freq)
+                    .context("training the BPE tokenizer")?,
+            ),
+        })
     }
+}
+
+/// Subword settings (tokenizer `bpe`).
+#[derive(Args, Debug, Clone)]
+struct BpeArgs {
+    /// BPE vocabulary size per side (characters and merges).
+    #[arg(long, default_value_t = 8000)]
+    bpe_vocab: usize,
+    /// Minimum count of a pair for a BPE merge.
+    #[arg(long, default_value_t = 2)]
+    bpe_min_freq: u64,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -132,6 +161,15 @@ struct TrainArgs {
     /// Target tokenizer (task tsv).
     #[arg(long, value_enum, default_value_t = TokenizerArg::Whitespace)]
     target_tokenizer: TokenizerArg,
+    #[command(flatten)]
+    bpe: BpeArgs,
+    /// Pretrained word vectors (GloVe / word2vec text, size = --embed) for the source
+    /// embeddings.
+    #[arg(long, value_name = "FILE")]
+    source_embeddings: Option<PathBuf>,
+    /// Pretrained word vectors for the target embeddings.
+    #[arg(long, value_name = "FILE")]
+    target_embeddings: Option<PathBuf>,
     /// Minimum token count to enter a vocabulary.
     #[arg(long, default_value_t = 1)]
     min_freq: usize,
@@ -232,6 +270,44 @@ struct DecodeArgs {
     /// Write each output's attention matrix to FILE as JSON lines.
     #[arg(long, value_name = "FILE")]
     alignments: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct TranslateArgs {
+    /// Model folder.
+    #[arg(long)]
+    model: PathBuf,
+    /// Input text file (default: stdin).
+    #[arg(long, short)]
+    input: Option<PathBuf>,
+    /// Output file (default: stdout); written to a temporary file and renamed when done.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Lines read, sorted by length and decoded at a time; outputs keep input order.
+    #[arg(long, default_value_t = 10_000)]
+    chunk: usize,
+    #[command(flatten)]
+    decoding: DecodingArgs,
+}
+
+#[derive(Args, Debug)]
+struct SplitArgs {
+    /// Parallel TSV corpus (`source<TAB>target` per line).
+    #[arg(long)]
+    input: PathBuf,
+    /// Output folder for train.tsv, valid.tsv and test.tsv.
+    #[arg(long)]
+    out: PathBuf,
+    /// Swap the columns (translate target -> source).
+    #[arg(long)]
+    swap: bool,
+    /// Keep only the PyTorch tutorial's pairs: English starting with "i am", "he is", ...,
+    /// both sides shorter than `--max-words` words.
+    #[arg(long)]
+    tutorial_filter: bool,
+    /// Word limit of `--tutorial-filter`.
+    #[arg(long, default_value_t = 10)]
+    max_words: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -436,6 +512,8 @@ fn dispatch<B: Backend, AB: AutodiffBackend<InnerBackend = B, Device = B::Device
         Command::Train(args) => cmd_train::<AB>(*args, device),
         Command::Decode(args) => cmd_decode::<B>(args, device),
         Command::Eval(args) => cmd_eval::<B>(args, device),
+        Command::Translate(args) => cmd_translate::<B>(args, device),
+        Command::Split(args) => cmd_split(args),
     }
 }
 
@@ -478,12 +556,15 @@ fn cmd_train<AB: AutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Resul
                 dev: corpus::read_tsv(valid)?,
                 test,
             };
-            (
-                "tsv",
-                splits,
-                args.source_tokenizer.into(),
-                args.target_tokenizer.into(),
-            )
+            let src_tok = args.source_tokenizer.build(
+                splits.train.iter().map(|p| p.source.as_str()),
+                &args.bpe,
+            )?;
+            let tgt_tok = args.target_tokenizer.build(
+                splits.train.iter().map(|p| p.target.as_str()),
+                &args.bpe,
+            )?;
+            ("tsv", splits, src_tok, tgt_tok)
         }
         t => {
             let task = match t {
@@ -514,9 +595,11 @@ fn cmd_train<AB: AutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Resul
     );
     let codec = TextCodec::build(&splits.train, src_tok, tgt_tok, args.min_freq);
     eprintln!(
-        "vocabularies: {} source, {} target tokens (specials included)",
+        "vocabularies: {} source ({}), {} target ({}) tokens, specials included",
         codec.source_vocab.len(),
-        codec.target_vocab.len()
+        codec.source_tokenizer.describe(),
+        codec.target_vocab.len(),
+        codec.target_tokenizer.describe()
     );
     let model = Seq2SeqConfig::new(codec.source_vocab.len(), codec.target_vocab.len())
         .with_d_embed(args.embed)
@@ -552,6 +635,8 @@ fn cmd_train<AB: AutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Resul
         .with_seed(args.seed)
         .with_max_decode_len(args.max_len)
         .with_time_limit_secs(args.time_limit)
+        .with_source_embeddings(args.source_embeddings.clone())
+        .with_target_embeddings(args.target_embeddings.clone())
         .with_max_steps(args.max_steps)
         .with_progress(!args.no_progress);
     let report = s2s_train::train::<AB>(
@@ -594,23 +679,9 @@ fn cmd_decode<B: Backend>(args: DecodeArgs, device: &B::Device) -> Result<()> {
         .decoding
         .strategy(ckpt.meta.max_decode_len, args.alignments.is_some())?;
     let mut sources = Vec::new();
-    let mut line = Vec::new();
-    let mut reader = std::io::stdin().lock();
-    let mut n = 0usize;
-    loop {
-        line.clear();
-        if reader
-            .read_until(b'\n', &mut line)
-            .context("reading stdin")?
-            == 0
-        {
-            break;
-        }
-        n += 1;
-        let text = std::str::from_utf8(&line)
-            .map_err(|e| anyhow::anyhow!("stdin:{n}: invalid UTF-8 at byte {}", e.valid_up_to()))?;
-        let text = text.trim_end_matches(['\n', '\r']).trim();
-        let (ids, unknown) = ckpt.codec.encode_source(text);
+    let mut lines = LineReader::new(Box::new(std::io::stdin().lock()), "stdin".into());
+    while let Some((n, text)) = lines.next_line()? {
+        let (ids, unknown) = ckpt.codec.encode_source(&text);
         if !unknown.is_empty() {
             eprintln!(
                 "warning: stdin:{n}: not in the source vocabulary, decoded as <unk>: {unknown:?}"
@@ -691,6 +762,7 @@ fn cmd_eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
     let (scores, predictions) =
         evaluate_with(&ckpt.model, &ckpt.codec, &refs, &strategy, size, device);
     let seconds = started.elapsed().as_secs_f64();
+    let (bleu, chrf) = corpus_scores(&pairs, &refs, &predictions)?;
     if args.json {
         let samples: Vec<_> = refs
             .iter()
@@ -701,7 +773,14 @@ fn cmd_eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
         println!(
             "{}",
             serde_json::to_string_pretty(
-                &serde_json::json!({ "test": label, "scores": scores, "decode_seconds": seconds, "samples": samples })
+                &serde_json::json!({
+                    "test": label,
+                    "scores": scores,
+                    "bleu": { "score": bleu.score, "signature": bleu.signature(), "verbose": bleu.to_string() },
+                    "chrf": { "score": chrf.score, "signature": chrf.signature() },
+                    "decode_seconds": seconds,
+                    "samples": samples
+                })
             )?
         );
     } else {
@@ -710,6 +789,8 @@ fn cmd_eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
         println!("exact match: {:.2}%", 100.0 * scores.exact_match);
         println!("WER: {:.2}%", 100.0 * scores.wer);
         println!("token error rate (PER): {:.2}%", 100.0 * scores.ter);
+        println!("{bleu} ({})", bleu.signature());
+        println!("{chrf} ({})", chrf.signature());
         println!(
             "decoding: {seconds:.2}s ({:.0} sequences/s)",
             scores.count as f64 / seconds.max(1e-9)
@@ -720,3 +801,171 @@ fn cmd_eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
     }
     Ok(())
 }
+
+fn cmd_split(args: SplitArgs) -> Result<()> {
+    let mut pairs = corpus::read_tsv(&args.input)?;
+    let total = pairs.len();
+    if args.swap {
+        for p in &mut pairs {
+            std::mem::swap(&mut p.source, &mut p.target);
+        }
+    }
+    if args.tutorial_filter {
+        pairs = corpus::tutorial_filter(pairs, args.max_words);
+    }
+    if pairs.is_empty() {
+        bail!("{}: no pairs left after filtering", args.input.display());
+    }
+    let kept = pairs.len();
+    let splits = Splits::by_source_hash(pairs);
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("{}: cannot create", args.out.display()))?;
+    for (name, part) in [
+        ("train.tsv", &splits.train),
+        ("valid.tsv", &splits.dev),
+        ("test.tsv", &splits.test),
+    ] {
+        let path = args.out.join(name);
+        let tmp = path.with_extension("tsv.tmp");
+        corpus::write_tsv(&tmp, part)?;
+        std::fs::rename(&tmp, &path)
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+    }
+    eprintln!(
+        "{}: {total} pairs, {kept} kept; {} train, {} valid, {} test in {}",
+        args.input.display(),
+        splits.train.len(),
+        splits.dev.len(),
+        splits.test.len(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn cmd_translate<B: Backend>(args: TranslateArgs, device: &B::Device) -> Result<()> {
+    if args.chunk == 0 {
+        bail!("--chunk must be at least 1");
+    }
+    let ckpt = Checkpoint::<B>::load(&args.model, device)?;
+    let strategy = args.decoding.strategy(ckpt.meta.max_decode_len, false)?;
+    let size = BatchSize::Sentences(args.decoding.batch_size);
+    let (name, reader): (String, Box<dyn BufRead>) = match &args.input {
+        Some(path) => (
+            path.display().to_string(),
+            Box::new(std::io::BufReader::new(
+                std::fs::File::open(path)
+                    .with_context(|| format!("{}: cannot open", path.display()))?,
+            )),
+        ),
+        None => ("stdin".into(), Box::new(std::io::stdin().lock())),
+    };
+    let tmp = args.output.as_ref().map(|p| p.with_extension("tmp"));
+    let mut out: Box<dyn Write> = match &tmp {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("{}: cannot create", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut lines = LineReader::new(reader, name);
+    loop {
+        let mut sources = Vec::with_capacity(args.chunk);
+        while sources.len() < args.chunk {
+            let Some((n, text)) = lines.next_line()? else {
+                break;
+            };
+            let (ids, unknown) = ckpt.codec.encode_source(&text);
+            if !unknown.is_empty() {
+                eprintln!(
+                    "warning: {}:{n}: not in the source vocabulary, decoded as <unk>: {unknown:?}",
+                    lines.name
+                );
+            }
+            sources.push(ids);
+        }
+        if sources.is_empty() {
+            break;
+        }
+        let hyps = decode_all(&ckpt.model, &strategy, &sources, size, device);
+        for list in &hyps {
+            let best = list.first().map(|h| h.tokens.as_slice()).unwrap_or(&[]);
+            writeln!(out, "{}", ckpt.codec.decode_target(best))?;
+        }
+        out.flush()?;
+    }
+    drop(out);
+    if let (Some(tmp), Some(path)) = (&tmp, &args.output) {
+        std::fs::rename(tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Reads lines of UTF-8 text, naming the input and line in errors.
+struct LineReader {
+    reader: Box<dyn BufRead>,
+    name: String,
+    line: usize,
+    buf: Vec<u8>,
+}
+
+impl LineReader {
+    fn new(reader: Box<dyn BufRead>, name: String) -> Self {
+        LineReader {
+            reader,
+            name,
+            line: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The next line (number, text without the line ending, trimmed), or `None` at the end.
+    fn next_line(&mut self) -> Result<Option<(usize, String)>> {
+        self.buf.clear();
+        let read = self
+            .reader
+            .read_until(b'\n', &mut self.buf)
+            .with_context(|| format!("reading {}", self.name))?;
+        if read == 0 {
+            return Ok(None);
+        }
+        self.line += 1;
+        let text = std::str::from_utf8(&self.buf).map_err(|e| {
+            anyhow::anyhow!(
+                "{}:{}: invalid UTF-8 at byte {}",
+                self.name,
+                self.line,
+                e.valid_up_to()
+            )
+        })?;
+        Ok(Some((
+            self.line,
+            text.trim_end_matches(['\n', '\r']).trim().to_string(),
+        )))
+    }
+}
+
+/// Corpus BLEU and chrF (sacreBLEU's defaults) over the test pairs, one line per pair with
+/// its own target as the single reference: what `sacrebleu targets -i outputs` gives for the
+/// test file. `predictions` are per distinct source (`refs`).
+fn corpus_scores(
+    pairs: &[Pair],
+    refs: &[Reference],
+    predictions: &[String],
+) -> Result<(s2s_metrics::BleuScore, s2s_metrics::ChrfScore)> {
+    let by_source: std::collections::HashMap<&str, &str> = refs
+        .iter()
+        .zip(predictions)
+        .map(|(r, p)| (r.source.as_str(), p.as_str()))
+        .collect();
+    let hyps: Vec<&str> = pairs
+        .iter()
+        .map(|p| by_source.get(p.source.as_str()).copied().unwrap_or(""))
+        .collect();
+    let targets: Vec<&str> = pairs.iter().map(|p| p.target.as_str()).collect();
+    let streams = [targets];
+    Ok((
+        s2s_metrics::corpus_bleu(&hyps, &streams)?,
+        s2s_metrics::corpus_chrf(&hyps, &streams)?,
+    ))
+}
+

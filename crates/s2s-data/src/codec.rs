@@ -45,8 +45,8 @@ impl TextCodec {
     pub fn encode_pairs(&self, pairs: &[Pair]) -> Vec<Example> {
         corpus::encode_pairs(
             pairs,
-            self.source_tokenizer,
-            self.target_tokenizer,
+            &self.source_tokenizer,
+            &self.target_tokenizer,
             &self.source_vocab,
             &self.target_vocab,
         )

@@ -170,8 +170,8 @@ pub fn group_references(pairs: &[Pair]) -> Vec<Reference> {
 /// Tokenizes and encodes pairs (in parallel), keeping their order.
 pub fn encode_pairs(
     pairs: &[Pair],
-    src_tok: Tokenizer,
-    tgt_tok: Tokenizer,
+    src_tok: &Tokenizer,
+    tgt_tok: &Tokenizer,
     src_vocab: &Vocab,
     tgt_vocab: &Vocab,
 ) -> Vec<Example> {
@@ -397,6 +397,46 @@ impl SyntheticTask {
     }
 }
 
+/// English sentence starts kept by the PyTorch seq2seq tutorial's filter (after its
+/// normalisation: lower case, apostrophes as spaces).
+pub const TUTORIAL_PREFIXES: [&str; 12] = [
+    "i am ", "i m ", "he is", "he s ", "she is", "she s ", "you are", "you re ", "we are",
+    "we re ", "they are", "they re ",
+];
+
+/// The PyTorch seq2seq tutorial's filter on English-French pairs: the English side (the
+/// source) starts with one of [`TUTORIAL_PREFIXES`] and both sides are shorter than
+/// `max_words` words, counted as the tutorial does (`.`, `!`, `?` split off as words).
+///
+/// The tutorial lower-cases, strips accents and drops other punctuation before testing;
+/// here only the test uses that normalisation, the pairs keep their original text.
+pub fn tutorial_filter(pairs: Vec<Pair>, max_words: usize) -> Vec<Pair> {
+    fn normalise(s: &str) -> String {
+        let mut out = String::with_capacity(s.len() + 4);
+        for c in s.chars().flat_map(char::to_lowercase) {
+            match c {
+                '.' | '!' | '?' => {
+                    out.push(' ');
+                    out.push(c);
+                }
+                c if c.is_alphabetic() => out.push(c),
+                _ => out.push(' '),
+            }
+        }
+        out.split_whitespace().collect::<Vec<_>>().join(" ")
+    }
+    pairs
+        .into_iter()
+        .filter(|p| {
+            let src = normalise(&p.source);
+            let n_tgt = normalise(&p.target).split(' ').count();
+            src.split(' ').count() < max_words
+                && n_tgt < max_words
+                && TUTORIAL_PREFIXES.iter().any(|pre| src.starts_with(pre))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -507,5 +547,26 @@ mod tests {
         let refs = group_references(&pairs);
         assert_eq!(refs.len(), 2);
         assert_eq!(refs[0].targets, vec!["1", "3"]);
+    }
+
+    #[test]
+    fn tutorial_filter_keeps_short_pronoun_sentences() {
+        let pairs = vec![
+            Pair::new("I'm tired.", "Je suis fatigué."),
+            Pair::new("He is very, very tall.", "Il est très, très grand."),
+            Pair::new("They're here!", "Ils sont là !"),
+            Pair::new("Go.", "Va !"),
+            Pair::new("Ice is cold.", "La glace est froide."),
+            Pair::new(
+                "I am going to the market to buy some apples and pears.",
+                "Je vais au marché acheter des pommes et des poires.",
+            ),
+        ];
+        let kept = tutorial_filter(pairs, 10);
+        let sources: Vec<&str> = kept.iter().map(|p| p.source.as_str()).collect();
+        assert_eq!(
+            sources,
+            ["I'm tired.", "He is very, very tall.", "They're here!"]
+        );
     }
 }

@@ -40,4 +40,7 @@ pub enum DataError {
         /// What is wrong.
         message: String,
     },
+    /// A subword tokenizer could not be trained or read.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
 }

@@ -1,7 +1,7 @@
 //! Data for sequence-to-sequence models: vocabularies, tokenizers, corpora and batching.
 //!
 //! - [`Vocab`]: token <-> id maps with the special tokens `<pad>` = 0, `<sos>`, `<eos>`, `<unk>`.
-//! - [`Tokenizer`]: characters or whitespace-separated words.
+//! - [`Tokenizer`]: characters, whitespace-separated words, or BPE subwords ([`Subword`]).
 //! - [`corpus`]: parallel TSV files (with errors that name file and line), CMUdict
 //!   grapheme-to-phoneme data with a deterministic split, and synthetic tasks (copy, reverse,
 //!   sort, double) for tests and examples.
@@ -23,11 +23,13 @@ mod codec;
 pub mod corpus;
 mod error;
 mod tokenize;
+pub mod vectors;
 mod vocab;
 
 pub use batch::{BatchSize, InferenceBatch, TrainingBatch};
 pub use codec::TextCodec;
 pub use corpus::{Example, Pair, Reference, Splits};
 pub use error::DataError;
-pub use tokenize::Tokenizer;
+pub use tokenize::{Subword, Tokenizer, WORD_MARK};
+pub use vectors::{read_word_vectors, WordVectors};
 pub use vocab::Vocab;

@@ -6,7 +6,7 @@ use crate::rnn::{CellKind, RnnLayer, RnnLayerConfig, RnnState};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
-use burn::tensor::{backend::Backend, Bool, Int, Tensor};
+use burn::tensor::{backend::Backend, Bool, Int, Tensor, TensorData};
 use s2s_tensor::ops;
 
 /// A model configuration that cannot be built.
@@ -245,6 +245,49 @@ pub struct Seq2Seq<B: Backend> {
 }
 
 impl<B: Backend> Seq2Seq<B> {
+    /// Overwrites rows of the source (`source = true`) or target embedding table, e.g. with
+    /// pretrained word vectors: `rows` holds `(token id, vector)`; other rows keep their
+    /// initialisation.
+    ///
+    /// Fails if a vector's size is not the embedding size or an id is out of range.
+    pub fn with_embedding_rows(
+        mut self,
+        source: bool,
+        rows: &[(u32, Vec<f32>)],
+    ) -> Result<Self, ModelError> {
+        let embedding = if source {
+            &mut self.encoder.embedding
+        } else {
+            &mut self.embedding
+        };
+        let [n, d] = embedding.weight.dims();
+        for (id, v) in rows {
+            if *id as usize >= n || v.len() != d {
+                return Err(ModelError::Invalid(format!(
+                    "embedding row {id} of size {} does not fit a {n} x {d} table",
+                    v.len()
+                )));
+            }
+        }
+        let weight = embedding.weight.clone().map(|w| {
+            let device = w.device();
+            let grad = w.is_require_grad();
+            let mut values = w.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
+            for (id, v) in rows {
+                let start = *id as usize * d;
+                values[start..start + d].copy_from_slice(v);
+            }
+            let t = Tensor::from_data(TensorData::new(values, [n, d]), &device);
+            if grad {
+                t.require_grad()
+            } else {
+                t
+            }
+        });
+        embedding.weight = weight;
+        Ok(self)
+    }
+
     /// Encodes sources and prepares the decoder's initial state.
     ///
     /// # Shapes
@@ -508,6 +551,25 @@ mod tests {
             let flags = vec![vec![false; 2]; 4];
             let scheduled = ops::to_vec_f32(model.forward_scheduled(src, &[3, 2], tgt, &flags));
             assert!(close(&full, &scheduled, 1e-5));
+        }
+
+        #[test]
+        fn embedding_rows_are_overwritten_and_others_kept() {
+            let model = tiny(CellKind::Gru, AttentionKind::Bahdanau, true, 1);
+            let before = ops::to_vec_f32(model.encoder.embedding.weight.val());
+            let row = vec![0.5, -1.0, 2.0, 0.0, 1.5, -0.25];
+            let model = model.with_embedding_rows(true, &[(5, row.clone())]).unwrap();
+            let after = ops::to_vec_f32(model.encoder.embedding.weight.val());
+            assert_eq!(&after[30..36], row.as_slice());
+            assert_eq!(&after[..30], &before[..30]);
+            assert_eq!(&after[36..], &before[36..]);
+            let target_before = ops::to_vec_f32(model.embedding.weight.val());
+            let model = model.with_embedding_rows(false, &[(9, row.clone())]).unwrap();
+            let target_after = ops::to_vec_f32(model.embedding.weight.val());
+            assert_eq!(&target_after[54..60], row.as_slice());
+            assert_eq!(&target_after[..54], &target_before[..54]);
+            assert!(model.clone().with_embedding_rows(true, &[(5, vec![1.0; 5])]).is_err());
+            assert!(model.with_embedding_rows(false, &[(10, row)]).is_err());
         }
 
         #[test]

@@ -182,8 +182,8 @@ impl<B: Backend> Checkpoint<B> {
             })?;
         Ok(Checkpoint {
             codec: TextCodec {
-                source_tokenizer: meta.source_tokenizer,
-                target_tokenizer: meta.target_tokenizer,
+                source_tokenizer: meta.source_tokenizer.clone(),
+                target_tokenizer: meta.target_tokenizer.clone(),
                 source_vocab,
                 target_vocab,
             },

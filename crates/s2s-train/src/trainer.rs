@@ -63,6 +63,11 @@ pub struct TrainConfig {
     /// progress is then validated and the run ends. The learning-rate schedule does not
     /// depend on time, so a run that finishes its steps within the limit is reproducible.
     pub time_limit_secs: Option<f64>,
+    /// Pretrained word vectors (GloVe / word2vec text) for the source embeddings; tokens
+    /// not in the file keep their random initialisation.
+    pub source_embeddings: Option<std::path::PathBuf>,
+    /// Pretrained word vectors for the target embeddings.
+    pub target_embeddings: Option<std::path::PathBuf>,
     /// Show a progress bar.
     #[config(default = true)]
     pub progress: bool,
@@ -80,6 +85,9 @@ pub enum TrainError {
     /// The model configuration is invalid.
     #[error(transparent)]
     Model(#[from] s2s_nn::ModelError),
+    /// An input file (word vectors) is invalid.
+    #[error(transparent)]
+    Input(#[from] s2s_data::DataError),
     /// A checkpoint could not be written.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
@@ -268,6 +276,32 @@ pub fn train<B: AutodiffBackend>(
     model_config.validate()?;
     B::seed(device, config.seed);
     let mut model: Seq2Seq<B> = model_config.init(device);
+    for (source, path, vocab) in [
+        (true, &config.source_embeddings, &codec.source_vocab),
+        (false, &config.target_embeddings, &codec.target_vocab),
+    ] {
+        let Some(path) = path else { continue };
+        let vectors = s2s_data::read_word_vectors(path, vocab)?;
+        if vectors.dim != model_config.d_embed {
+            return Err(TrainError::Data(format!(
+                "{}: vectors of size {}, but the model's embeddings have size {} (--embed)",
+                path.display(),
+                vectors.dim,
+                model_config.d_embed
+            )));
+        }
+        if config.log_epochs {
+            eprintln!(
+                "{}: {} of {} {} tokens initialised from {} vectors",
+                path.display(),
+                vectors.rows.len(),
+                vocab.len() - s2s_data::Vocab::SPECIALS.len(),
+                if source { "source" } else { "target" },
+                vectors.in_file
+            );
+        }
+        model = model.with_embedding_rows(source, &vectors.rows)?;
+    }
     let mut optim = AdamConfig::new().init::<B, Seq2Seq<B>>();
     let train_examples = codec.encode_pairs(train_pairs);
     let valid_examples = codec.encode_pairs(valid_pairs);
@@ -416,8 +450,8 @@ pub fn train<B: AutodiffBackend>(
                     format: FORMAT,
                     task: task.to_string(),
                     model: model_config.clone(),
-                    source_tokenizer: codec.source_tokenizer,
-                    target_tokenizer: codec.target_tokenizer,
+                    source_tokenizer: codec.source_tokenizer.clone(),
+                    target_tokenizer: codec.target_tokenizer.clone(),
                     max_decode_len: config.max_decode_len,
                     summary: serde_json::json!({ "epoch": log, "train": config }),
                 },
