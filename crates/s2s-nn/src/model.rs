@@ -272,7 +272,11 @@ impl<B: Backend> Seq2Seq<B> {
         let weight = embedding.weight.clone().map(|w| {
             let device = w.device();
             let grad = w.is_require_grad();
-            let mut values = w.into_data().convert::<f32>().into_vec::<f32>().unwrap_or_default();
+            let mut values = w
+                .into_data()
+                .convert::<f32>()
+                .into_vec::<f32>()
+                .unwrap_or_default();
             for (id, v) in rows {
                 let start = *id as usize * d;
                 values[start..start + d].copy_from_slice(v);
