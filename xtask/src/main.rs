@@ -644,7 +644,11 @@ fn train(args: &[String]) -> Result<()> {
 
 /// Builds `s2s` with the backend's feature and returns its path (and the virtualenv for tch).
 fn build_s2s(backend: &str) -> Result<(PathBuf, Option<Venv>)> {
-    let venv = if backend == "tch" { Some(venv()?) } else { None };
+    let venv = if backend == "tch" {
+        Some(venv()?)
+    } else {
+        None
+    };
     let mut build = cargo_with(venv.as_ref());
     build
         .args(["build", "--release", "-p", "s2s-cli"])
@@ -684,7 +688,9 @@ fn train_eng_fra(o: &TrainOptions) -> Result<()> {
     let out = abs(&o.out);
     let data = out.with_file_name(format!(
         "{}-data",
-        out.file_name().and_then(|n| n.to_str()).unwrap_or("eng-fra")
+        out.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("eng-fra")
     ));
     let mut split = s2s_cmd();
     split
@@ -793,4 +799,3 @@ fn train_eng_fra(o: &TrainOptions) -> Result<()> {
     );
     Ok(())
 }
-

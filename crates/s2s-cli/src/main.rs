@@ -556,14 +556,12 @@ fn cmd_train<AB: AutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Resul
                 dev: corpus::read_tsv(valid)?,
                 test,
             };
-            let src_tok = args.source_tokenizer.build(
-                splits.train.iter().map(|p| p.source.as_str()),
-                &args.bpe,
-            )?;
-            let tgt_tok = args.target_tokenizer.build(
-                splits.train.iter().map(|p| p.target.as_str()),
-                &args.bpe,
-            )?;
+            let src_tok = args
+                .source_tokenizer
+                .build(splits.train.iter().map(|p| p.source.as_str()), &args.bpe)?;
+            let tgt_tok = args
+                .target_tokenizer
+                .build(splits.train.iter().map(|p| p.target.as_str()), &args.bpe)?;
             ("tsv", splits, src_tok, tgt_tok)
         }
         t => {
@@ -772,16 +770,14 @@ fn cmd_eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
             .collect();
         println!(
             "{}",
-            serde_json::to_string_pretty(
-                &serde_json::json!({
-                    "test": label,
-                    "scores": scores,
-                    "bleu": { "score": bleu.score, "signature": bleu.signature(), "verbose": bleu.to_string() },
-                    "chrf": { "score": chrf.score, "signature": chrf.signature() },
-                    "decode_seconds": seconds,
-                    "samples": samples
-                })
-            )?
+            serde_json::to_string_pretty(&serde_json::json!({
+                "test": label,
+                "scores": scores,
+                "bleu": { "score": bleu.score, "signature": bleu.signature(), "verbose": bleu.to_string() },
+                "chrf": { "score": chrf.score, "signature": chrf.signature() },
+                "decode_seconds": seconds,
+                "samples": samples
+            }))?
         );
     } else {
         println!("test: {label}");
@@ -968,4 +964,3 @@ fn corpus_scores(
         s2s_metrics::corpus_chrf(&hyps, &streams)?,
     ))
 }
-
