@@ -292,3 +292,170 @@ fn bad_training_data_is_a_clear_error() {
     );
     assert!(!out.status.success() && text(&out.stderr).contains("not a model folder"));
 }
+
+/// A small French-like parallel corpus: 120 pairs of short sentences, with no-break spaces.
+fn tiny_corpus() -> String {
+    let subjects = [
+        ("I am", "Je suis"),
+        ("He is", "Il est"),
+        ("We are", "Nous sommes"),
+    ];
+    let words = [
+        ("tired", "fatigué"),
+        ("happy", "content"),
+        ("here", "là"),
+        ("ready", "prêt"),
+        ("late", "en retard"),
+    ];
+    let mut out = String::new();
+    for i in 0..120 {
+        let (s, t) = subjects[i % subjects.len()];
+        let (w, v) = words[(i / 3) % words.len()];
+        let bang = if i % 2 == 0 { "!" } else { "." };
+        let fr_bang = if bang == "!" { "\u{202F}!" } else { "." };
+        out.push_str(&format!("{s} {w} {i}{bang}\t{t} {v} {i}{fr_bang}\n"));
+    }
+    out
+}
+
+#[test]
+fn split_train_bpe_translate_and_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.tsv");
+    std::fs::write(&corpus, tiny_corpus()).unwrap();
+    let data = dir.path().join("data");
+    let out = s2s(
+        &[
+            "split",
+            "--input",
+            corpus.to_str().unwrap(),
+            "--out",
+            data.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let count = |name: &str| {
+        std::fs::read_to_string(data.join(name))
+            .unwrap()
+            .lines()
+            .count()
+    };
+    let (train, valid, test) = (count("train.tsv"), count("valid.tsv"), count("test.tsv"));
+    assert_eq!(train + valid + test, 120);
+    assert!(
+        train > 90 && valid > 0 && test > 0,
+        "{train} {valid} {test}"
+    );
+
+    let model = dir.path().join("m");
+    let path = |p: &Path| p.to_str().unwrap().to_string();
+    let out = s2s(
+        &[
+            "train",
+            "--task",
+            "tsv",
+            "--train",
+            &path(&data.join("train.tsv")),
+            "--valid",
+            &path(&data.join("valid.tsv")),
+            "--test",
+            &path(&data.join("test.tsv")),
+            "--source-tokenizer",
+            "bpe",
+            "--target-tokenizer",
+            "bpe",
+            "--bpe-vocab",
+            "60",
+            "--epochs",
+            "2",
+            "--embed",
+            "8",
+            "--hidden",
+            "16",
+            "--decoder-hidden",
+            "16",
+            "--attention-dim",
+            "16",
+            "--no-progress",
+            "--out",
+            &path(&model),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("(bpe("), "{err}");
+    // The trained tokenizer travels inside the model folder.
+    let config = std::fs::read_to_string(model.join("config.json")).unwrap();
+    assert!(config.contains("\"bpe\""));
+
+    // translate == decode, whatever the chunk size, from a file to a file.
+    let inputs = "I am tired 7!\nWe are here 8.\n\nHe is ready 100!\n";
+    let src = dir.path().join("in.txt");
+    std::fs::write(&src, inputs).unwrap();
+    let decoded = s2s(&["decode", "--model", &path(&model)], inputs.as_bytes());
+    assert!(decoded.status.success(), "{}", text(&decoded.stderr));
+    for chunk in ["1", "3", "1000"] {
+        let dst = dir.path().join(format!("out{chunk}.txt"));
+        let out = s2s(
+            &[
+                "translate",
+                "--model",
+                &path(&model),
+                "-i",
+                &path(&src),
+                "-o",
+                &path(&dst),
+                "--chunk",
+                chunk,
+                "--batch-size",
+                "2",
+            ],
+            b"",
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(
+            std::fs::read_to_string(&dst).unwrap(),
+            text(&decoded.stdout),
+            "chunk {chunk}"
+        );
+        assert_eq!(text(&decoded.stdout).lines().count(), 4);
+    }
+
+    // eval reports BLEU and chrF with sacreBLEU signatures.
+    let out = s2s(
+        &[
+            "eval",
+            "--model",
+            &path(&model),
+            "--test",
+            &path(&data.join("test.tsv")),
+            "--json",
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let bleu = json["bleu"]["score"].as_f64().unwrap();
+    assert!((0.0..=100.0).contains(&bleu));
+    assert!(json["bleu"]["signature"]
+        .as_str()
+        .unwrap()
+        .contains("tok:13a|smooth:exp|version:2.6.0"));
+    assert!(json["chrf"]["signature"].as_str().unwrap().contains("nc:6"));
+
+    // A missing input file is a clear error.
+    let out = s2s(
+        &[
+            "translate",
+            "--model",
+            &path(&model),
+            "-i",
+            "/nonexistent.txt",
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("/nonexistent.txt: cannot open"));
+}
