@@ -24,7 +24,7 @@ commands:
         filtered subset; --full for all pairs), BPE, then BLEU/chrF for greedy, beam 5, 10.
   test [--backends flex,tch,wgpu]
         Check formatting, run clippy with -D warnings, and run every test (release mode),
-        with the listed backends compiled in (default: all three). tch needs the virtualenv
+        with the listed backends compiled in (default: flex,tch; wgpu is opt-in until the wgpu bugs in the issue notes are fixed). tch needs the virtualenv
         (created when missing); wgpu needs a Vulkan driver (on Debian without a GPU:
         apt-get install mesa-vulkan-drivers libvulkan1).
   bench [--backends flex,tch,wgpu] [--cells gru,lstm] [--threads N] [--model DIR]
@@ -203,7 +203,7 @@ fn check_vulkan() -> Result<()> {
 }
 
 fn parse_backends(args: &[String]) -> Result<Vec<String>> {
-    let mut backends: Vec<String> = ["flex", "tch", "wgpu"].map(String::from).to_vec();
+    let mut backends: Vec<String> = ["flex", "tch"].map(String::from).to_vec();
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
