@@ -222,8 +222,8 @@ fn export(cell: CellKind, out: &Path, trained: Option<&Path>) -> Result<()> {
                 data.codec.target_vocab.len(),
                 cell,
             );
-            B::seed(&device, SEED);
-            let model = config.init::<B>(&device);
+            let model =
+                s2s_tensor::backend::seeded::<B, _>(&device, SEED, || config.init::<B>(&device));
             let meta = CheckpointMeta {
                 format: 1,
                 task: "g2p-bench".into(),

@@ -22,9 +22,12 @@ commands:
         test WER/PER and sample words. The model lands in --out (default runs/g2p).
         --task eng-fra: English->French on ../shared/data/eng-fra.tsv (the PyTorch tutorial's
         filtered subset; --full for all pairs), BPE, then BLEU/chrF for greedy, beam 5, 10.
-  test [--backends flex,tch,wgpu]
+  test [--backends flex,tch,wgpu] [--no-lint] [-- CARGO TEST ARGS]
         Check formatting, run clippy with -D warnings, and run every test (release mode),
-        with the listed backends compiled in (default: flex,tch; wgpu is opt-in until the wgpu bugs in the issue notes are fixed). tch needs the virtualenv
+        with the listed backends compiled in (default: flex,tch; wgpu is opt-in until the
+        wgpu bugs in the issue notes are fixed). --no-lint skips fmt and clippy; arguments
+        after `--` go to `cargo test --workspace` (e.g. `-- --test strategies -- diverse`),
+        so that a few tests run in the same build as the full suite. tch needs the virtualenv
         (created when missing); wgpu needs a Vulkan driver (on Debian without a GPU:
         apt-get install mesa-vulkan-drivers libvulkan1).
   bench [--backends flex,tch,wgpu] [--cells gru,lstm] [--threads N] [--model DIR]
@@ -202,23 +205,36 @@ fn check_vulkan() -> Result<()> {
     Ok(())
 }
 
-fn parse_backends(args: &[String]) -> Result<Vec<String>> {
-    let mut backends: Vec<String> = ["flex", "tch"].map(String::from).to_vec();
+struct TestOptions {
+    backends: Vec<String>,
+    lint: bool,
+    /// Extra arguments for `cargo test --workspace`.
+    cargo_args: Vec<String>,
+}
+
+fn parse_test(args: &[String]) -> Result<TestOptions> {
+    let mut o = TestOptions {
+        backends: ["flex", "tch"].map(String::from).to_vec(),
+        lint: true,
+        cargo_args: Vec::new(),
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--backends" => {
                 let list = it.next().context("--backends needs a value")?;
-                backends = list.split(',').map(|s| s.trim().to_string()).collect();
+                o.backends = list.split(',').map(|s| s.trim().to_string()).collect();
             }
+            "--no-lint" => o.lint = false,
+            "--" => o.cargo_args = it.by_ref().cloned().collect(),
             other => bail!("unknown option {other:?}\n\n{USAGE}"),
         }
     }
-    if !backends.iter().any(|b| b == "flex") {
+    if !o.backends.iter().any(|b| b == "flex") {
         // The default backend is used by the flex-only tests and the examples.
-        backends.insert(0, "flex".into());
+        o.backends.insert(0, "flex".into());
     }
-    Ok(backends)
+    Ok(o)
 }
 
 /// A cargo command with the virtualenv's environment when tch is compiled in.
@@ -231,7 +247,8 @@ fn cargo_with(venv: Option<&Venv>) -> Command {
 }
 
 fn test(args: &[String]) -> Result<()> {
-    let backends = parse_backends(args)?;
+    let o = parse_test(args)?;
+    let backends = &o.backends;
     let venv = if backends.iter().any(|b| b == "tch") {
         Some(venv()?)
     } else {
@@ -240,20 +257,23 @@ fn test(args: &[String]) -> Result<()> {
     if backends.iter().any(|b| b == "wgpu") {
         check_vulkan()?;
     }
-    let features = backend_features(&backends, &["s2s-tensor", "s2s-cli", "s2s-benches"])?;
-    let mut fmt = cargo();
-    fmt.args(["fmt", "--all", "--", "--check"]);
-    run(fmt)?;
-    let mut clippy = cargo_with(venv.as_ref());
-    clippy
-        .args(["clippy", "--workspace", "--all-targets", "--release"])
-        .args(&features)
-        .args(["--", "-D", "warnings"]);
-    run(clippy)?;
+    let features = backend_features(backends, &["s2s-tensor", "s2s-cli", "s2s-benches"])?;
+    if o.lint {
+        let mut fmt = cargo();
+        fmt.args(["fmt", "--all", "--", "--check"]);
+        run(fmt)?;
+        let mut clippy = cargo_with(venv.as_ref());
+        clippy
+            .args(["clippy", "--workspace", "--all-targets", "--release"])
+            .args(&features)
+            .args(["--", "-D", "warnings"]);
+        run(clippy)?;
+    }
     let mut tests = cargo_with(venv.as_ref());
     tests
         .args(["test", "--workspace", "--release"])
-        .args(&features);
+        .args(&features)
+        .args(&o.cargo_args);
     run(tests)
 }
 

@@ -257,7 +257,10 @@ impl<B: Backend, M: StepDecoder<B>> Strategy<B, M> for BeamSearch {
                         let row = rows.start + c.beam;
                         if c.token == Vocab::EOS as usize {
                             // An `<eos>` outside the group's best `per_group` is not taken.
+                            // A taken `<eos>` counts as used, so later groups pay the
+                            // diversity penalty for ending here too.
                             if rank < per_group {
+                                chosen.push(c.token);
                                 sentence.finished.push(Hypothesis {
                                     tokens: parent.tokens.clone(),
                                     score: self

@@ -76,14 +76,13 @@ mod tests {
 
         fn model(cell: CellKind) -> s2s_nn::Seq2Seq<TB> {
             let device = device();
-            TB::seed(&device, 5);
-            Seq2SeqConfig::new(14, 9)
+            let config = Seq2SeqConfig::new(14, 9)
                 .with_d_embed(5)
                 .with_d_hidden(8)
                 .with_d_decoder(10)
                 .with_d_attention(6)
-                .with_cell(cell)
-                .init(&device)
+                .with_cell(cell);
+            s2s_tensor::backend::seeded::<TB, _>(&device, 5, || config.init(&device))
         }
 
         proptest! {

@@ -519,9 +519,8 @@ mod tests {
             layers: usize,
         ) -> Seq2Seq<TB> {
             let device = device();
-            TB::seed(&device, 11);
             let d_memory = if bidirectional { 16 } else { 8 };
-            Seq2SeqConfig::new(12, 10)
+            let config = Seq2SeqConfig::new(12, 10)
                 .with_d_embed(6)
                 .with_d_hidden(8)
                 .with_d_decoder(if attention == AttentionKind::Dot {
@@ -534,8 +533,8 @@ mod tests {
                 .with_attention(attention)
                 .with_bidirectional(bidirectional)
                 .with_encoder_layers(layers)
-                .with_decoder_layers(layers)
-                .init(&device)
+                .with_decoder_layers(layers);
+            s2s_tensor::backend::seeded::<TB, _>(&device, 11, || config.init(&device))
         }
 
         fn close(a: &[f32], b: &[f32], tol: f32) -> bool {

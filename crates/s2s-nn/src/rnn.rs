@@ -263,8 +263,9 @@ mod tests {
 
         fn layer(cell: CellKind) -> RnnLayer<TB> {
             let device = device();
-            TB::seed(&device, 7);
-            RnnLayerConfig::new(3, 4).with_cell(cell).init(&device)
+            s2s_tensor::backend::seeded::<TB, _>(&device, 7, || {
+                RnnLayerConfig::new(3, 4).with_cell(cell).init(&device)
+            })
         }
 
         /// The GRU equations worked out by hand with scalar weights: with every weight `w` and
@@ -299,12 +300,13 @@ mod tests {
                 for reverse in [false, true] {
                     let device = device();
                     let l = layer(cell);
-                    TB::seed(&device, 3);
-                    let x = Tensor::<TB, 3>::random(
-                        [1, 5, 3],
-                        burn::tensor::Distribution::Normal(0.0, 1.0),
-                        &device,
-                    );
+                    let x = s2s_tensor::backend::seeded::<TB, _>(&device, 3, || {
+                        Tensor::<TB, 3>::random(
+                            [1, 5, 3],
+                            burn::tensor::Distribution::Normal(0.0, 1.0),
+                            &device,
+                        )
+                    });
                     let alone = l.forward(x.clone().slice([0..1, 0..2]), None, reverse, None);
                     let mask = ops::length_mask_float::<TB>(&[2], 5, &device);
                     let padded = l.forward(x, Some(mask), reverse, None);

@@ -322,52 +322,48 @@ impl<B: TestDevice> TestDevice for Autodiff<B> {
 #[macro_export]
 macro_rules! for_each_backend {
     ($($body:tt)*) => {
-        $crate::__s2s_if_flex! {
-            mod flex {
-                #[allow(unused_imports)]
-                use super::*;
-                #[allow(dead_code)]
-                type TestBackend = $crate::backend::Flex;
-                #[allow(dead_code)]
-                type TestAutodiffBackend = $crate::backend::Autodiff<TestBackend>;
-                #[allow(dead_code)]
-                fn device() -> $crate::burn::tensor::ops::Device<TestBackend> {
-                    <TestBackend as $crate::backend::TestDevice>::test_device()
-                }
-                $($body)*
+        $crate::__s2s_if_flex! { $crate::__s2s_backend_mod!(flex, Flex, $($body)*); }
+        $crate::__s2s_if_tch! { $crate::__s2s_backend_mod!(tch, Tch, $($body)*); }
+        $crate::__s2s_if_wgpu! { $crate::__s2s_backend_mod!(wgpu, Wgpu, $($body)*); }
+    };
+}
+
+/// One backend's module of [`for_each_backend!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __s2s_backend_mod {
+    ($name:ident, $backend:ident, $($body:tt)*) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            #[allow(dead_code)]
+            type TestBackend = $crate::backend::$backend;
+            #[allow(dead_code)]
+            type TestAutodiffBackend = $crate::backend::Autodiff<TestBackend>;
+            #[allow(dead_code)]
+            fn device() -> $crate::burn::tensor::ops::Device<TestBackend> {
+                <TestBackend as $crate::backend::TestDevice>::test_device()
             }
-        }
-        $crate::__s2s_if_tch! {
-            mod tch {
-                #[allow(unused_imports)]
-                use super::*;
-                #[allow(dead_code)]
-                type TestBackend = $crate::backend::Tch;
-                #[allow(dead_code)]
-                type TestAutodiffBackend = $crate::backend::Autodiff<TestBackend>;
-                #[allow(dead_code)]
-                fn device() -> $crate::burn::tensor::ops::Device<TestBackend> {
-                    <TestBackend as $crate::backend::TestDevice>::test_device()
-                }
-                $($body)*
-            }
-        }
-        $crate::__s2s_if_wgpu! {
-            mod wgpu {
-                #[allow(unused_imports)]
-                use super::*;
-                #[allow(dead_code)]
-                type TestBackend = $crate::backend::Wgpu;
-                #[allow(dead_code)]
-                type TestAutodiffBackend = $crate::backend::Autodiff<TestBackend>;
-                #[allow(dead_code)]
-                fn device() -> $crate::burn::tensor::ops::Device<TestBackend> {
-                    <TestBackend as $crate::backend::TestDevice>::test_device()
-                }
-                $($body)*
-            }
+            $($body)*
         }
     };
+}
+
+/// Runs `init` right after seeding the backend's random generator, holding a process-wide
+/// lock so that no other `seeded` call draws from the generator in between.
+///
+/// Burn's generators are global per backend: two threads (tests run in parallel) that seed
+/// and then initialise a model can interleave their draws, so the same seed would give
+/// different weights from run to run. Every seeded initialisation in s2s goes through here.
+pub fn seeded<B: burn::tensor::backend::Backend, T>(
+    device: &B::Device,
+    seed: u64,
+    init: impl FnOnce() -> T,
+) -> T {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    B::seed(device, seed);
+    init()
 }
 
 #[cfg(feature = "flex")]

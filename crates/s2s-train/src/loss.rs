@@ -78,18 +78,13 @@ mod tests {
         #[test]
         fn padding_does_not_change_the_loss() {
             let device = device();
-            B::seed(&device, 1);
-            let logits = Tensor::<B, 3>::random(
-                [2, 3, 6],
-                burn::tensor::Distribution::Normal(0., 2.),
-                &device,
-            );
+            let normal = |shape: [usize; 3]| {
+                Tensor::<B, 3>::random(shape, burn::tensor::Distribution::Normal(0., 2.), &device)
+            };
+            let (logits, extra) = s2s_tensor::backend::seeded::<B, _>(&device, 1, || {
+                (normal([2, 3, 6]), normal([2, 4, 6]))
+            });
             let targets = ops::id_matrix::<B>(&[vec![4, 5, 2], vec![5, 2, 0]], 3, &device);
-            let extra = Tensor::<B, 3>::random(
-                [2, 4, 6],
-                burn::tensor::Distribution::Normal(0., 2.),
-                &device,
-            );
             let padded_logits = Tensor::cat(vec![logits.clone(), extra], 1);
             let padded_targets = ops::id_matrix::<B>(
                 &[vec![4, 5, 2, 0, 0, 0, 0], vec![5, 2, 0, 0, 0, 0, 0]],

@@ -274,8 +274,8 @@ pub fn train<B: AutodiffBackend>(
     model_config.src_vocab = codec.source_vocab.len();
     model_config.tgt_vocab = codec.target_vocab.len();
     model_config.validate()?;
-    B::seed(device, config.seed);
-    let mut model: Seq2Seq<B> = model_config.init(device);
+    let mut model: Seq2Seq<B> =
+        s2s_tensor::backend::seeded::<B, _>(device, config.seed, || model_config.init(device));
     for (source, path, vocab) in [
         (true, &config.source_embeddings, &codec.source_vocab),
         (false, &config.target_embeddings, &codec.target_vocab),
