@@ -1,6 +1,5 @@
 //! Properties of the decoding strategies on small random models and random inputs.
 
-use burn::tensor::backend::Backend;
 use proptest::prelude::*;
 use s2s_data::{BatchSize, Vocab};
 use s2s_decode::Strategy as DecodeStrategy;
