@@ -155,6 +155,9 @@ impl<B: Backend, M: StepDecoder<B>> Strategy<B, M> for BeamSearch {
             })
             .collect();
         let mut active: Vec<usize> = (0..batch.len()).collect();
+        // The sentence of each row of `memory`: while it does not change, a step reorders
+        // the state only (beams of one sentence share its memory rows).
+        let mut memory_rows: Vec<usize> = first_rows;
         for step in 0.. {
             if active.is_empty() {
                 break;
@@ -300,9 +303,18 @@ impl<B: Backend, M: StepDecoder<B>> Strategy<B, M> for BeamSearch {
             }
             active = still_active;
             if !active.is_empty() {
-                let (m, st) = model.select_rows(&memory, state, &parents);
-                memory = m;
-                state = st;
+                let rows: Vec<usize> = active
+                    .iter()
+                    .flat_map(|&s| std::iter::repeat_n(s, sentences[s].beams.len()))
+                    .collect();
+                if rows == memory_rows {
+                    state = model.select_state_rows(state, &parents);
+                } else {
+                    let (m, st) = model.select_rows(&memory, state, &parents);
+                    memory = m;
+                    state = st;
+                    memory_rows = rows;
+                }
             }
         }
         sentences

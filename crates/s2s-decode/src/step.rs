@@ -35,6 +35,11 @@ pub trait StepDecoder<B: Backend> {
         state: Self::State,
         indices: &[usize],
     ) -> (Self::Memory, Self::State);
+
+    /// Keeps (or repeats) rows of the state alone: `out[i] = in[indices[i]]`. Strategies
+    /// call it instead of [`select_rows`](Self::select_rows) when every row keeps the source
+    /// it had, so the memory (encoder outputs and keys, the larger part) is not copied.
+    fn select_state_rows(&self, state: Self::State, indices: &[usize]) -> Self::State;
 }
 
 impl<B: Backend> StepDecoder<B> for Seq2Seq<B> {
@@ -62,5 +67,9 @@ impl<B: Backend> StepDecoder<B> for Seq2Seq<B> {
         indices: &[usize],
     ) -> (Memory<B>, DecoderState<B>) {
         (memory.select_rows(indices), state.select_rows(indices))
+    }
+
+    fn select_state_rows(&self, state: DecoderState<B>, indices: &[usize]) -> DecoderState<B> {
+        state.select_rows(indices)
     }
 }
