@@ -23,7 +23,7 @@ commands:
         --task eng-fra: English->French on ../shared/data/eng-fra.tsv (the PyTorch tutorial's
         filtered subset; --full for all pairs), BPE, then BLEU/chrF for greedy, beam 5, 10.
   test [--backends flex,tch,wgpu] [--no-lint] [-- CARGO TEST ARGS]
-        Check formatting, run clippy with -D warnings, and run every test (release mode),
+        Check formatting, run clippy with -D warnings, and run every test (profile `ci`: dependencies optimised, the workspace at opt-level 1),
         with the listed backends compiled in (default: flex,tch; wgpu is opt-in until the
         wgpu bugs in the issue notes are fixed). --no-lint skips fmt and clippy; arguments
         after `--` go to `cargo test --workspace` (e.g. `-- --test strategies -- diverse`),
@@ -264,14 +264,14 @@ fn test(args: &[String]) -> Result<()> {
         run(fmt)?;
         let mut clippy = cargo_with(venv.as_ref());
         clippy
-            .args(["clippy", "--workspace", "--all-targets", "--release"])
+            .args(["clippy", "--workspace", "--all-targets", "--profile", "ci"])
             .args(&features)
             .args(["--", "-D", "warnings"]);
         run(clippy)?;
     }
     let mut tests = cargo_with(venv.as_ref());
     tests
-        .args(["test", "--workspace", "--release"])
+        .args(["test", "--workspace", "--profile", "ci"])
         .args(&features)
         .args(&o.cargo_args);
     run(tests)
