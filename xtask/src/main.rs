@@ -23,13 +23,13 @@ commands:
         --task eng-fra: English->French on ../shared/data/eng-fra.tsv (the PyTorch tutorial's
         filtered subset; --full for all pairs), BPE, then BLEU/chrF for greedy, beam 5, 10.
   test [--backends flex,tch,wgpu] [--no-lint] [-- CARGO TEST ARGS]
-        Check formatting, run clippy with -D warnings, and run every test (profile `ci`: dependencies optimised, the workspace at opt-level 1),
-        with the listed backends compiled in (default: flex,tch; wgpu is opt-in until the
-        wgpu bugs in the issue notes are fixed). --no-lint skips fmt and clippy; arguments
-        after `--` go to `cargo test --workspace` (e.g. `-- --test strategies -- diverse`),
-        so that a few tests run in the same build as the full suite. tch needs the virtualenv
-        (created when missing); wgpu needs a Vulkan driver (on Debian without a GPU:
-        apt-get install mesa-vulkan-drivers libvulkan1).
+        Check formatting, run clippy with -D warnings, and run every test with the listed
+        backends compiled into one build (default: flex,tch,wgpu), in profile `ci`
+        (dependencies optimised, the workspace's crates at opt-level 1). --no-lint skips fmt
+        and clippy; arguments after `--` go to `cargo test --workspace` (e.g.
+        `-- --test strategies -- diverse`) to run a few tests in the same build. tch needs
+        the virtualenv (created when missing); wgpu needs a Vulkan driver (on Debian without
+        a GPU: apt-get install mesa-vulkan-drivers libvulkan1).
   bench [--backends flex,tch,wgpu] [--cells gru,lstm] [--threads N] [--model DIR]
         [--tch-device cpu|cuda:N] [--wgpu-device default|...] [--torch-device cpu|cuda]
         The backend comparison benchmark (shared/docs/benchmark.md): every listed backend
@@ -214,7 +214,7 @@ struct TestOptions {
 
 fn parse_test(args: &[String]) -> Result<TestOptions> {
     let mut o = TestOptions {
-        backends: ["flex", "tch"].map(String::from).to_vec(),
+        backends: ["flex", "tch", "wgpu"].map(String::from).to_vec(),
         lint: true,
         cargo_args: Vec::new(),
     };

@@ -15,6 +15,8 @@ use s2s_train::{evaluate, evaluate_with, Checkpoint, Decay, TeacherForcing, Trai
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
+mod align;
+
 #[derive(Parser)]
 #[command(
     name = "s2s",
@@ -57,6 +59,8 @@ enum Command {
     Translate(TranslateArgs),
     /// Split a parallel TSV corpus into train/valid/test files (90/5/5 by source hash).
     Split(SplitArgs),
+    /// Draw one attention matrix of `s2s decode --alignments` as a PNG heatmap.
+    Align(align::AlignArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -476,6 +480,9 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     use s2s_tensor::backend::{self as backends, Autodiff, BackendKind};
+    if let Command::Align(args) = cli.command {
+        return align::run(args);
+    }
     let kind = match cli.backend {
         BackendName::Flex => BackendKind::Flex,
         BackendName::Tch => BackendKind::Tch,
@@ -514,6 +521,7 @@ fn dispatch<B: Backend, AB: AutodiffBackend<InnerBackend = B, Device = B::Device
         Command::Eval(args) => cmd_eval::<B>(args, device),
         Command::Translate(args) => cmd_translate::<B>(args, device),
         Command::Split(args) => cmd_split(args),
+        Command::Align(args) => align::run(args),
     }
 }
 
@@ -709,7 +717,9 @@ fn cmd_decode<B: Backend>(args: DecodeArgs, device: &B::Device) -> Result<()> {
 }
 
 /// One JSON line per input: source tokens, output tokens and the attention matrix
-/// (`attention[output step][source position]`) of the best hypothesis.
+/// (`attention[output step][source position]`) of the best hypothesis. `output` holds one
+/// token per step, specials included, and ends with `<eos>` when the hypothesis did, so that
+/// `attention[i]` is the attention of the step that produced `output[i]` (`s2s align` draws it).
 fn write_alignments(
     path: &std::path::Path,
     codec: &TextCodec,
@@ -726,10 +736,15 @@ fn write_alignments(
             .iter()
             .map(|&t| codec.source_vocab.token(t).unwrap_or("<unk>"))
             .collect();
-        let output = best
-            .map(|h| codec.decode_target_tokens(&h.tokens))
-            .unwrap_or_default();
         let attention = best.and_then(|h| h.attention.clone()).unwrap_or_default();
+        let mut ids = best.map(|h| h.tokens.clone()).unwrap_or_default();
+        if attention.len() == ids.len() + 1 {
+            ids.push(s2s_data::Vocab::EOS);
+        }
+        let output: Vec<&str> = ids
+            .iter()
+            .map(|&t| codec.target_vocab.token(t).unwrap_or("<unk>"))
+            .collect();
         let line = serde_json::json!({ "index": i, "source": source, "output": output, "attention": attention });
         writeln!(file, "{line}").with_context(|| format!("{}: write failed", tmp.display()))?;
     }

@@ -177,6 +177,42 @@ ba
         .collect();
     assert_eq!(lines.len(), 3);
     assert_eq!(lines[0]["source"].as_array().unwrap().len(), 3);
+    for l in &lines {
+        let rows = l["attention"].as_array().unwrap();
+        assert_eq!(rows.len(), l["output"].as_array().unwrap().len(), "{l}");
+    }
+    let png = dir.path().join("align.png");
+    let out = s2s(
+        &[
+            "align",
+            "--alignments",
+            align.to_str().unwrap(),
+            "--index",
+            "2",
+            "--out",
+            png.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
+    let out = s2s(
+        &[
+            "align",
+            "--alignments",
+            align.to_str().unwrap(),
+            "--index",
+            "7",
+            "--out",
+            png.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(
+        !out.status.success() && text(&out.stderr).contains("no record with index 7 (3 records)"),
+        "{}",
+        text(&out.stderr)
+    );
     let out = s2s(
         &[
             "decode",
