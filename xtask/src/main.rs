@@ -353,6 +353,7 @@ fn bench(args: &[String]) -> Result<()> {
     for cell in &o.cells {
         let dir = out_root.join(cell);
         let mut export = Command::new(&bin);
+        venv.apply(&mut export);
         export
             .args(["export", "--cell", cell, "--out"])
             .arg(&dir)

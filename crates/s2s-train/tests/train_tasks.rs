@@ -13,9 +13,11 @@ s2s_tensor::for_each_backend! {
     type B = TestBackend;
 
     /// The reverse task trains to >= 99% exact match on held-out strings; the saved checkpoint
-    /// reloads and decodes identically.
-    #[test]
-    fn reverse_task_reaches_99_percent() {
+    /// reloads and decodes identically. A test on flex and tch (below): 1,350 training steps
+    /// take too long on wgpu's software Vulkan device in CI; wgpu training is checked by
+    /// `parity.rs` (losses equal to flex's over Adam steps) and by the test after this one.
+    #[allow(dead_code)]
+    pub(super) fn check_reverse_task_reaches_99_percent() {
         let pairs = SyntheticTask::Reverse.generate(4200, 1, 7, 8, 3);
         let (train_pairs, rest) = pairs.split_at(3600);
         let (valid_pairs, test_pairs) = rest.split_at(300);
@@ -118,5 +120,19 @@ s2s_tensor::for_each_backend! {
             .unwrap_err()
             .to_string();
         assert!(err.contains("config.json"), "{err}");
+    }
+}
+
+s2s_tensor::__s2s_if_flex! {
+    #[test]
+    fn flex_reverse_task_reaches_99_percent() {
+        flex::check_reverse_task_reaches_99_percent();
+    }
+}
+
+s2s_tensor::__s2s_if_tch! {
+    #[test]
+    fn tch_reverse_task_reaches_99_percent() {
+        tch::check_reverse_task_reaches_99_percent();
     }
 }
