@@ -1,5 +1,6 @@
 //! Attention over the encoder outputs: Bahdanau (additive) and Luong (dot, general).
 
+use crate::linear::linear_rows;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
@@ -116,7 +117,7 @@ impl<B: Backend> Attention<B> {
     ///   (general) or the memory itself (dot)
     pub fn keys(&self, memory: Tensor<B, 3>) -> Tensor<B, 3> {
         match &self.key {
-            Some(k) => k.forward(memory),
+            Some(k) => linear_rows(k, memory),
             None => memory,
         }
     }
@@ -144,11 +145,11 @@ impl<B: Backend> Attention<B> {
                     .expect("bahdanau has a query projection")
                     .forward(query);
                 let hidden = (keys + q.unsqueeze_dim(1)).tanh();
-                self.score
-                    .as_ref()
-                    .expect("bahdanau has a score vector")
-                    .forward(hidden)
-                    .squeeze_dim(2)
+                linear_rows(
+                    self.score.as_ref().expect("bahdanau has a score vector"),
+                    hidden,
+                )
+                .squeeze_dim(2)
             }
             AttentionKind::Dot | AttentionKind::General => {
                 keys.matmul(query.unsqueeze_dim(2)).squeeze_dim(2)

@@ -5,7 +5,6 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig};
 use burn::tensor::{backend::Backend, Int, Tensor};
-use s2s_tensor::ops;
 
 /// Configuration of the [`Encoder`].
 #[derive(Config, Debug)]
@@ -92,28 +91,17 @@ impl<B: Backend> Encoder<B> {
     /// - `lengths`: the true length of each row
     /// - returns outputs `[batch, src_len, d_output]`
     pub fn forward(&self, source: Tensor<B, 2, Int>, lengths: &[usize]) -> EncoderOutput<B> {
-        let [batch, seq] = source.dims();
+        let [batch, _] = source.dims();
         assert_eq!(batch, lengths.len(), "one length per source row");
-        let device = source.device();
-        let valid = ops::length_mask_float::<B>(lengths, seq, &device);
         let mut x = self.dropout.forward(self.embedding.forward(source));
         let mut final_states = Vec::with_capacity(self.forward_layers.len());
         for (i, fwd) in self.forward_layers.iter().enumerate() {
             if i > 0 {
                 x = self.dropout.forward(x);
             }
-            let (out_f, state_f) = fwd.forward(x.clone(), Some(valid.clone()), false, None);
-            match self.backward_layers.get(i) {
-                Some(bwd) => {
-                    let (out_b, state_b) = bwd.forward(x, Some(valid.clone()), true, None);
-                    x = Tensor::cat(vec![out_f, out_b], 2);
-                    final_states.push((state_f, Some(state_b)));
-                }
-                None => {
-                    x = out_f;
-                    final_states.push((state_f, None));
-                }
-            }
+            let out = RnnLayer::forward_lengths(fwd, self.backward_layers.get(i), x, lengths);
+            x = out.outputs;
+            final_states.push((out.forward, out.backward));
         }
         EncoderOutput {
             outputs: x,

@@ -31,10 +31,11 @@
 
 pub mod attention;
 pub mod encoder;
+pub mod linear;
 pub mod model;
 pub mod rnn;
 
 pub use attention::{Attention, AttentionConfig, AttentionKind};
 pub use encoder::{Encoder, EncoderConfig, EncoderOutput};
 pub use model::{DecoderState, Memory, ModelError, Seq2Seq, Seq2SeqConfig, StepOutput};
-pub use rnn::{CellKind, RnnLayer, RnnLayerConfig, RnnState};
+pub use rnn::{CellKind, DirectionsOutput, RnnLayer, RnnLayerConfig, RnnState};

@@ -2,6 +2,7 @@
 
 use crate::attention::{Attention, AttentionConfig, AttentionKind};
 use crate::encoder::{Encoder, EncoderConfig};
+use crate::linear::linear_rows;
 use crate::rnn::{CellKind, RnnLayer, RnnLayerConfig, RnnState};
 use burn::config::Config;
 use burn::module::Module;
@@ -457,7 +458,7 @@ impl<B: Backend> Seq2Seq<B> {
             vec![Tensor::stack(hs, 1), Tensor::stack(contexts, 1), embedded],
             2,
         );
-        self.output.forward(features)
+        linear_rows(&self.output, features)
     }
 
     /// Forward pass with scheduled sampling: at step `t`, row `b` is fed the model's own

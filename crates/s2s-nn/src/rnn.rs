@@ -97,6 +97,72 @@ impl<B: Backend> RnnState<B> {
     }
 }
 
+/// The cell equations on the fused gate pre-activations, split along the last dimension:
+/// `projected` is the input's share (bias included), `recurrent` the state's.
+///
+/// # Shapes
+/// - `projected`, `recurrent`: `[.., gates * d_hidden]`
+/// - `h`, `c` (LSTM only) and the returned states: `[.., d_hidden]`
+fn cell_update<B: Backend, const D: usize>(
+    cell: CellKind,
+    projected: Tensor<B, D>,
+    recurrent: Tensor<B, D>,
+    h: Tensor<B, D>,
+    c: Option<Tensor<B, D>>,
+) -> (Tensor<B, D>, Option<Tensor<B, D>>) {
+    let last = D - 1;
+    match cell {
+        CellKind::Lstm => {
+            let gates = projected + recurrent;
+            let mut parts = gates.chunk(4, last).into_iter();
+            let (i, f, g, o) = (
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+                parts.next().unwrap(),
+            );
+            let c_prev = c.expect("LSTM state has a cell");
+            let c = sigmoid(f) * c_prev + sigmoid(i) * g.tanh();
+            let h = sigmoid(o) * c.clone().tanh();
+            (h, Some(c))
+        }
+        CellKind::Gru => {
+            let mut x = projected.chunk(3, last).into_iter();
+            let mut r = recurrent.chunk(3, last).into_iter();
+            let (xr, xz, xn) = (x.next().unwrap(), x.next().unwrap(), x.next().unwrap());
+            let (hr, hz, hn) = (r.next().unwrap(), r.next().unwrap(), r.next().unwrap());
+            let reset = sigmoid(xr + hr);
+            let update = sigmoid(xz + hz);
+            let candidate = (xn + reset * hn).tanh();
+            // h' = (1 - z) * n + z * h
+            let h = candidate.clone() + update * (h - candidate);
+            (h, None)
+        }
+    }
+}
+
+/// For each row of a `[batch, seq]` batch flattened to `batch * seq` positions, the position
+/// that holds its tokens in reverse order: `b * seq + (len_b - 1 - t)` for `t < len_b`; padded
+/// positions map to themselves. The map is its own inverse.
+fn reversal_indices(lengths: &[usize], seq: usize) -> Vec<usize> {
+    let mut idx = Vec::with_capacity(lengths.len() * seq);
+    for (b, &len) in lengths.iter().enumerate() {
+        idx.extend((0..seq).map(|t| b * seq + if t < len { len - 1 - t } else { t }));
+    }
+    idx
+}
+
+/// What [`RnnLayer::forward_lengths`] returns.
+#[derive(Debug, Clone)]
+pub struct DirectionsOutput<B: Backend> {
+    /// Outputs `[batch, seq, directions * d_hidden]` (forward first), zero at padding.
+    pub outputs: Tensor<B, 3>,
+    /// Forward final state, at each row's true last token.
+    pub forward: RnnState<B>,
+    /// Backward final state (after its pass from the true last token down to the first).
+    pub backward: Option<RnnState<B>>,
+}
+
 /// One recurrent layer (a single direction).
 #[derive(Module, Debug)]
 pub struct RnnLayer<B: Backend> {
@@ -155,40 +221,150 @@ impl<B: Backend> RnnLayer<B> {
     pub fn step_projected(&self, projected: Tensor<B, 2>, state: RnnState<B>) -> RnnState<B> {
         let recurrent =
             state.h.clone().matmul(self.weight_hh.val()) + self.bias_hh.val().unsqueeze();
-        match self.cell {
-            CellKind::Lstm => {
-                let gates = projected + recurrent;
-                let mut parts = gates.chunk(4, 1).into_iter();
-                let (i, f, g, o) = (
-                    parts.next().unwrap(),
-                    parts.next().unwrap(),
-                    parts.next().unwrap(),
-                    parts.next().unwrap(),
-                );
-                let c_prev = state.c.expect("LSTM state has a cell");
-                let c = sigmoid(f) * c_prev + sigmoid(i) * g.tanh();
-                let h = sigmoid(o) * c.clone().tanh();
-                RnnState { h, c: Some(c) }
-            }
-            CellKind::Gru => {
-                let mut x = projected.chunk(3, 1).into_iter();
-                let mut r = recurrent.chunk(3, 1).into_iter();
-                let (xr, xz, xn) = (x.next().unwrap(), x.next().unwrap(), x.next().unwrap());
-                let (hr, hz, hn) = (r.next().unwrap(), r.next().unwrap(), r.next().unwrap());
-                let reset = sigmoid(xr + hr);
-                let update = sigmoid(xz + hz);
-                let candidate = (xn + reset * hn).tanh();
-                // h' = (1 - z) * n + z * h
-                let h = candidate.clone() + update * (state.h - candidate);
-                RnnState { h, c: None }
-            }
-        }
+        let (h, c) = cell_update(self.cell, projected, recurrent, state.h, state.c);
+        RnnState { h, c }
     }
 
     /// One time step from a raw input `[batch, d_input]`.
     pub fn step(&self, input: Tensor<B, 2>, state: RnnState<B>) -> RnnState<B> {
         let projected = input.matmul(self.weight_ih.val()) + self.bias_ih.val().unsqueeze();
         self.step_projected(projected, state)
+    }
+
+    /// Runs `forward` and, when given, `backward` (the reverse direction) over a padded batch,
+    /// with both directions advancing together: each time step is one batched matmul over the
+    /// stacked recurrent weights and one set of element-wise gate operations.
+    ///
+    /// Padding never enters a state the result depends on: the backward direction reads
+    /// every row's tokens reversed within its true length (so its padding comes last, like
+    /// the forward direction's), final states are taken at each row's true last token (the
+    /// initial zero state for an empty row), and outputs at padded positions are zero. This
+    /// is what `pack_padded_sequence` gives PyTorch's RNNs, without per-step masking.
+    ///
+    /// # Shapes
+    /// - `input`: `[batch, seq, d_input]`; `lengths`: true length of each row (`<= seq`)
+    /// - returns outputs `[batch, seq, directions * d_hidden]`, states `[batch, d_hidden]`
+    ///
+    /// # Panics
+    /// If the two layers differ in cell or size, or a length exceeds `seq`.
+    pub fn forward_lengths(
+        forward: &Self,
+        backward: Option<&Self>,
+        input: Tensor<B, 3>,
+        lengths: &[usize],
+    ) -> DirectionsOutput<B> {
+        let [batch, seq, d_input] = input.dims();
+        assert_eq!(batch, lengths.len(), "one length per row");
+        assert!(
+            lengths.iter().all(|&l| l <= seq),
+            "a length exceeds the sequence"
+        );
+        let layers: Vec<&Self> = std::iter::once(forward).chain(backward).collect();
+        let (cell, d_hidden) = (forward.cell, forward.d_hidden);
+        assert!(
+            layers
+                .iter()
+                .all(|l| l.cell == cell && l.d_hidden == d_hidden),
+            "both directions need the same cell and size"
+        );
+        let dirs = layers.len();
+        let device = input.device();
+        if seq == 0 {
+            let zero = || RnnState::zeros(cell, batch, d_hidden, &device);
+            return DirectionsOutput {
+                outputs: Tensor::zeros([batch, 0, dirs * d_hidden], &device),
+                forward: zero(),
+                backward: backward.map(|_| zero()),
+            };
+        }
+        let reverse = reversal_indices(lengths, seq);
+        let projected: Vec<Tensor<B, 3>> = layers
+            .iter()
+            .enumerate()
+            .map(|(d, layer)| {
+                if d == 0 {
+                    layer.project_input(input.clone())
+                } else {
+                    let flat = input.clone().reshape([batch * seq, d_input]);
+                    let reversed = s2s_tensor::ops::gather_rows(flat, &reverse);
+                    layer.project_input(reversed.reshape([batch, seq, d_input]))
+                }
+            })
+            .collect();
+        // [dirs, batch, seq, gates * d_hidden]
+        let projected = Tensor::stack::<4>(projected, 0);
+        let weight_hh = Tensor::stack::<3>(layers.iter().map(|l| l.weight_hh.val()).collect(), 0);
+        let bias_hh = Tensor::stack::<3>(
+            layers
+                .iter()
+                .map(|l| l.bias_hh.val().unsqueeze::<2>())
+                .collect(),
+            0,
+        );
+        let zeros = || Tensor::<B, 3>::zeros([dirs, batch, d_hidden], &device);
+        let mut h = zeros();
+        let mut c = (cell == CellKind::Lstm).then(zeros);
+        // Index 0 holds the initial state, index t + 1 the state after step t.
+        let mut hs = vec![h.clone()];
+        let mut cs: Vec<Tensor<B, 3>> = c.iter().cloned().collect();
+        for p in projected.chunk(seq, 2) {
+            let recurrent = h.clone().matmul(weight_hh.clone()) + bias_hh.clone();
+            let (h_new, c_new) = cell_update(cell, p.squeeze_dim(2), recurrent, h, c);
+            h = h_new;
+            c = c_new;
+            hs.push(h.clone());
+            cs.extend(c.iter().cloned());
+        }
+        // Final states: row b of direction d is at step lengths[b].
+        let finals: Vec<usize> = (0..dirs)
+            .flat_map(|d| {
+                lengths
+                    .iter()
+                    .enumerate()
+                    .map(move |(b, &len)| (d * batch + b) * (seq + 1) + len)
+            })
+            .collect();
+        let pick = |all: Tensor<B, 4>| -> Vec<Tensor<B, 2>> {
+            let flat = all.reshape([dirs * batch * (seq + 1), d_hidden]);
+            s2s_tensor::ops::gather_rows(flat, &finals).chunk(dirs, 0)
+        };
+        // [dirs, batch, seq + 1, d_hidden]
+        let hs_all = Tensor::stack::<4>(hs, 2);
+        let final_h = pick(hs_all.clone());
+        let final_c: Vec<Option<Tensor<B, 2>>> = if cs.is_empty() {
+            vec![None; dirs]
+        } else {
+            pick(Tensor::stack::<4>(cs, 2))
+                .into_iter()
+                .map(Some)
+                .collect()
+        };
+        let mut states = final_h
+            .into_iter()
+            .zip(final_c)
+            .map(|(h, c)| RnnState { h, c });
+        let valid = s2s_tensor::ops::length_mask_float::<B>(lengths, seq, &device).unsqueeze_dim(2);
+        let outputs: Vec<Tensor<B, 3>> = (0..dirs)
+            .map(|d| {
+                let out = hs_all
+                    .clone()
+                    .narrow(0, d, 1)
+                    .narrow(2, 1, seq)
+                    .reshape([batch, seq, d_hidden]);
+                let out = if d == 0 {
+                    out
+                } else {
+                    let flat = out.reshape([batch * seq, d_hidden]);
+                    s2s_tensor::ops::gather_rows(flat, &reverse).reshape([batch, seq, d_hidden])
+                };
+                out * valid.clone()
+            })
+            .collect();
+        DirectionsOutput {
+            outputs: Tensor::cat(outputs, 2),
+            forward: states.next().expect("forward state"),
+            backward: states.next(),
+        }
     }
 
     /// Runs the layer over a sequence.
@@ -291,6 +467,60 @@ mod tests {
             let expected = (1.0 - r) * n + r * 0.2;
             for v in h1 {
                 assert!((v - expected).abs() < 1e-6, "{v} vs {expected}");
+            }
+        }
+
+        proptest::proptest! {
+            #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+            /// Both directions run together from lengths equal the per-direction masked
+            /// pass: outputs, final states (zero for empty rows) and zero padding.
+            #[test]
+            fn forward_lengths_equals_masked_passes(
+                lengths in proptest::collection::vec(0usize..5, 1..4),
+                lstm in proptest::bool::ANY,
+                bidirectional in proptest::bool::ANY,
+                seed in 0u64..1000,
+            ) {
+                let cell = if lstm { CellKind::Lstm } else { CellKind::Gru };
+                let device = device();
+                let seq = lengths.iter().copied().max().unwrap_or(0) + 1;
+                let (fwd, bwd, x) = s2s_tensor::backend::seeded::<TB, _>(&device, seed, || {
+                    let config = RnnLayerConfig::new(3, 4).with_cell(cell);
+                    (
+                        config.init::<TB>(&device),
+                        config.init::<TB>(&device),
+                        Tensor::<TB, 3>::random(
+                            [lengths.len(), seq, 3],
+                            burn::tensor::Distribution::Normal(0.0, 1.0),
+                            &device,
+                        ),
+                    )
+                });
+                let bwd = bidirectional.then_some(&bwd);
+                let got = RnnLayer::forward_lengths(&fwd, bwd, x.clone(), &lengths);
+                let mask = ops::length_mask_float::<TB>(&lengths, seq, &device);
+                let (out_f, state_f) = fwd.forward(x.clone(), Some(mask.clone()), false, None);
+                let mut outs = vec![out_f];
+                let mut finals = vec![(state_f, got.forward)];
+                if let Some(b) = bwd {
+                    let (out_b, state_b) = b.forward(x, Some(mask), true, None);
+                    outs.push(out_b);
+                    finals.push((state_b, got.backward.expect("backward state")));
+                }
+                let close = |a: Vec<f32>, b: Vec<f32>| {
+                    a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-5)
+                };
+                proptest::prop_assert!(close(
+                    ops::to_vec_f32(got.outputs),
+                    ops::to_vec_f32(Tensor::cat(outs, 2))
+                ));
+                for (want, have) in finals {
+                    proptest::prop_assert!(close(ops::to_vec_f32(have.h), ops::to_vec_f32(want.h)));
+                    proptest::prop_assert_eq!(want.c.is_some(), have.c.is_some());
+                    if let (Some(w), Some(h)) = (want.c, have.c) {
+                        proptest::prop_assert!(close(ops::to_vec_f32(h), ops::to_vec_f32(w)));
+                    }
+                }
             }
         }
 
