@@ -65,6 +65,13 @@ fn run(mut cmd: Command) -> Result<()> {
     Ok(())
 }
 
+/// The value that follows `option` on the command line.
+fn option_value(it: &mut std::slice::Iter<'_, String>, option: &str) -> Result<String> {
+    it.next()
+        .cloned()
+        .with_context(|| format!("{option} needs a value"))
+}
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -222,7 +229,7 @@ fn parse_test(args: &[String]) -> Result<TestOptions> {
     while let Some(a) = it.next() {
         match a.as_str() {
             "--backends" => {
-                let list = it.next().context("--backends needs a value")?;
+                let list = option_value(&mut it, a)?;
                 o.backends = list.split(',').map(|s| s.trim().to_string()).collect();
             }
             "--no-lint" => o.lint = false,
@@ -301,11 +308,7 @@ fn parse_bench(args: &[String]) -> Result<BenchOptions> {
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{a} needs a value"))
-        };
+        let mut value = || option_value(&mut it, a);
         match a.as_str() {
             "--backends" => o.backends = value()?.split(',').map(String::from).collect(),
             "--cells" => o.cells = value()?.split(',').map(String::from).collect(),
@@ -505,11 +508,7 @@ fn parse_train(args: &[String]) -> Result<TrainOptions> {
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let mut value = || {
-            it.next()
-                .cloned()
-                .with_context(|| format!("{a} needs a value"))
-        };
+        let mut value = || option_value(&mut it, a);
         match a.as_str() {
             "--task" => o.task = value()?,
             "--epochs" => o.epochs = value()?,
@@ -545,39 +544,16 @@ fn train(args: &[String]) -> Result<()> {
         project_root().join(&o.out)
     };
     let started = std::time::Instant::now();
-    let mut cmd = Command::new(&s2s);
-    if let Some(v) = &venv {
-        v.apply(&mut cmd);
-    }
-    cmd.args([
-        "--backend",
-        &o.backend,
-        "--device",
-        &o.device,
-        "train",
-        "--task",
-        &o.task,
-        "--epochs",
-        &o.epochs,
-    ])
-    .arg("--out")
-    .arg(&out)
-    .args(["--time-limit", &o.time_limit.to_string()])
-    // The default recipe: Adam at 2e-3 with a short warmup and a cosine decay over 2,600
-    // steps (what this project's 2-core machine does in about 12 minutes); the time limit
-    // only guards slower machines. Later options (after `--`) override these.
-    .args([
-        "--lr",
-        "2e-3",
-        "--warmup",
-        "200",
-        "--decay",
-        "cosine",
-        "--max-steps",
-        "2600",
-    ])
-    .args(&o.extra)
-    .current_dir(project_root());
+    let mut cmd = s2s_command(&s2s, venv.as_ref(), &o);
+    cmd.args(["train", "--task", &o.task, "--epochs", &o.epochs])
+        .arg("--out")
+        .arg(&out)
+        .args(["--time-limit", &o.time_limit.to_string()])
+        // The default recipe: Adam at 2e-3 with a short warmup and a cosine decay over 2,600
+        // steps (what this project's 2-core machine does in about 12 minutes); the time limit
+        // only guards slower machines. Later options (after `--`) override these.
+        .args(schedule_args("2600"))
+        .args(&o.extra);
     // Progress and epoch lines (stderr) go straight to the terminal; the test scores come
     // back on stdout.
     cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
@@ -600,23 +576,12 @@ fn train(args: &[String]) -> Result<()> {
         serde_json::from_str(line).context("parsing s2s train output")?;
     if o.task == "g2p" {
         // Sample words from the test split.
-        let mut eval = Command::new(&s2s);
-        if let Some(v) = &venv {
-            v.apply(&mut eval);
-        }
-        eval.args([
-            "--backend",
-            &o.backend,
-            "--device",
-            &o.device,
-            "eval",
-            "--model",
-        ])
-        .arg(&out)
-        .args(["--split", "test", "--json", "--samples", "10"])
-        .current_dir(project_root())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        let mut eval = s2s_command(&s2s, venv.as_ref(), &o);
+        eval.args(["eval", "--model"])
+            .arg(&out)
+            .args(["--split", "test", "--json", "--samples", "10"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         eprintln!("$ {eval:?}");
         let output = eval.output().context("running s2s eval")?;
         if !output.status.success() {
@@ -646,15 +611,7 @@ fn train(args: &[String]) -> Result<()> {
         100.0 * scores["exact_match"].as_f64().unwrap_or(f64::NAN)
     );
     println!("time: {train_secs:.0}s training, {total:.0}s in all");
-    println!("samples (source -> prediction | references):");
-    for s in report["samples"].as_array().into_iter().flatten() {
-        println!(
-            "  {} -> {} | {}",
-            s["source"].as_str().unwrap_or(""),
-            s["prediction"].as_str().unwrap_or(""),
-            s["references"]
-        );
-    }
+    print_samples(&report, "prediction");
     println!(
         "model: {} (try: echo hello | target/release/s2s decode --model {})",
         out.display(),
@@ -678,6 +635,46 @@ fn build_s2s(backend: &str) -> Result<(PathBuf, Option<Venv>)> {
     Ok((project_root().join("target/release/s2s"), venv))
 }
 
+/// An `s2s` command on the chosen backend and device (in the virtualenv for tch), run from
+/// the workspace root.
+fn s2s_command(s2s: &Path, venv: Option<&Venv>, o: &TrainOptions) -> Command {
+    let mut c = Command::new(s2s);
+    if let Some(v) = venv {
+        v.apply(&mut c);
+    }
+    c.args(["--backend", &o.backend, "--device", &o.device])
+        .current_dir(project_root());
+    c
+}
+
+/// The training schedule both recipes use: learning rate 2e-3, 200 warmup steps, then a cosine
+/// decay until `max_steps`.
+fn schedule_args(max_steps: &str) -> [&str; 8] {
+    [
+        "--lr",
+        "2e-3",
+        "--warmup",
+        "200",
+        "--decay",
+        "cosine",
+        "--max-steps",
+        max_steps,
+    ]
+}
+
+/// Prints the samples of an `s2s eval --json` report, `output` naming the predicted side.
+fn print_samples(report: &serde_json::Value, output: &str) {
+    println!("samples (source -> {output} | references):");
+    for s in report["samples"].as_array().into_iter().flatten() {
+        println!(
+            "  {} -> {} | {}",
+            s["source"].as_str().unwrap_or(""),
+            s["prediction"].as_str().unwrap_or(""),
+            s["references"]
+        );
+    }
+}
+
 /// English->French on the shared Tatoeba file: split (with the PyTorch tutorial's filter
 /// unless `--full`), train with BPE on both sides, then score greedy, beam 5 and beam 10
 /// on the held-out test split with BLEU and chrF.
@@ -690,15 +687,7 @@ fn train_eng_fra(o: &TrainOptions) -> Result<()> {
         );
     }
     let (s2s, venv) = build_s2s(&o.backend)?;
-    let s2s_cmd = || {
-        let mut c = Command::new(&s2s);
-        if let Some(v) = &venv {
-            v.apply(&mut c);
-        }
-        c.args(["--backend", &o.backend, "--device", &o.device])
-            .current_dir(project_root());
-        c
-    };
+    let s2s_cmd = || s2s_command(&s2s, venv.as_ref(), o);
     let abs = |p: &Path| {
         if p.is_absolute() {
             p.to_path_buf()
@@ -748,15 +737,8 @@ fn train_eng_fra(o: &TrainOptions) -> Result<()> {
             "128",
             "--max-len",
             "40",
-            "--lr",
-            "2e-3",
-            "--warmup",
-            "200",
-            "--decay",
-            "cosine",
-            "--max-steps",
-            if o.full { "20000" } else { "3000" },
         ])
+        .args(schedule_args(if o.full { "20000" } else { "3000" }))
         .args(&o.extra);
     run(train)?;
     let train_secs = started.elapsed().as_secs_f64();
@@ -782,15 +764,7 @@ fn train_eng_fra(o: &TrainOptions) -> Result<()> {
         let report: serde_json::Value =
             serde_json::from_slice(&output.stdout).context("parsing s2s eval output")?;
         if name == "greedy" {
-            println!("samples (source -> translation | references):");
-            for s in report["samples"].as_array().into_iter().flatten() {
-                println!(
-                    "  {} -> {} | {}",
-                    s["source"].as_str().unwrap_or(""),
-                    s["prediction"].as_str().unwrap_or(""),
-                    s["references"]
-                );
-            }
+            print_samples(&report, "translation");
         }
         rows.push((name, report));
     }

@@ -12,7 +12,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::text::{check_streams, py_rstrip, py_split, segment_refs};
+use crate::stats::{self, SegmentMetric};
+use crate::text::{py_rstrip, py_split};
 use crate::{MetricsError, Tokenizer, SACREBLEU_VERSION};
 
 /// What sacreBLEU's `my_log` returns for `log(0)`.
@@ -265,13 +266,7 @@ impl BleuConfig {
         R: AsRef<[S]>,
         S: AsRef<str>,
     {
-        self.validate()?;
-        check_streams(hyps.len(), refs)?;
-        let mut total = BleuStats::zeros(self.max_ngram_order);
-        for (i, hyp) in hyps.iter().enumerate() {
-            total.add(&self.segment_stats_unchecked(hyp.as_ref(), &segment_refs(refs, i)));
-        }
-        Ok(total)
+        stats::corpus_stats(self, hyps, refs)
     }
 
     /// The statistics of one segment against its references (at least one).
@@ -280,11 +275,7 @@ impl BleuConfig {
         hyp: &str,
         refs: &[S],
     ) -> Result<BleuStats, MetricsError> {
-        self.validate()?;
-        if refs.is_empty() {
-            return Err(MetricsError::NoReferences);
-        }
-        Ok(self.segment_stats_unchecked(hyp, refs))
+        stats::segment_stats(self, hyp, refs)
     }
 
     /// `BLEU._preprocess_segment`: lowercase (optionally), `rstrip()`, tokenize.
@@ -294,39 +285,6 @@ impl BleuConfig {
         } else {
             self.tokenizer.tokenize(py_rstrip(sent))
         }
-    }
-
-    /// `_extract_reference_info` + `_compute_segment_statistics`.
-    fn segment_stats_unchecked<S: AsRef<str>>(&self, hyp: &str, refs: &[S]) -> BleuStats {
-        let order = self.max_ngram_order;
-        let refs: Vec<String> = refs.iter().map(|r| self.preprocess(r.as_ref())).collect();
-        let ref_tokens: Vec<Vec<&str>> = refs.iter().map(|r| py_split(r).collect()).collect();
-        let mut ref_ngrams: HashMap<&[&str], u64> = HashMap::new();
-        let mut ref_lens = Vec::with_capacity(ref_tokens.len());
-        for tokens in &ref_tokens {
-            ref_lens.push(tokens.len());
-            for (ngram, count) in ngram_counts(tokens, order) {
-                let best = ref_ngrams.entry(ngram).or_insert(0);
-                *best = (*best).max(count);
-            }
-        }
-
-        let hyp = self.preprocess(hyp);
-        let hyp_tokens: Vec<&str> = py_split(&hyp).collect();
-        let hyp_len = hyp_tokens.len();
-        let ref_len = closest_ref_len(hyp_len, &ref_lens);
-
-        let mut stats = BleuStats::zeros(order);
-        stats.sys_len = hyp_len as u64;
-        stats.ref_len = ref_len as u64;
-        for (ngram, count) in ngram_counts(&hyp_tokens, order) {
-            let n = ngram.len() - 1;
-            stats.totals[n] += count;
-            if let Some(&r) = ref_ngrams.get(ngram) {
-                stats.counts[n] += count.min(r);
-            }
-        }
-        stats
     }
 
     /// The score from (summed) statistics, as `BLEU.compute_bleu`; `nrefs` only goes into the
@@ -416,6 +374,55 @@ impl BleuConfig {
             nrefs,
             signature: self.signature(nrefs),
         })
+    }
+}
+
+impl SegmentMetric for BleuConfig {
+    type Stats = BleuStats;
+
+    fn check_config(&self) -> Result<(), MetricsError> {
+        self.validate()
+    }
+
+    fn zero_stats(&self) -> BleuStats {
+        BleuStats::zeros(self.max_ngram_order)
+    }
+
+    fn add_stats(total: &mut BleuStats, segment: &BleuStats) {
+        total.add(segment);
+    }
+
+    /// `_extract_reference_info` + `_compute_segment_statistics`.
+    fn segment_stats_unchecked<S: AsRef<str>>(&self, hyp: &str, refs: &[S]) -> BleuStats {
+        let order = self.max_ngram_order;
+        let refs: Vec<String> = refs.iter().map(|r| self.preprocess(r.as_ref())).collect();
+        let ref_tokens: Vec<Vec<&str>> = refs.iter().map(|r| py_split(r).collect()).collect();
+        let mut ref_ngrams: HashMap<&[&str], u64> = HashMap::new();
+        let mut ref_lens = Vec::with_capacity(ref_tokens.len());
+        for tokens in &ref_tokens {
+            ref_lens.push(tokens.len());
+            for (ngram, count) in ngram_counts(tokens, order) {
+                let best = ref_ngrams.entry(ngram).or_insert(0);
+                *best = (*best).max(count);
+            }
+        }
+
+        let hyp = self.preprocess(hyp);
+        let hyp_tokens: Vec<&str> = py_split(&hyp).collect();
+        let hyp_len = hyp_tokens.len();
+        let ref_len = closest_ref_len(hyp_len, &ref_lens);
+
+        let mut stats = BleuStats::zeros(order);
+        stats.sys_len = hyp_len as u64;
+        stats.ref_len = ref_len as u64;
+        for (ngram, count) in ngram_counts(&hyp_tokens, order) {
+            let n = ngram.len() - 1;
+            stats.totals[n] += count;
+            if let Some(&r) = ref_ngrams.get(ngram) {
+                stats.counts[n] += count.min(r);
+            }
+        }
+        stats
     }
 }
 

@@ -12,7 +12,8 @@ use std::hash::Hash;
 
 use serde::{Deserialize, Serialize};
 
-use crate::text::{check_streams, is_py_space, py_split, segment_refs};
+use crate::stats::{self, SegmentMetric};
+use crate::text::{is_py_space, py_split};
 use crate::{MetricsError, SACREBLEU_VERSION};
 
 /// sacreBLEU's epsilon for `eps_smoothing`.
@@ -295,13 +296,7 @@ impl ChrfConfig {
         R: AsRef<[S]>,
         S: AsRef<str>,
     {
-        self.validate()?;
-        check_streams(hyps.len(), refs)?;
-        let mut total = ChrfStats::zeros(self.n_orders());
-        for (i, hyp) in hyps.iter().enumerate() {
-            total.add(&self.segment_stats_unchecked(hyp.as_ref(), &segment_refs(refs, i)));
-        }
-        Ok(total)
+        stats::corpus_stats(self, hyps, refs)
     }
 
     /// The statistics of one segment against the best of its references (at least one).
@@ -310,11 +305,7 @@ impl ChrfConfig {
         hyp: &str,
         refs: &[S],
     ) -> Result<ChrfStats, MetricsError> {
-        self.validate()?;
-        if refs.is_empty() {
-            return Err(MetricsError::NoReferences);
-        }
-        Ok(self.segment_stats_unchecked(hyp, refs))
+        stats::segment_stats(self, hyp, refs)
     }
 
     /// `CHRF._preprocess_segment`: optional lowercasing only.
@@ -335,51 +326,6 @@ impl ChrfConfig {
                 .map(|n| count_windows(words, n))
                 .collect(),
         }
-    }
-
-    /// `CHRF._compute_segment_statistics`: the statistics against the reference with the
-    /// best F-score (the first one on a tie).
-    fn segment_stats_unchecked<S: AsRef<str>>(&self, hyp: &str, refs: &[S]) -> ChrfStats {
-        let hyp = self.preprocess(hyp);
-        let hyp_chars = chrf_chars(&hyp, self.whitespace);
-        let hyp_words = if self.word_order > 0 {
-            remove_punctuation(&hyp)
-        } else {
-            Vec::new()
-        };
-        let hyp_ngrams = self.ngrams(&hyp_chars, &hyp_words);
-
-        let mut best: Option<(f64, ChrfStats)> = None;
-        for r in refs {
-            let r = self.preprocess(r.as_ref());
-            let ref_chars = chrf_chars(&r, self.whitespace);
-            let ref_words = if self.word_order > 0 {
-                remove_punctuation(&r)
-            } else {
-                Vec::new()
-            };
-            let ref_ngrams = self.ngrams(&ref_chars, &ref_words);
-
-            let orders = hyp_ngrams
-                .chars
-                .iter()
-                .zip(&ref_ngrams.chars)
-                .map(|(h, r)| match_stats(h, r))
-                .chain(
-                    hyp_ngrams
-                        .words
-                        .iter()
-                        .zip(&ref_ngrams.words)
-                        .map(|(h, r)| match_stats(h, r)),
-                )
-                .collect();
-            let stats = ChrfStats { orders };
-            let f = self.f_score(&stats.orders);
-            if best.as_ref().is_none_or(|(best_f, _)| f > *best_f) {
-                best = Some((f, stats));
-            }
-        }
-        best.map_or_else(|| ChrfStats::zeros(self.n_orders()), |(_, s)| s)
     }
 
     /// `CHRF._compute_f_score`, in the same floating-point operations.
@@ -460,6 +406,67 @@ impl ChrfConfig {
             nrefs,
             signature: self.signature(nrefs),
         })
+    }
+}
+
+impl SegmentMetric for ChrfConfig {
+    type Stats = ChrfStats;
+
+    fn check_config(&self) -> Result<(), MetricsError> {
+        self.validate()
+    }
+
+    fn zero_stats(&self) -> ChrfStats {
+        ChrfStats::zeros(self.n_orders())
+    }
+
+    fn add_stats(total: &mut ChrfStats, segment: &ChrfStats) {
+        total.add(segment);
+    }
+
+    /// `CHRF._compute_segment_statistics`: the statistics against the reference with the
+    /// best F-score (the first one on a tie).
+    fn segment_stats_unchecked<S: AsRef<str>>(&self, hyp: &str, refs: &[S]) -> ChrfStats {
+        let hyp = self.preprocess(hyp);
+        let hyp_chars = chrf_chars(&hyp, self.whitespace);
+        let hyp_words = if self.word_order > 0 {
+            remove_punctuation(&hyp)
+        } else {
+            Vec::new()
+        };
+        let hyp_ngrams = self.ngrams(&hyp_chars, &hyp_words);
+
+        let mut best: Option<(f64, ChrfStats)> = None;
+        for r in refs {
+            let r = self.preprocess(r.as_ref());
+            let ref_chars = chrf_chars(&r, self.whitespace);
+            let ref_words = if self.word_order > 0 {
+                remove_punctuation(&r)
+            } else {
+                Vec::new()
+            };
+            let ref_ngrams = self.ngrams(&ref_chars, &ref_words);
+
+            let orders = hyp_ngrams
+                .chars
+                .iter()
+                .zip(&ref_ngrams.chars)
+                .map(|(h, r)| match_stats(h, r))
+                .chain(
+                    hyp_ngrams
+                        .words
+                        .iter()
+                        .zip(&ref_ngrams.words)
+                        .map(|(h, r)| match_stats(h, r)),
+                )
+                .collect();
+            let stats = ChrfStats { orders };
+            let f = self.f_score(&stats.orders);
+            if best.as_ref().is_none_or(|(best_f, _)| f > *best_f) {
+                best = Some((f, stats));
+            }
+        }
+        best.map_or_else(|| ChrfStats::zeros(self.n_orders()), |(_, s)| s)
     }
 }
 

@@ -36,6 +36,7 @@
 pub mod bleu;
 pub mod chrf;
 mod error;
+mod stats;
 mod text;
 pub mod tokenizer;
 

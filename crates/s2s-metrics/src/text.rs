@@ -1,7 +1,5 @@
 //! Python string semantics that sacreBLEU relies on, reproduced exactly.
 
-use crate::MetricsError;
-
 /// `str.isspace()` of Python 3: Unicode `White_Space` plus U+001C..U+001F (the information
 /// separators, which Python counts as whitespace and Rust does not).
 pub(crate) fn is_py_space(c: char) -> bool {
@@ -28,36 +26,6 @@ pub(crate) fn py_normalize_spaces(line: &str) -> String {
         out.push_str(tok);
     }
     out
-}
-
-/// Checks the reference streams against the hypotheses and returns the number of streams.
-pub(crate) fn check_streams<R, S>(n_hyps: usize, refs: &[R]) -> Result<usize, MetricsError>
-where
-    R: AsRef<[S]>,
-{
-    if refs.is_empty() {
-        return Err(MetricsError::NoReferences);
-    }
-    for (stream, r) in refs.iter().enumerate() {
-        let found = r.as_ref().len();
-        if found != n_hyps {
-            return Err(MetricsError::LengthMismatch {
-                stream,
-                expected: n_hyps,
-                found,
-            });
-        }
-    }
-    Ok(refs.len())
-}
-
-/// The references of segment `i`, one per stream.
-pub(crate) fn segment_refs<'a, R, S>(refs: &'a [R], i: usize) -> Vec<&'a str>
-where
-    R: AsRef<[S]>,
-    S: AsRef<str> + 'a,
-{
-    refs.iter().map(|r| r.as_ref()[i].as_ref()).collect()
 }
 
 #[cfg(test)]
