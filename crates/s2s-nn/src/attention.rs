@@ -4,6 +4,7 @@ use crate::linear::linear_rows;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::sigmoid;
 use burn::tensor::{backend::Backend, Bool, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -111,14 +112,21 @@ pub struct Attention<B: Backend> {
 impl<B: Backend> Attention<B> {
     /// Projects the encoder outputs once per source, before decoding starts.
     ///
+    /// Bahdanau keys are stored doubled, `2 (W_k k + b_k)`: [`forward`](Self::forward)
+    /// computes `v^T tanh(a)` as `2 v^T sigmoid(2a) - sum(v)` and drops the constant, which
+    /// the softmax ignores. The result is the same attention; the point is the backward pass,
+    /// where Burn recomputes `tanh` and spends four more passes over `[batch, src_len,
+    /// d_attention]` per step, against one fused pass for `sigmoid`.
+    ///
     /// # Shapes
     /// - `memory`: `[batch, src_len, d_key]`
     /// - returns `[batch, src_len, d_attention]` (Bahdanau), `[batch, src_len, d_query]`
     ///   (general) or the memory itself (dot)
     pub fn keys(&self, memory: Tensor<B, 3>) -> Tensor<B, 3> {
-        match &self.key {
-            Some(k) => linear_rows(k, memory),
-            None => memory,
+        match (&self.key, self.kind) {
+            (Some(k), AttentionKind::Bahdanau) => linear_rows(k, memory).mul_scalar(2.0),
+            (Some(k), _) => linear_rows(k, memory),
+            (None, _) => memory,
         }
     }
 
@@ -139,17 +147,20 @@ impl<B: Backend> Attention<B> {
     ) -> (Tensor<B, 2>, Tensor<B, 2>) {
         let scores: Tensor<B, 2> = match self.kind {
             AttentionKind::Bahdanau => {
+                // v^T tanh(k + q) = 2 v^T sigmoid(2k + 2q) - sum(v); `keys` hold 2k.
                 let q = self
                     .query
                     .as_ref()
                     .expect("bahdanau has a query projection")
-                    .forward(query);
-                let hidden = (keys + q.unsqueeze_dim(1)).tanh();
+                    .forward(query)
+                    .mul_scalar(2.0);
+                let hidden = sigmoid(keys + q.unsqueeze_dim(1));
                 linear_rows(
                     self.score.as_ref().expect("bahdanau has a score vector"),
                     hidden,
                 )
                 .squeeze_dim(2)
+                .mul_scalar(2.0)
             }
             AttentionKind::Dot | AttentionKind::General => {
                 keys.matmul(query.unsqueeze_dim(2)).squeeze_dim(2)
