@@ -31,9 +31,11 @@ commands:
         the virtualenv (created when missing); wgpu needs a Vulkan driver (on Debian without
         a GPU: apt-get install mesa-vulkan-drivers libvulkan1).
   bench [--backends flex,tch,wgpu] [--cells gru,lstm] [--threads N] [--model DIR]
-        [--tch-device cpu|cuda:N] [--wgpu-device default|...] [--torch-device cpu|cuda]
+        [--rounds N] [--tch-device cpu|cuda:N] [--wgpu-device default|...]
+        [--torch-device cpu|cuda]
         The backend comparison benchmark (shared/docs/benchmark.md): every listed backend
-        and the PyTorch reference (benches/pytorch_g2p.py) on the same model and data;
+        and the PyTorch reference (benches/pytorch_g2p.py) on the same model and data, in
+        --rounds interleaved rounds (default 3; each figure is the median over the rounds);
         prints the table (also in target/bench/table.md). Decoding uses the trained G2P
         model of `cargo xtask train` (--model, default runs/g2p) when there is one.
   venv  Create the virtualenv with torch==2.9.0 and sacrebleu (.venv, or $S2S_VENV).";
@@ -292,6 +294,7 @@ struct BenchOptions {
     wgpu_device: String,
     torch_device: String,
     model: PathBuf,
+    rounds: usize,
 }
 
 fn parse_bench(args: &[String]) -> Result<BenchOptions> {
@@ -305,6 +308,7 @@ fn parse_bench(args: &[String]) -> Result<BenchOptions> {
         wgpu_device: "default".into(),
         torch_device: "cpu".into(),
         model: project_root().join("runs/g2p"),
+        rounds: 3,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -317,6 +321,12 @@ fn parse_bench(args: &[String]) -> Result<BenchOptions> {
             "--wgpu-device" => o.wgpu_device = value()?,
             "--torch-device" => o.torch_device = value()?,
             "--model" => o.model = PathBuf::from(value()?),
+            "--rounds" => {
+                o.rounds = value()?.parse().context("--rounds takes a number")?;
+                if o.rounds == 0 {
+                    bail!("--rounds must be at least 1");
+                }
+            }
             other => bail!("unknown bench option {other:?}\n\n{USAGE}"),
         }
     }
@@ -363,28 +373,38 @@ fn bench(args: &[String]) -> Result<()> {
             .arg("--model")
             .arg(&o.model);
         run(export)?;
-        let torch = {
+        // Every round runs every side once, so that a slow spell of a shared machine hits
+        // all sides alike; each figure is then the median over the rounds.
+        let sides = o.backends.len() + 1;
+        let mut runs: Vec<Vec<serde_json::Value>> = vec![Vec::new(); sides];
+        for round in 1..=o.rounds {
+            eprintln!("{cell}: round {round} of {}", o.rounds);
             let mut py = Command::new(venv.python());
             py.arg(project_root().join("benches/pytorch_g2p.py"))
                 .arg("--dir")
                 .arg(&dir)
                 .args(["--threads", &o.threads.to_string()])
                 .args(["--device", &o.torch_device]);
-            json_line(py)?
-        };
-        for backend in &o.backends {
-            let device = match backend.as_str() {
-                "tch" => o.tch_device.as_str(),
-                "wgpu" => o.wgpu_device.as_str(),
-                _ => "cpu",
-            };
-            let mut r = Command::new(&bin);
-            venv.apply(&mut r);
-            r.args(["run", "--backend", backend, "--device", device])
-                .arg("--model")
-                .arg(dir.join("checkpoint"))
-                .args(["--threads", &o.threads.to_string()]);
-            rows.push((json_line(r)?, torch.clone()));
+            runs[0].push(json_line(py)?);
+            for (i, backend) in o.backends.iter().enumerate() {
+                let device = match backend.as_str() {
+                    "tch" => o.tch_device.as_str(),
+                    "wgpu" => o.wgpu_device.as_str(),
+                    _ => "cpu",
+                };
+                let mut r = Command::new(&bin);
+                venv.apply(&mut r);
+                r.args(["run", "--backend", backend, "--device", device])
+                    .arg("--model")
+                    .arg(dir.join("checkpoint"))
+                    .args(["--threads", &o.threads.to_string()]);
+                runs[i + 1].push(json_line(r)?);
+            }
+        }
+        let mut medians = runs.iter().map(|r| median_figures(r));
+        let torch = medians.next().expect("the PyTorch side ran");
+        for backend in medians {
+            rows.push((backend, torch.clone()));
         }
         rows.push((torch.clone(), torch));
     }
@@ -396,7 +416,7 @@ fn bench(args: &[String]) -> Result<()> {
         serde_json::to_string_pretty(&raw)?,
     )?;
     std::fs::write(out_root.join("table.md"), &table)?;
-    println!("{}", machine_line(o.threads));
+    println!("{}; median of {} rounds", machine_line(o.threads), o.rounds);
     println!("{table}");
     println!(
         "(raw figures: {}; table: {})",
@@ -404,6 +424,42 @@ fn bench(args: &[String]) -> Result<()> {
         out_root.join("table.md").display()
     );
     Ok(())
+}
+
+/// One side's figures over several rounds: the first run's fields, with every throughput
+/// (`*_s`) replaced by its median and the peak memory by its maximum; `rounds` and the raw
+/// throughputs (`*_s_rounds`) are kept beside them.
+fn median_figures(runs: &[serde_json::Value]) -> serde_json::Value {
+    let mut out = runs[0].clone();
+    let Some(obj) = out.as_object_mut() else {
+        return out;
+    };
+    let keys: Vec<String> = obj.keys().cloned().collect();
+    for key in keys {
+        let mut values: Vec<f64> = runs
+            .iter()
+            .filter_map(|r| r.get(&key).and_then(|v| v.as_f64()))
+            .collect();
+        if values.len() != runs.len() {
+            continue;
+        }
+        if key.ends_with("_s") {
+            obj.insert(format!("{key}_rounds"), serde_json::json!(values.clone()));
+            values.sort_by(f64::total_cmp);
+            let n = values.len();
+            let median = if n % 2 == 1 {
+                values[n / 2]
+            } else {
+                (values[n / 2 - 1] + values[n / 2]) / 2.0
+            };
+            obj.insert(key, serde_json::json!(median));
+        } else if key == "peak_rss_mib" {
+            let max = values.into_iter().fold(f64::MIN, f64::max);
+            obj.insert(key, serde_json::json!(max));
+        }
+    }
+    obj.insert("rounds".into(), serde_json::json!(runs.len()));
+    out
 }
 
 fn machine_line(threads: usize) -> String {
@@ -793,4 +849,28 @@ fn train_eng_fra(o: &TrainOptions) -> Result<()> {
         out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::median_figures;
+    use serde_json::json;
+
+    #[test]
+    fn median_figures_take_medians_of_throughputs_and_the_peak_memory() {
+        let runs = [
+            json!({"side": "tch", "train_tok_s": 30.0, "greedy_words_s": 5.0, "peak_rss_mib": 10.0}),
+            json!({"side": "tch", "train_tok_s": 10.0, "greedy_words_s": 7.0, "peak_rss_mib": 12.0}),
+            json!({"side": "tch", "train_tok_s": 20.0, "greedy_words_s": 6.0, "peak_rss_mib": 11.0}),
+        ];
+        let m = median_figures(&runs);
+        assert_eq!(m["side"], "tch");
+        assert_eq!(m["train_tok_s"], 20.0);
+        assert_eq!(m["greedy_words_s"], 6.0);
+        assert_eq!(m["peak_rss_mib"], 12.0);
+        assert_eq!(m["rounds"], 3);
+        assert_eq!(m["train_tok_s_rounds"], json!([30.0, 10.0, 20.0]));
+        let even = median_figures(&runs[..2]);
+        assert_eq!(even["train_tok_s"], 20.0);
+    }
 }

@@ -158,7 +158,7 @@ impl Seq2SeqConfig {
 pub struct Memory<B: Backend> {
     /// Encoder outputs `[batch, src_len, d_memory]`.
     pub outputs: Tensor<B, 3>,
-    /// Precomputed attention keys `[batch, src_len, _]`.
+    /// Attention keys from [`Attention::keys`] (computed once per batch), `[batch, src_len, _]`.
     pub keys: Tensor<B, 3>,
     /// `[batch, src_len]`, `false` at padding.
     pub valid: Tensor<B, 2, Bool>,
