@@ -448,7 +448,7 @@ impl<B: Backend> Seq2Seq<B> {
         .reshape([batch, steps, g]);
         let mut hs = Vec::with_capacity(steps);
         let mut contexts = Vec::with_capacity(steps);
-        for p in projected.chunk(steps, 1) {
+        for p in ops::split_steps(projected, 1) {
             let (h, context, _, next) = self.decoder_step(&memory, p.squeeze_dim(1), &w_ctx, state);
             state = next;
             hs.push(h);

@@ -307,7 +307,7 @@ impl<B: Backend> RnnLayer<B> {
         // Index 0 holds the initial state, index t + 1 the state after step t.
         let mut hs = vec![h.clone()];
         let mut cs: Vec<Tensor<B, 3>> = c.iter().cloned().collect();
-        for p in projected.chunk(seq, 2) {
+        for p in s2s_tensor::ops::split_steps(projected, 2) {
             let recurrent = h.clone().matmul(weight_hh.clone()) + bias_hh.clone();
             let (h_new, c_new) = cell_update(cell, p.squeeze_dim(2), recurrent, h, c);
             h = h_new;
@@ -392,8 +392,7 @@ impl<B: Backend> RnnLayer<B> {
         if seq == 0 {
             return (Tensor::zeros([batch, 0, self.d_hidden], &device), state);
         }
-        let steps: Vec<Tensor<B, 2>> = projected
-            .chunk(seq, 1)
+        let steps: Vec<Tensor<B, 2>> = s2s_tensor::ops::split_steps(projected, 1)
             .into_iter()
             .map(|t| t.squeeze_dim(1))
             .collect();

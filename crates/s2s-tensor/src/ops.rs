@@ -58,6 +58,41 @@ pub fn masked_softmax<B: Backend, const D: usize>(
     burn::tensor::activation::softmax(mask_invalid(scores, valid), dim)
 }
 
+/// Splits `tensor` along `dim` into its size-1 slices, like `chunk(size, dim)`, by halving.
+///
+/// Burn's gradient of a slice is a zero tensor of the sliced tensor's full size with the
+/// slice's gradient written in. Slicing the `n` steps of a sequence directly therefore
+/// writes `n` full-size tensors in the backward pass (`O(n^2)` elements); halving writes
+/// each element once per level, `O(n log n)`. The forward results are the same views.
+///
+/// # Shapes
+/// - `tensor`: any shape with `n = shape[dim]`
+/// - returns `n` tensors with `shape[dim] = 1`, in order
+pub fn split_steps<B: Backend, const D: usize>(
+    tensor: Tensor<B, D>,
+    dim: usize,
+) -> Vec<Tensor<B, D>> {
+    let n = tensor.dims()[dim];
+    let mut out = Vec::with_capacity(n);
+    split_into(tensor, dim, n, &mut out);
+    out
+}
+
+fn split_into<B: Backend, const D: usize>(
+    tensor: Tensor<B, D>,
+    dim: usize,
+    n: usize,
+    out: &mut Vec<Tensor<B, D>>,
+) {
+    if n <= 2 {
+        out.extend((0..n).map(|i| tensor.clone().narrow(dim, i, 1)));
+        return;
+    }
+    let half = n / 2;
+    split_into(tensor.clone().narrow(dim, 0, half), dim, half, out);
+    split_into(tensor.narrow(dim, half, n - half), dim, n - half, out);
+}
+
 /// Gathers rows (the first dimension) of `tensor` by index: `out[i] = tensor[indices[i]]`.
 ///
 /// Used to reorder decoder states when beams are reordered or pruned. For masks, rebuild
@@ -141,6 +176,36 @@ mod tests {
             assert_eq!(probs[2], 0.0);
             for p in &probs[3..] {
                 assert!((p - 1.0 / 3.0).abs() < 1e-6);
+            }
+        }
+
+        #[test]
+        fn split_steps_equals_slicing_forward_and_backward() {
+            use burn::tensor::backend::AutodiffBackend;
+            type AB = TestAutodiffBackend;
+            let device = device();
+            for n in 1..10usize {
+                let values: Vec<f32> = (0..2 * n * 3).map(|i| i as f32).collect();
+                let t = Tensor::<AB, 3>::from_data(TensorData::new(values, [2, n, 3]), &device)
+                    .require_grad();
+                let parts = split_steps(t.clone(), 1);
+                assert_eq!(parts.len(), n);
+                // loss = sum over k of (k + 1) * sum(part k)
+                let mut loss = Tensor::<AB, 1>::zeros([1], &device);
+                for (k, p) in parts.into_iter().enumerate() {
+                    assert_eq!(p.dims(), [2, 1, 3]);
+                    assert_eq!(
+                        to_vec_f32(p.clone()),
+                        to_vec_f32(t.clone().narrow(1, k, 1))
+                    );
+                    loss = loss + p.sum().mul_scalar((k + 1) as f32);
+                }
+                let grads = loss.backward();
+                let grad = t.grad(&grads).expect("t takes part in the loss");
+                let want: Vec<f32> = (0..2)
+                    .flat_map(|_| (0..n).flat_map(|k| std::iter::repeat_n((k + 1) as f32, 3)))
+                    .collect();
+                assert_eq!(to_vec_f32::<<AB as AutodiffBackend>::InnerBackend, 3>(grad), want);
             }
         }
 
