@@ -317,6 +317,16 @@ impl ChrfConfig {
         }
     }
 
+    /// The characters and (when word n-grams are on) the words of a preprocessed sentence.
+    fn units<'s>(&self, sent: &'s str) -> (Vec<char>, Vec<&'s str>) {
+        let words = if self.word_order > 0 {
+            remove_punctuation(sent)
+        } else {
+            Vec::new()
+        };
+        (chrf_chars(sent, self.whitespace), words)
+    }
+
     fn ngrams<'a>(&self, chars: &'a [char], words: &'a [&'a str]) -> Ngrams<'a> {
         Ngrams {
             chars: (1..=self.char_order)
@@ -428,23 +438,13 @@ impl SegmentMetric for ChrfConfig {
     /// best F-score (the first one on a tie).
     fn segment_stats_unchecked<S: AsRef<str>>(&self, hyp: &str, refs: &[S]) -> ChrfStats {
         let hyp = self.preprocess(hyp);
-        let hyp_chars = chrf_chars(&hyp, self.whitespace);
-        let hyp_words = if self.word_order > 0 {
-            remove_punctuation(&hyp)
-        } else {
-            Vec::new()
-        };
+        let (hyp_chars, hyp_words) = self.units(&hyp);
         let hyp_ngrams = self.ngrams(&hyp_chars, &hyp_words);
 
         let mut best: Option<(f64, ChrfStats)> = None;
         for r in refs {
             let r = self.preprocess(r.as_ref());
-            let ref_chars = chrf_chars(&r, self.whitespace);
-            let ref_words = if self.word_order > 0 {
-                remove_punctuation(&r)
-            } else {
-                Vec::new()
-            };
+            let (ref_chars, ref_words) = self.units(&r);
             let ref_ngrams = self.ngrams(&ref_chars, &ref_words);
 
             let orders = hyp_ngrams
