@@ -182,32 +182,24 @@ ba
         assert_eq!(rows.len(), l["output"].as_array().unwrap().len(), "{l}");
     }
     let png = dir.path().join("align.png");
-    let out = s2s(
-        &[
-            "align",
-            "--alignments",
-            align.to_str().unwrap(),
-            "--index",
-            "2",
-            "--out",
-            png.to_str().unwrap(),
-        ],
-        b"",
-    );
+    let draw = |index: &str| {
+        s2s(
+            &[
+                "align",
+                "--alignments",
+                align.to_str().unwrap(),
+                "--index",
+                index,
+                "--out",
+                png.to_str().unwrap(),
+            ],
+            b"",
+        )
+    };
+    let out = draw("2");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(std::fs::read(&png).unwrap().starts_with(b"\x89PNG"));
-    let out = s2s(
-        &[
-            "align",
-            "--alignments",
-            align.to_str().unwrap(),
-            "--index",
-            "7",
-            "--out",
-            png.to_str().unwrap(),
-        ],
-        b"",
-    );
+    let out = draw("7");
     assert!(
         !out.status.success() && text(&out.stderr).contains("no record with index 7 (3 records)"),
         "{}",
