@@ -11,13 +11,15 @@ and then measures, on the same batches as the Rust side:
   clipping at norm 1.0 and an Adam step, from the exported weights);
 - batched greedy decoding (words/s over the test words, batches of 64, max length 40);
 - the per-sentence beam search loop (beam 5) that tutorial code uses, for reference;
-- the peak resident set size of the process.
+- the peak resident set size of the process;
+- with --phases, in extra passes: the median time of each phase of a training step, and
+  the share of training and of greedy decoding that the profiler finds in matrix products.
 
 Usage (from the virtualenv that provides torch):
 
     s2s-bench export --cell gru --out DIR [--model runs/g2p]
     python benches/pytorch_g2p.py --dir DIR [--threads N] [--device cpu|cuda] \
-        [--no-train] [--no-beam]
+        [--no-train] [--no-beam] [--phases]
 
 It prints exactly one JSON line on stdout; progress and the parity report go to stderr.
 Only torch and the standard library are used.
@@ -423,17 +425,36 @@ def parity(model, data: dict, reference: dict, special: dict, device) -> dict:
     }
 
 
-def train_throughput(model, data: dict, special: dict, device) -> float:
-    """Target tokens/s over the training steps after the warm-up steps."""
+# The phases of a training step that --phases times (the same as s2s-bench's).
+PHASES = ("forward", "backward", "clip", "optimizer")
+
+
+def train_throughput(model, data: dict, special: dict, device, phases: bool = False):
+    """Target tokens/s over the training steps after the warm-up steps.
+
+    With `phases`, the device is synced after every phase of a step and the second result
+    maps each of PHASES to its median milliseconds over the measured steps (the syncs slow
+    the steps down, so the throughput of such a pass is not the one to report)."""
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, eps=ADAM_EPS)
     warmup = data["warmup_steps"]
     batches = data["train_batches"][: warmup + data["train_steps"]]
     tokens, start = 0, time.perf_counter()
+    times = {p: [] for p in PHASES}
     for i, examples in enumerate(batches):
         if i == warmup:
             sync(device)
             tokens, start = 0, time.perf_counter()
+            times = {p: [] for p in PHASES}
+        lap = [time.perf_counter()]
+
+        def phase_done(phase: str) -> None:
+            if phases:
+                sync(device)
+                now = time.perf_counter()
+                times[phase].append((now - lap[0]) * 1e3)
+                lap[0] = now
+
         source, lengths, target_input, target_output, n = training_batch(examples, special, device)
         tokens += n
         logits = model(source, lengths, target_input)
@@ -441,14 +462,44 @@ def train_throughput(model, data: dict, special: dict, device) -> float:
         loss = F.cross_entropy(
             logits.reshape(-1, logits.size(-1)), target_output.reshape(-1), ignore_index=special["pad"]
         )
+        phase_done("forward")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        phase_done("backward")
         nn.utils.clip_grad_norm_(model.parameters(), CLIP_NORM)
+        phase_done("clip")
         optimizer.step()
+        phase_done("optimizer")
     sync(device)
     seconds = time.perf_counter() - start
     log(f"training: {tokens} target tokens in {seconds:.2f} s, last loss {loss.item():.4f}")
-    return tokens / seconds
+    return tokens / seconds, {p: median(t) for p, t in times.items()}
+
+
+def median(values: list) -> float:
+    """The median of some values (0 for none)."""
+    values = sorted(values)
+    n = len(values)
+    if n == 0:
+        return 0.0
+    return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
+
+
+# The matrix-product kernels whose share of the time --phases reports.
+GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addmv", "aten::mv")
+
+
+def gemm_share(run) -> float:
+    """The share of the self CPU time of `run()` spent in matrix-product kernels, from the
+    PyTorch profiler (CPU time, so it is meaningful for --device cpu only)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        run()
+    events = prof.key_averages()
+    total = sum(e.self_cpu_time_total for e in events)
+    gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS)
+    return gemm / total if total > 0 else 0.0
 
 
 def greedy_throughput(model, data: dict, special: dict, device):
@@ -497,6 +548,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--no-train", action="store_true", help="leave out the training measurement")
     parser.add_argument("--no-beam", action="store_true", help="leave out the beam search loop")
+    parser.add_argument(
+        "--phases",
+        action="store_true",
+        help="also time the phases of a training step, and profile the share of training and "
+        "greedy decoding spent in matrix products (extra passes, after the measurements)",
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -544,14 +601,26 @@ def main() -> None:
     if not args.no_train:
         # Train a copy, so that decoding is measured on the exported weights as in Rust.
         trainee = copy.deepcopy(model)
-        result["train_tok_s"] = train_throughput(trainee, data, special, device)
+        result["train_tok_s"], _ = train_throughput(trainee, data, special, device)
         del trainee
     result["greedy_words_s"], result["greedy_out_tokens"] = greedy_throughput(model, data, special, device)
     if not args.no_beam:
         result["beam5_loop_words_s"], result["beam5_loop_words"] = beam_loop_throughput(
             model, data, special, device
         )
+    # Peak memory of the measurements above, before the extra passes.
     result["peak_rss_mib"] = peak_rss_mib()
+    if args.phases:
+        _, phases = train_throughput(copy.deepcopy(model), data, special, device, phases=True)
+        for name, ms in phases.items():
+            result[f"phase_{name}_ms"] = ms
+        if args.device == "cpu":
+            result["train_gemm_share"] = gemm_share(
+                lambda: train_throughput(copy.deepcopy(model), data, special, device)
+            )
+            result["greedy_gemm_share"] = gemm_share(
+                lambda: greedy_throughput(model, data, special, device)
+            )
     print(json.dumps(result), flush=True)
 
 

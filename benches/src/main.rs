@@ -9,6 +9,8 @@
 //! - `s2s-bench run --backend B [--device D] --model DIR/checkpoint` measures training
 //!   throughput, greedy and beam-5 decoding and peak memory on one backend and prints one JSON
 //!   line. `cargo xtask bench` runs both for every compiled backend and prints the table.
+//!   `--phases` adds the median milliseconds of each phase of a training step
+//!   (`phase_forward_ms`, `phase_backward_ms`, `phase_clip_ms`, `phase_optimizer_ms`).
 
 use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
@@ -84,6 +86,10 @@ enum Command {
         /// Leave out the beam search measurement.
         #[arg(long)]
         no_beam: bool,
+        /// Also time the phases of a training step (forward, backward, clipping, optimizer)
+        /// in a separate pass with a device sync between phases.
+        #[arg(long)]
+        phases: bool,
     },
 }
 
@@ -119,6 +125,7 @@ fn real_main() -> Result<()> {
             threads,
             no_train,
             no_beam,
+            phases,
         } => {
             let threads = threads.unwrap_or_else(|| {
                 std::thread::available_parallelism()
@@ -138,6 +145,7 @@ fn real_main() -> Result<()> {
                 threads,
                 train: !no_train,
                 beam: !no_beam,
+                phases,
             };
             let result = match kind {
                 #[cfg(feature = "flex")]
@@ -315,6 +323,7 @@ struct RunOptions {
     threads: usize,
     train: bool,
     beam: bool,
+    phases: bool,
 }
 
 fn measure<B: Backend, AB: AutodiffBackend<InnerBackend = B, Device = B::Device>>(
@@ -333,8 +342,15 @@ fn measure<B: Backend, AB: AutodiffBackend<InnerBackend = B, Device = B::Device>
     });
     if opts.train {
         let start = Checkpoint::<AB>::load(&opts.model, device)?.model;
-        let tokens_per_s = train_throughput::<AB>(start, &data, device)?;
+        let (tokens_per_s, _) = train_steps::<AB>(start, &data, device, false)?;
         result["train_tok_s"] = json!(tokens_per_s);
+    }
+    if opts.phases {
+        let start = Checkpoint::<AB>::load(&opts.model, device)?.model;
+        let (_, phases) = train_steps::<AB>(start, &data, device, true)?;
+        for (name, ms) in PHASES.iter().zip(phases) {
+            result[format!("phase_{name}_ms")] = json!(ms);
+        }
     }
     let model = ckpt.model;
     let (words_s, out_tokens) = decode_throughput(&model, &Greedy::new(MAX_LEN), &data, device);
@@ -350,35 +366,71 @@ fn measure<B: Backend, AB: AutodiffBackend<InnerBackend = B, Device = B::Device>
     Ok(result)
 }
 
+/// The phases of a training step that `--phases` times.
+const PHASES: [&str; 4] = ["forward", "backward", "clip", "optimizer"];
+
 /// Target tokens per second over [`TRAIN_STEPS`] steps after [`WARMUP_STEPS`], from the
 /// given weights: forward, backward, global-norm clipping at 1.0 and an Adam step.
-fn train_throughput<AB: AutodiffBackend>(
+///
+/// With `phases`, the device is synced after every phase and the second result holds the
+/// median milliseconds of each of [`PHASES`] over the measured steps (the syncs slow the
+/// steps down, so the throughput of such a pass is not the one to report).
+fn train_steps<AB: AutodiffBackend>(
     mut model: Seq2Seq<AB>,
     data: &BenchData,
     device: &AB::Device,
-) -> Result<f64> {
+    phases: bool,
+) -> Result<(f64, Vec<f64>)> {
+    let sync = || AB::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"));
     let mut optim = AdamConfig::new().init::<AB, Seq2Seq<AB>>();
     let mut tokens = 0usize;
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); PHASES.len()];
     let mut start = Instant::now();
     for (i, indices) in data.batches.iter().enumerate() {
         if i == WARMUP_STEPS {
-            AB::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))?;
+            sync()?;
             start = Instant::now();
             tokens = 0;
+            times.iter_mut().for_each(Vec::clear);
         }
+        let mut lap = Instant::now();
+        let mut phase_done = |phase: usize| -> Result<()> {
+            if phases {
+                sync()?;
+                times[phase].push(lap.elapsed().as_secs_f64() * 1e3);
+                lap = Instant::now();
+            }
+            Ok(())
+        };
         let examples: Vec<&Example> = indices.iter().map(|&j| &data.train[j]).collect();
         let batch = TrainingBatch::<AB>::new(&examples, device);
         tokens += batch.target_tokens();
         let logits = model.forward(batch.source, &batch.source_lengths, batch.target_input);
         let loss = masked_cross_entropy(logits, batch.target_output, 0.0);
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        phase_done(0)?;
+        let raw = loss.backward();
+        phase_done(1)?;
+        let mut grads = GradientsParams::from_grads(raw, &model);
         clip_global_norm(&model, &mut grads, 1.0);
+        phase_done(2)?;
         model = optim.step(1e-3, model, grads);
+        phase_done(3)?;
     }
-    AB::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))?;
+    sync()?;
     let secs = start.elapsed().as_secs_f64();
     let _ = model.valid();
-    Ok(tokens as f64 / secs)
+    let medians = times.into_iter().map(median).collect();
+    Ok((tokens as f64 / secs, medians))
+}
+
+/// The median of some values (0 for none).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
 }
 
 /// Words per second decoding the test words in batches of [`BATCH`], after one warm-up

@@ -32,12 +32,15 @@ commands:
         a GPU: apt-get install mesa-vulkan-drivers libvulkan1).
   bench [--backends flex,tch,wgpu] [--cells gru,lstm] [--threads N] [--model DIR]
         [--rounds N] [--tch-device cpu|cuda:N] [--wgpu-device default|...]
-        [--torch-device cpu|cuda]
+        [--torch-device cpu|cuda] [--phases]
         The backend comparison benchmark (shared/docs/benchmark.md): every listed backend
         and the PyTorch reference (benches/pytorch_g2p.py) on the same model and data, in
         --rounds interleaved rounds (default 3; each figure is the median over the rounds);
         prints the table (also in target/bench/table.md). Decoding uses the trained G2P
         model of `cargo xtask train` (--model, default runs/g2p) when there is one.
+        --phases adds a second table: the milliseconds of each phase of a training step
+        (forward, backward, clipping, optimizer) on every side, and the share of
+        PyTorch's training and greedy decoding spent in matrix products.
   venv  Create the virtualenv with torch==2.9.0 and sacrebleu (.venv, or $S2S_VENV).";
 
 /// The PyTorch release whose libtorch `tch` 0.22 (burn-tch 0.21) is built against.
@@ -295,6 +298,7 @@ struct BenchOptions {
     torch_device: String,
     model: PathBuf,
     rounds: usize,
+    phases: bool,
 }
 
 fn parse_bench(args: &[String]) -> Result<BenchOptions> {
@@ -309,6 +313,7 @@ fn parse_bench(args: &[String]) -> Result<BenchOptions> {
         torch_device: "cpu".into(),
         model: project_root().join("runs/g2p"),
         rounds: 3,
+        phases: false,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -321,6 +326,7 @@ fn parse_bench(args: &[String]) -> Result<BenchOptions> {
             "--wgpu-device" => o.wgpu_device = value()?,
             "--torch-device" => o.torch_device = value()?,
             "--model" => o.model = PathBuf::from(value()?),
+            "--phases" => o.phases = true,
             "--rounds" => {
                 o.rounds = value()?.parse().context("--rounds takes a number")?;
                 if o.rounds == 0 {
@@ -385,6 +391,9 @@ fn bench(args: &[String]) -> Result<()> {
                 .arg(&dir)
                 .args(["--threads", &o.threads.to_string()])
                 .args(["--device", &o.torch_device]);
+            if o.phases {
+                py.arg("--phases");
+            }
             runs[0].push(json_line(py)?);
             for (i, backend) in o.backends.iter().enumerate() {
                 let device = match backend.as_str() {
@@ -398,6 +407,9 @@ fn bench(args: &[String]) -> Result<()> {
                     .arg("--model")
                     .arg(dir.join("checkpoint"))
                     .args(["--threads", &o.threads.to_string()]);
+                if o.phases {
+                    r.arg("--phases");
+                }
                 runs[i + 1].push(json_line(r)?);
             }
         }
@@ -409,7 +421,11 @@ fn bench(args: &[String]) -> Result<()> {
         rows.push((torch.clone(), torch));
     }
     std::fs::create_dir_all(&out_root)?;
-    let table = bench_table(&rows);
+    let mut table = bench_table(&rows);
+    if o.phases {
+        table.push('\n');
+        table.push_str(&phases_table(&rows));
+    }
     let raw: Vec<&serde_json::Value> = rows.iter().map(|(r, _)| r).collect();
     std::fs::write(
         out_root.join("results.json"),
@@ -427,8 +443,8 @@ fn bench(args: &[String]) -> Result<()> {
 }
 
 /// One side's figures over several rounds: the first run's fields, with every throughput
-/// (`*_s`) replaced by its median and the peak memory by its maximum; `rounds` and the raw
-/// throughputs (`*_s_rounds`) are kept beside them.
+/// (`*_s`), time (`*_ms`) and share (`*_share`) replaced by its median and the peak memory by
+/// its maximum; `rounds` and the raw throughputs (`*_s_rounds`) are kept beside them.
 fn median_figures(runs: &[serde_json::Value]) -> serde_json::Value {
     let mut out = runs[0].clone();
     let Some(obj) = out.as_object_mut() else {
@@ -443,8 +459,11 @@ fn median_figures(runs: &[serde_json::Value]) -> serde_json::Value {
         if values.len() != runs.len() {
             continue;
         }
-        if key.ends_with("_s") {
-            obj.insert(format!("{key}_rounds"), serde_json::json!(values.clone()));
+        let is_median = key.ends_with("_ms") || key.ends_with("_share");
+        if key.ends_with("_s") || is_median {
+            if key.ends_with("_s") {
+                obj.insert(format!("{key}_rounds"), serde_json::json!(values.clone()));
+            }
             values.sort_by(f64::total_cmp);
             let n = values.len();
             let median = if n % 2 == 1 {
@@ -533,6 +552,60 @@ fn bench_table(rows: &[(serde_json::Value, serde_json::Value)]) -> String {
             num(r, "peak_rss_mib")
                 .map(|m| format!("{m:.0}"))
                 .unwrap_or_else(|| "-".into()),
+        ));
+    }
+    s
+}
+
+/// The phases of a training step that `--phases` times on every side.
+const PHASES: [&str; 4] = ["forward", "backward", "clip", "optimizer"];
+
+/// The Markdown table of `--phases`: milliseconds per phase of a training step on each side
+/// (with the ratio of PyTorch's time to the side's for forward, backward and the total), and
+/// PyTorch's share of time in matrix products.
+fn phases_table(rows: &[(serde_json::Value, serde_json::Value)]) -> String {
+    let ms = |v: &serde_json::Value, phase: &str| {
+        v.get(format!("phase_{phase}_ms")).and_then(|x| x.as_f64())
+    };
+    let total = |v: &serde_json::Value| PHASES.iter().map(|p| ms(v, p)).sum::<Option<f64>>();
+    let cell = |r: &serde_json::Value, ours: Option<f64>, theirs| match (ours, theirs) {
+        (Some(a), Some(b)) if r["side"] != "pytorch" && a > 0.0 => {
+            format!("{a:.1} ({:.2}x)", b / a)
+        }
+        (Some(a), _) => format!("{a:.1}"),
+        _ => "-".into(),
+    };
+    let share = |v: &serde_json::Value, k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_f64())
+            .map(|x| format!("{:.0}%", 100.0 * x))
+            .unwrap_or_else(|| "-".into())
+    };
+    let mut s = String::from(
+        "Training step phases, ms (in brackets: PyTorch's time / this side's), and the share of \
+         PyTorch's time in matrix products (profiler, CPU):\n\n\
+         | side | cell | forward | backward | clip | optimizer | total | GEMM share: train / greedy |\n\
+         |---|---|---|---|---|---|---|---|\n",
+    );
+    for (r, t) in rows {
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r["side"].as_str().unwrap_or("?"),
+            r["cell"].as_str().unwrap_or("?"),
+            cell(r, ms(r, "forward"), ms(t, "forward")),
+            cell(r, ms(r, "backward"), ms(t, "backward")),
+            cell(r, ms(r, "clip"), ms(t, "clip")),
+            cell(r, ms(r, "optimizer"), ms(t, "optimizer")),
+            cell(r, total(r), total(t)),
+            if r["side"] == "pytorch" {
+                format!(
+                    "{} / {}",
+                    share(r, "train_gemm_share"),
+                    share(r, "greedy_gemm_share")
+                )
+            } else {
+                "-".into()
+            },
         ));
     }
     s
@@ -872,5 +945,13 @@ mod tests {
         assert_eq!(m["train_tok_s_rounds"], json!([30.0, 10.0, 20.0]));
         let even = median_figures(&runs[..2]);
         assert_eq!(even["train_tok_s"], 20.0);
+        let phases = [
+            json!({"phase_forward_ms": 3.0, "train_gemm_share": 0.5}),
+            json!({"phase_forward_ms": 1.0, "train_gemm_share": 0.7}),
+            json!({"phase_forward_ms": 2.0, "train_gemm_share": 0.6}),
+        ];
+        let m = median_figures(&phases);
+        assert_eq!(m["phase_forward_ms"], 2.0);
+        assert_eq!(m["train_gemm_share"], 0.6);
     }
 }
