@@ -12,8 +12,9 @@ and then measures, on the same batches as the Rust side:
 - batched greedy decoding (words/s over the test words, batches of 64, max length 40);
 - the per-sentence beam search loop (beam 5) that tutorial code uses, for reference;
 - the peak resident set size of the process;
-- with --phases, in extra passes: the median time of each phase of a training step, and
-  the share of training and of greedy decoding that the profiler finds in matrix products.
+- with --phases, in extra passes: the median time of each phase of a training step, the
+  share of training and of greedy decoding that the profiler finds in matrix products, and
+  the best torch.mm rate at the model's shapes (GFLOP/s).
 
 Usage (from the virtualenv that provides torch):
 
@@ -489,6 +490,35 @@ def median(values: list) -> float:
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addmv", "aten::mv")
 
 
+def gemm_gflops(config: dict, device) -> float:
+    """The best rate, in GFLOP/s, of torch.mm over the model's main decoder products at the
+    benchmark's row counts (64 rows for greedy, 320 for beam 5) and of the encoder's
+    sequence-wide input projection: what this machine's matrix-product library gives."""
+    d_memory = 2 * config["d_hidden"]
+    gates = 3 if config["cell"] == "gru" else 4
+    d_gates = gates * config["d_decoder"]
+    shapes = [
+        (rows, k, d_gates)
+        for rows in (64, 320)
+        for k in (config["d_embed"] + d_memory, config["d_decoder"])
+    ] + [(640, config["d_embed"], gates * config["d_hidden"])]
+    best = 0.0
+    with torch.inference_mode():
+        for m, k, n in shapes:
+            a = torch.randn(m, k, device=device)
+            b = torch.randn(k, n, device=device)
+            for _ in range(10):
+                a @ b
+            sync(device)
+            reps, start = 200, time.perf_counter()
+            for _ in range(reps):
+                a @ b
+            sync(device)
+            seconds = (time.perf_counter() - start) / reps
+            best = max(best, 2 * m * k * n / seconds / 1e9)
+    return best
+
+
 def gemm_share(run) -> float:
     """The share of the self CPU time of `run()` spent in matrix-product kernels, from the
     PyTorch profiler (CPU time, so it is meaningful for --device cpu only)."""
@@ -614,6 +644,7 @@ def main() -> None:
         _, phases = train_throughput(copy.deepcopy(model), data, special, device, phases=True)
         for name, ms in phases.items():
             result[f"phase_{name}_ms"] = ms
+        result["gemm_gflops"] = gemm_gflops(config, device)
         if args.device == "cpu":
             result["train_gemm_share"] = gemm_share(
                 lambda: train_throughput(copy.deepcopy(model), data, special, device)

@@ -4,10 +4,11 @@
 //! the same model on the same data.
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Int, Tensor};
 use s2s_data::corpus::{read_cmudict, CmudictOptions};
 use s2s_data::Splits;
-use s2s_nn::{CellKind, Seq2SeqConfig};
+use s2s_decode::StepDecoder;
+use s2s_nn::{CellKind, DecoderState, Memory, Seq2Seq, Seq2SeqConfig};
 use std::path::PathBuf;
 
 /// The workspace root.
@@ -89,4 +90,212 @@ pub fn peak_rss_mib() -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib / 1024.0)
+}
+
+/// A [`StepDecoder`] that runs a [`Seq2Seq`] model and counts the work it is asked for, so
+/// that a decoding run can be turned into the floating-point operations of its matrix
+/// products ([`DecodingWork::gemm_flops`]).
+pub struct CountingDecoder<'a, B: Backend> {
+    model: &'a Seq2Seq<B>,
+    work: std::cell::Cell<DecodingWork>,
+}
+
+/// What a decoding run asked of the model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DecodingWork {
+    /// Padded source positions encoded (`batch * src_len` summed over batches).
+    pub source_positions: usize,
+    /// Sources encoded (rows of the bridge).
+    pub sources: usize,
+    /// Decoder rows advanced (`rows` summed over steps).
+    pub row_steps: usize,
+    /// Decoder rows times source positions attended (`rows * src_len` summed over steps).
+    pub row_source_steps: usize,
+}
+
+impl<'a, B: Backend> CountingDecoder<'a, B> {
+    /// Wraps a model; the counts start at zero.
+    pub fn new(model: &'a Seq2Seq<B>) -> Self {
+        CountingDecoder {
+            model,
+            work: Default::default(),
+        }
+    }
+
+    /// The work counted so far.
+    pub fn work(&self) -> DecodingWork {
+        self.work.get()
+    }
+
+    fn count(&self, f: impl FnOnce(&mut DecodingWork)) {
+        let mut w = self.work.get();
+        f(&mut w);
+        self.work.set(w);
+    }
+}
+
+impl<B: Backend> StepDecoder<B> for CountingDecoder<'_, B> {
+    type Memory = Memory<B>;
+    type State = DecoderState<B>;
+
+    fn start(&self, source: Tensor<B, 2, Int>, lengths: &[usize]) -> (Memory<B>, DecoderState<B>) {
+        let [batch, src_len] = source.dims();
+        self.count(|w| {
+            w.source_positions += batch * src_len;
+            w.sources += batch;
+        });
+        self.model.start(source, lengths)
+    }
+
+    fn step(
+        &self,
+        memory: &Memory<B>,
+        tokens: Tensor<B, 1, Int>,
+        state: DecoderState<B>,
+    ) -> (Tensor<B, 2>, DecoderState<B>, Tensor<B, 2>) {
+        let rows = tokens.dims()[0];
+        let src_len = memory.outputs.dims()[1];
+        self.count(|w| {
+            w.row_steps += rows;
+            w.row_source_steps += rows * src_len;
+        });
+        StepDecoder::step(self.model, memory, tokens, state)
+    }
+
+    fn select_rows(
+        &self,
+        memory: &Memory<B>,
+        state: DecoderState<B>,
+        indices: &[usize],
+    ) -> (Memory<B>, DecoderState<B>) {
+        StepDecoder::select_rows(self.model, memory, state, indices)
+    }
+
+    fn select_state_rows(&self, state: DecoderState<B>, indices: &[usize]) -> DecoderState<B> {
+        StepDecoder::select_state_rows(self.model, state, indices)
+    }
+}
+
+impl DecodingWork {
+    /// Floating-point operations (2 per multiply-add) of the matrix products this work
+    /// needs in a model of `config` with additive attention: encoder input projections and
+    /// recurrent products of every layer and direction, attention keys, bridge, and per
+    /// decoder row and step the first layer's input projection (embedding and context),
+    /// recurrent products, attention query, scores and context, and the output layer.
+    /// Element-wise work is not counted: this is the least any implementation does.
+    pub fn gemm_flops(&self, config: &Seq2SeqConfig) -> f64 {
+        let c = config;
+        let gates = c.cell.gates() as f64;
+        let (e, h, d, a) = (
+            c.d_embed as f64,
+            c.d_hidden as f64,
+            c.d_decoder as f64,
+            c.d_attention as f64,
+        );
+        let dirs = if c.bidirectional { 2.0 } else { 1.0 };
+        let m = dirs * h;
+        let mut per_position = 0.0;
+        for layer in 0..c.encoder_layers {
+            let input = if layer == 0 { e } else { m };
+            per_position += dirs * 2.0 * (input + h) * gates * h;
+        }
+        per_position += 2.0 * m * a;
+        let bridges = if c.bridge {
+            if c.cell == CellKind::Lstm {
+                2.0
+            } else {
+                1.0
+            }
+        } else {
+            0.0
+        };
+        let per_source = bridges * 2.0 * m * d * c.decoder_layers as f64;
+        let mut per_row_step = 2.0 * (e + m + d) * gates * d;
+        per_row_step += (c.decoder_layers as f64 - 1.0) * 2.0 * (d + d) * gates * d;
+        per_row_step += 2.0 * d * a + 2.0 * (d + m + e) * c.tgt_vocab as f64;
+        let per_row_source = 2.0 * (a + m);
+        per_position * self.source_positions as f64
+            + per_source * self.sources as f64
+            + per_row_step * self.row_steps as f64
+            + per_row_source * self.row_source_steps as f64
+    }
+}
+
+#[cfg(all(test, feature = "flex"))]
+mod tests {
+    use super::*;
+    use s2s_decode::{decode_all, BeamSearch, Greedy};
+    use s2s_tensor::backend::Flex;
+
+    /// Greedy decoding of one source asks for one row per output token plus `<eos>`; beam
+    /// search for at least as many; the FLOP count grows with the work.
+    #[test]
+    fn counts_follow_the_decoding() {
+        let device = Default::default();
+        let config = bench_model(12, 10, CellKind::Gru)
+            .with_d_embed(8)
+            .with_d_hidden(8)
+            .with_d_decoder(8)
+            .with_d_attention(8);
+        let model = config.init::<Flex>(&device);
+        let sources = vec![vec![4u32, 5, 6], vec![7u32, 8]];
+        let run =
+            |strategy: &dyn Fn(&CountingDecoder<Flex>) -> Vec<Vec<s2s_decode::Hypothesis>>| {
+                let counter = CountingDecoder::new(&model);
+                let out = strategy(&counter);
+                (counter.work(), out)
+            };
+        let greedy = Greedy::new(6);
+        let (work, out) = run(&|m| {
+            decode_all(
+                m,
+                &greedy,
+                &sources,
+                s2s_data::BatchSize::Sentences(2),
+                &device,
+            )
+        });
+        let produced: usize = out.iter().map(|h| h[0].tokens.len() + 1).sum();
+        assert_eq!(work.sources, 2);
+        assert_eq!(work.source_positions, 2 * 3);
+        assert_eq!(work.row_steps, produced);
+        let beam = BeamSearch::new(3, 6);
+        let (beam_work, _) = run(&|m| {
+            decode_all(
+                m,
+                &beam,
+                &sources,
+                s2s_data::BatchSize::Sentences(2),
+                &device,
+            )
+        });
+        // The first step advances one row per sentence, later ones up to three.
+        assert!(beam_work.row_steps >= 2 && beam_work.row_steps <= 2 + 3 * 2 * 6);
+        assert_eq!(beam_work.row_source_steps, 3 * beam_work.row_steps);
+    }
+
+    /// The FLOP count of each kind of work, by hand for a small GRU model (8 wide, 3 gates,
+    /// bidirectional encoder, 10 target tokens).
+    #[test]
+    fn gemm_flops_by_hand() {
+        let config = bench_model(12, 10, CellKind::Gru)
+            .with_d_embed(8)
+            .with_d_hidden(8)
+            .with_d_decoder(8)
+            .with_d_attention(8);
+        let one = |f: fn(&mut DecodingWork)| {
+            let mut w = DecodingWork::default();
+            f(&mut w);
+            w.gemm_flops(&config)
+        };
+        // Two directions x 2 x (input 8 + hidden 8) x 24 gate units, plus keys 2 x 16 x 8.
+        assert_eq!(one(|w| w.source_positions = 1), 1536.0 + 256.0);
+        // The bridge: 2 x 16 x 8.
+        assert_eq!(one(|w| w.sources = 1), 256.0);
+        // Input (8 + 16 + 8 wide) x 24, query 8 x 8, output (8 + 16 + 8) x 10.
+        assert_eq!(one(|w| w.row_steps = 1), 1536.0 + 128.0 + 640.0);
+        // Score (8) and context (16).
+        assert_eq!(one(|w| w.row_source_steps = 1), 48.0);
+        assert!(DecodingWork::default().gemm_flops(&config) == 0.0);
+    }
 }

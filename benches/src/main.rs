@@ -17,11 +17,11 @@ use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::{Parser, Subcommand, ValueEnum};
-use s2s_benches::{bench_model, cmudict, named_params, peak_rss_mib};
+use s2s_benches::{bench_model, cmudict, named_params, peak_rss_mib, CountingDecoder};
 use s2s_data::batch::plan_training_batches;
 use s2s_data::{BatchSize, Example, TextCodec, Tokenizer, TrainingBatch};
 use s2s_decode::{decode_all, BeamSearch, Greedy, Strategy};
-use s2s_nn::{CellKind, Seq2Seq};
+use s2s_nn::{CellKind, Seq2Seq, Seq2SeqConfig};
 use s2s_tensor::backend::{self as backends, Autodiff, BackendKind};
 use s2s_tensor::ops;
 use s2s_train::loss::masked_cross_entropy;
@@ -353,14 +353,18 @@ fn measure<B: Backend, AB: AutodiffBackend<InnerBackend = B, Device = B::Device>
         }
     }
     let model = ckpt.model;
-    let (words_s, out_tokens) = decode_throughput(&model, &Greedy::new(MAX_LEN), &data, device);
+    let config = &ckpt.meta.model;
+    let (words_s, out_tokens, mflop) =
+        decode_throughput(&model, config, &Greedy::new(MAX_LEN), &data, device);
     result["greedy_words_s"] = json!(words_s);
     result["greedy_out_tokens"] = json!(out_tokens);
+    result["greedy_gemm_mflop_per_word"] = json!(mflop);
     if opts.beam {
-        let (words_s, out_tokens) =
-            decode_throughput(&model, &BeamSearch::new(5, MAX_LEN), &data, device);
+        let (words_s, out_tokens, mflop) =
+            decode_throughput(&model, config, &BeamSearch::new(5, MAX_LEN), &data, device);
         result["beam5_words_s"] = json!(words_s);
         result["beam5_out_tokens"] = json!(out_tokens);
+        result["beam5_gemm_mflop_per_word"] = json!(mflop);
     }
     result["peak_rss_mib"] = json!(peak_rss_mib());
     Ok(result)
@@ -434,23 +438,27 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// Words per second decoding the test words in batches of [`BATCH`], after one warm-up
-/// batch, and the number of output tokens.
-fn decode_throughput<B: Backend, S: Strategy<B, Seq2Seq<B>>>(
+/// batch; the number of output tokens; and the matrix-product work of the measured run in
+/// MFLOP per word ([`s2s_benches::DecodingWork::gemm_flops`]).
+fn decode_throughput<B: Backend, S: for<'m> Strategy<B, CountingDecoder<'m, B>>>(
     model: &Seq2Seq<B>,
+    config: &Seq2SeqConfig,
     strategy: &S,
     data: &BenchData,
     device: &B::Device,
-) -> (f64, usize) {
+) -> (f64, usize, f64) {
+    let warm_up = CountingDecoder::new(model);
     let _ = decode_all(
-        model,
+        &warm_up,
         strategy,
         &data.test[..BATCH],
         BatchSize::Sentences(BATCH),
         device,
     );
+    let counter = CountingDecoder::new(model);
     let start = Instant::now();
     let out = decode_all(
-        model,
+        &counter,
         strategy,
         &data.test,
         BatchSize::Sentences(BATCH),
@@ -458,5 +466,7 @@ fn decode_throughput<B: Backend, S: Strategy<B, Seq2Seq<B>>>(
     );
     let secs = start.elapsed().as_secs_f64();
     let tokens = out.iter().map(|h| h[0].tokens.len()).sum();
-    (data.test.len() as f64 / secs, tokens)
+    let words = data.test.len() as f64;
+    let mflop = counter.work().gemm_flops(config) / words / 1e6;
+    (words / secs, tokens, mflop)
 }

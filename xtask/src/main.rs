@@ -38,9 +38,11 @@ commands:
         --rounds interleaved rounds (default 3; each figure is the median over the rounds);
         prints the table (also in target/bench/table.md). Decoding uses the trained G2P
         model of `cargo xtask train` (--model, default runs/g2p) when there is one.
-        --phases adds a second table: the milliseconds of each phase of a training step
-        (forward, backward, clipping, optimizer) on every side, and the share of
-        PyTorch's training and greedy decoding spent in matrix products.
+        --phases adds two tables: the milliseconds of each phase of a training step
+        (forward, backward, clipping, optimizer) on every side with the share of
+        PyTorch's training and greedy decoding spent in matrix products; and each side's
+        matrix-product work per decoded word with the words/s it allows at the best
+        torch.mm rate measured on the machine.
   venv  Create the virtualenv with torch==2.9.0 and sacrebleu (.venv, or $S2S_VENV).";
 
 /// The PyTorch release whose libtorch `tch` 0.22 (burn-tch 0.21) is built against.
@@ -425,6 +427,8 @@ fn bench(args: &[String]) -> Result<()> {
     if o.phases {
         table.push('\n');
         table.push_str(&phases_table(&rows));
+        table.push('\n');
+        table.push_str(&ceiling_table(&rows));
     }
     let raw: Vec<&serde_json::Value> = rows.iter().map(|(r, _)| r).collect();
     std::fs::write(
@@ -606,6 +610,45 @@ fn phases_table(rows: &[(serde_json::Value, serde_json::Value)]) -> String {
             } else {
                 "-".into()
             },
+        ));
+    }
+    s
+}
+
+/// The Markdown table of `--phases` that bounds decoding by matrix products: each side's
+/// GEMM work per word (counted by `s2s-bench`), the words/s it would reach if nothing but
+/// those products ran, at the best `torch.mm` rate PyTorch measured on this machine, next to
+/// what it measured and to 50x PyTorch's per-sentence beam loop.
+fn ceiling_table(rows: &[(serde_json::Value, serde_json::Value)]) -> String {
+    let num = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_f64());
+    let mut s = String::from(
+        "Decoding bounded by matrix products (GEMM MFLOP per word, and the words/s at the \
+         best torch.mm rate measured here if nothing else ran):\n\n\
+         | side | cell | GEMM rate GFLOP/s | greedy: MFLOP/word, ceiling, measured | \
+         beam-5: MFLOP/word, ceiling, measured | 50x the PyTorch loop |\n\
+         |---|---|---|---|---|---|\n",
+    );
+    for (r, t) in rows.iter().filter(|(r, _)| r["side"] != "pytorch") {
+        let rate = num(t, "gemm_gflops");
+        let cells = |mflop: &str, measured: &str| match (num(r, mflop), rate) {
+            (Some(w), Some(g)) if w > 0.0 => format!(
+                "{w:.1}, {:.0}, {:.0}",
+                g * 1e3 / w,
+                num(r, measured).unwrap_or(f64::NAN)
+            ),
+            _ => "-".into(),
+        };
+        s.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            r["side"].as_str().unwrap_or("?"),
+            r["cell"].as_str().unwrap_or("?"),
+            rate.map(|g| format!("{g:.0}"))
+                .unwrap_or_else(|| "-".into()),
+            cells("greedy_gemm_mflop_per_word", "greedy_words_s"),
+            cells("beam5_gemm_mflop_per_word", "beam5_words_s"),
+            num(t, "beam5_loop_words_s")
+                .map(|l| format!("{:.0}", 50.0 * l))
+                .unwrap_or_else(|| "-".into()),
         ));
     }
     s
