@@ -34,6 +34,7 @@ import json
 import math
 import os
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -479,16 +480,7 @@ def train_throughput(model, data: dict, special: dict, device, phases: bool = Fa
     sync(device)
     seconds = time.perf_counter() - start
     log(f"training: {tokens} target tokens in {seconds:.2f} s, last loss {loss.item():.4f}")
-    return tokens / seconds, {p: median(t) for p, t in times.items()}
-
-
-def median(values: list) -> float:
-    """The median of some values (0 for none)."""
-    values = sorted(values)
-    n = len(values)
-    if n == 0:
-        return 0.0
-    return values[n // 2] if n % 2 else (values[n // 2 - 1] + values[n // 2]) / 2
+    return tokens / seconds, {p: statistics.median(t) if t else 0.0 for p, t in times.items()}
 
 
 # The matrix-product kernels whose share of the time --phases reports.

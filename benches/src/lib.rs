@@ -200,14 +200,11 @@ impl DecodingWork {
             per_position += dirs * 2.0 * (input + h) * gates * h;
         }
         per_position += 2.0 * m * a;
-        let bridges = if c.bridge {
-            if c.cell == CellKind::Lstm {
-                2.0
-            } else {
-                1.0
-            }
-        } else {
-            0.0
+        // One bridge for the hidden states, and one more for LSTM cells.
+        let bridges = match (c.bridge, c.cell) {
+            (false, _) => 0.0,
+            (true, CellKind::Gru) => 1.0,
+            (true, CellKind::Lstm) => 2.0,
         };
         let per_source = bridges * 2.0 * m * d * c.decoder_layers as f64;
         let mut per_row_step = 2.0 * (e + m + d) * gates * d;
@@ -224,52 +221,43 @@ impl DecodingWork {
 #[cfg(all(test, feature = "flex"))]
 mod tests {
     use super::*;
-    use s2s_decode::{decode_all, BeamSearch, Greedy};
+    use s2s_decode::{decode_all, BeamSearch, Greedy, Hypothesis, Strategy};
     use s2s_tensor::backend::Flex;
 
-    /// Greedy decoding of one source asks for one row per output token plus `<eos>`; beam
-    /// search for at least as many; the FLOP count grows with the work.
-    #[test]
-    fn counts_follow_the_decoding() {
-        let device = Default::default();
-        let config = bench_model(12, 10, CellKind::Gru)
+    /// A small GRU model: everything 8 wide, 10 target tokens.
+    fn tiny_config() -> Seq2SeqConfig {
+        bench_model(12, 10, CellKind::Gru)
             .with_d_embed(8)
             .with_d_hidden(8)
             .with_d_decoder(8)
-            .with_d_attention(8);
-        let model = config.init::<Flex>(&device);
+            .with_d_attention(8)
+    }
+
+    /// Decodes `sources` in one batch through a [`CountingDecoder`].
+    fn count<S: for<'m> Strategy<Flex, CountingDecoder<'m, Flex>>>(
+        model: &Seq2Seq<Flex>,
+        strategy: &S,
+        sources: &[Vec<u32>],
+    ) -> (DecodingWork, Vec<Vec<Hypothesis>>) {
+        let counter = CountingDecoder::new(model);
+        let batch = s2s_data::BatchSize::Sentences(sources.len());
+        let out = decode_all(&counter, strategy, sources, batch, &Default::default());
+        (counter.work(), out)
+    }
+
+    /// Greedy decoding asks for one row per output token plus `<eos>`; beam search for one
+    /// row per sentence at the first step and at most `beam` later; every step attends over
+    /// the batch's padded source length.
+    #[test]
+    fn counts_follow_the_decoding() {
+        let model = tiny_config().init::<Flex>(&Default::default());
         let sources = vec![vec![4u32, 5, 6], vec![7u32, 8]];
-        let run =
-            |strategy: &dyn Fn(&CountingDecoder<Flex>) -> Vec<Vec<s2s_decode::Hypothesis>>| {
-                let counter = CountingDecoder::new(&model);
-                let out = strategy(&counter);
-                (counter.work(), out)
-            };
-        let greedy = Greedy::new(6);
-        let (work, out) = run(&|m| {
-            decode_all(
-                m,
-                &greedy,
-                &sources,
-                s2s_data::BatchSize::Sentences(2),
-                &device,
-            )
-        });
+        let (work, out) = count(&model, &Greedy::new(6), &sources);
         let produced: usize = out.iter().map(|h| h[0].tokens.len() + 1).sum();
         assert_eq!(work.sources, 2);
         assert_eq!(work.source_positions, 2 * 3);
         assert_eq!(work.row_steps, produced);
-        let beam = BeamSearch::new(3, 6);
-        let (beam_work, _) = run(&|m| {
-            decode_all(
-                m,
-                &beam,
-                &sources,
-                s2s_data::BatchSize::Sentences(2),
-                &device,
-            )
-        });
-        // The first step advances one row per sentence, later ones up to three.
+        let (beam_work, _) = count(&model, &BeamSearch::new(3, 6), &sources);
         assert!(beam_work.row_steps >= 2 && beam_work.row_steps <= 2 + 3 * 2 * 6);
         assert_eq!(beam_work.row_source_steps, 3 * beam_work.row_steps);
     }
@@ -278,11 +266,7 @@ mod tests {
     /// bidirectional encoder, 10 target tokens).
     #[test]
     fn gemm_flops_by_hand() {
-        let config = bench_model(12, 10, CellKind::Gru)
-            .with_d_embed(8)
-            .with_d_hidden(8)
-            .with_d_decoder(8)
-            .with_d_attention(8);
+        let config = tiny_config();
         let one = |f: fn(&mut DecodingWork)| {
             let mut w = DecodingWork::default();
             f(&mut w);

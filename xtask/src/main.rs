@@ -463,9 +463,9 @@ fn median_figures(runs: &[serde_json::Value]) -> serde_json::Value {
         if values.len() != runs.len() {
             continue;
         }
-        let is_median = key.ends_with("_ms") || key.ends_with("_share");
-        if key.ends_with("_s") || is_median {
-            if key.ends_with("_s") {
+        let throughput = key.ends_with("_s");
+        if throughput || key.ends_with("_ms") || key.ends_with("_share") {
+            if throughput {
                 obj.insert(format!("{key}_rounds"), serde_json::json!(values.clone()));
             }
             values.sort_by(f64::total_cmp);
@@ -510,10 +510,14 @@ fn machine_line(threads: usize) -> String {
     )
 }
 
+/// A numeric figure of a side's results, if it has one.
+fn num(v: &serde_json::Value, key: &str) -> Option<f64> {
+    v.get(key).and_then(|x| x.as_f64())
+}
+
 /// The Markdown table of the benchmark: one row per side and cell, each figure with its
 /// ratio to PyTorch's.
 fn bench_table(rows: &[(serde_json::Value, serde_json::Value)]) -> String {
-    let num = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_f64());
     let with_ratio = |r: &serde_json::Value, t: &serde_json::Value, k: &str, tk: &str| match (
         num(r, k),
         num(t, tk),
@@ -565,12 +569,10 @@ fn bench_table(rows: &[(serde_json::Value, serde_json::Value)]) -> String {
 const PHASES: [&str; 4] = ["forward", "backward", "clip", "optimizer"];
 
 /// The Markdown table of `--phases`: milliseconds per phase of a training step on each side
-/// (with the ratio of PyTorch's time to the side's for forward, backward and the total), and
+/// (with the ratio of PyTorch's time to the side's for every phase and the total), and
 /// PyTorch's share of time in matrix products.
 fn phases_table(rows: &[(serde_json::Value, serde_json::Value)]) -> String {
-    let ms = |v: &serde_json::Value, phase: &str| {
-        v.get(format!("phase_{phase}_ms")).and_then(|x| x.as_f64())
-    };
+    let ms = |v: &serde_json::Value, phase: &str| num(v, &format!("phase_{phase}_ms"));
     let total = |v: &serde_json::Value| PHASES.iter().map(|p| ms(v, p)).sum::<Option<f64>>();
     let cell = |r: &serde_json::Value, ours: Option<f64>, theirs| match (ours, theirs) {
         (Some(a), Some(b)) if r["side"] != "pytorch" && a > 0.0 => {
@@ -580,8 +582,7 @@ fn phases_table(rows: &[(serde_json::Value, serde_json::Value)]) -> String {
         _ => "-".into(),
     };
     let share = |v: &serde_json::Value, k: &str| {
-        v.get(k)
-            .and_then(|x| x.as_f64())
+        num(v, k)
             .map(|x| format!("{:.0}%", 100.0 * x))
             .unwrap_or_else(|| "-".into())
     };
@@ -620,7 +621,6 @@ fn phases_table(rows: &[(serde_json::Value, serde_json::Value)]) -> String {
 /// those products ran, at the best `torch.mm` rate PyTorch measured on this machine, next to
 /// what it measured and to 50x PyTorch's per-sentence beam loop.
 fn ceiling_table(rows: &[(serde_json::Value, serde_json::Value)]) -> String {
-    let num = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_f64());
     let mut s = String::from(
         "Decoding bounded by matrix products (GEMM MFLOP per word, and the words/s at the \
          best torch.mm rate measured here if nothing else ran):\n\n\
