@@ -97,7 +97,7 @@ pub fn peak_rss_mib() -> Option<f64> {
 /// products ([`DecodingWork::gemm_flops`]).
 pub struct CountingDecoder<'a, B: Backend> {
     model: &'a Seq2Seq<B>,
-    work: std::cell::Cell<DecodingWork>,
+    work: std::sync::Mutex<DecodingWork>,
 }
 
 /// What a decoding run asked of the model.
@@ -124,13 +124,11 @@ impl<'a, B: Backend> CountingDecoder<'a, B> {
 
     /// The work counted so far.
     pub fn work(&self) -> DecodingWork {
-        self.work.get()
+        *self.work.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn count(&self, f: impl FnOnce(&mut DecodingWork)) {
-        let mut w = self.work.get();
-        f(&mut w);
-        self.work.set(w);
+        f(&mut self.work.lock().unwrap_or_else(|e| e.into_inner()));
     }
 }
 

@@ -21,7 +21,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use s2s_benches::{bench_model, cmudict, named_params, peak_rss_mib, CountingDecoder};
 use s2s_data::batch::plan_training_batches;
 use s2s_data::{BatchSize, Example, TextCodec, Tokenizer, TrainingBatch};
-use s2s_decode::{decode_all, BeamSearch, Greedy, Strategy};
+use s2s_decode::{decode_all, decode_all_parallel, BeamSearch, Greedy, Strategy};
 use s2s_nn::{CellKind, Seq2Seq, Seq2SeqConfig};
 use s2s_tensor::backend::{self as backends, Autodiff, BackendKind};
 use s2s_tensor::ops;
@@ -81,6 +81,10 @@ enum Command {
         /// CPU threads (rayon for flex, intra-op threads for libtorch); default: all cores.
         #[arg(long)]
         threads: Option<usize>,
+        /// Decoding workers: batches are shared out among this many threads, each running
+        /// `threads / workers` intra-op threads (libtorch), so the total stays `threads`.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
         /// Leave out the training measurement.
         #[arg(long)]
         no_train: bool,
@@ -124,6 +128,7 @@ fn real_main() -> Result<()> {
             device,
             model,
             threads,
+            workers,
             no_train,
             no_beam,
             phases,
@@ -144,6 +149,7 @@ fn real_main() -> Result<()> {
                 device,
                 model,
                 threads,
+                workers: workers.max(1),
                 train: !no_train,
                 beam: !no_beam,
                 phases,
@@ -322,6 +328,7 @@ struct RunOptions {
     device: String,
     model: PathBuf,
     threads: usize,
+    workers: usize,
     train: bool,
     beam: bool,
     phases: bool,
@@ -339,6 +346,7 @@ fn measure<B: Backend, AB: AutodiffBackend<InnerBackend = B, Device = B::Device>
         "device": opts.device,
         "cell": if cell == CellKind::Gru { "gru" } else { "lstm" },
         "threads": opts.threads,
+        "workers": opts.workers,
         "trained": ckpt.meta.summary.get("untrained").is_none(),
     });
     if opts.train {
@@ -348,18 +356,32 @@ fn measure<B: Backend, AB: AutodiffBackend<InnerBackend = B, Device = B::Device>
     }
     let model = ckpt.model;
     let config = &ckpt.meta.model;
-    let (words_s, out_tokens, mflop) =
-        decode_throughput(&model, config, &Greedy::new(MAX_LEN), &data, device);
+    backends::set_intra_op_threads(opts.backend, (opts.threads / opts.workers).max(1));
+    let (words_s, out_tokens, mflop) = decode_throughput(
+        &model,
+        config,
+        &Greedy::new(MAX_LEN),
+        &data,
+        device,
+        opts.workers,
+    );
     result["greedy_words_s"] = json!(words_s);
     result["greedy_out_tokens"] = json!(out_tokens);
     result["greedy_gemm_mflop_per_word"] = json!(mflop);
     if opts.beam {
-        let (words_s, out_tokens, mflop) =
-            decode_throughput(&model, config, &BeamSearch::new(5, MAX_LEN), &data, device);
+        let (words_s, out_tokens, mflop) = decode_throughput(
+            &model,
+            config,
+            &BeamSearch::new(5, MAX_LEN),
+            &data,
+            device,
+            opts.workers,
+        );
         result["beam5_words_s"] = json!(words_s);
         result["beam5_out_tokens"] = json!(out_tokens);
         result["beam5_gemm_mflop_per_word"] = json!(mflop);
     }
+    backends::set_intra_op_threads(opts.backend, opts.threads);
     // Peak memory of the measurements above, before the extra pass of `--phases`.
     result["peak_rss_mib"] = json!(peak_rss_mib());
     if opts.phases {
@@ -442,12 +464,13 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// Words per second decoding the test words in batches of [`BATCH`], after one warm-up
 /// batch; the number of output tokens; and the matrix-product work of the measured run in
 /// MFLOP per word ([`s2s_benches::DecodingWork::gemm_flops`]).
-fn decode_throughput<B: Backend, S: for<'m> Strategy<B, CountingDecoder<'m, B>>>(
+fn decode_throughput<B: Backend, S: for<'m> Strategy<B, CountingDecoder<'m, B>> + Sync>(
     model: &Seq2Seq<B>,
     config: &Seq2SeqConfig,
     strategy: &S,
     data: &BenchData,
     device: &B::Device,
+    workers: usize,
 ) -> (f64, usize, f64) {
     let warm_up = CountingDecoder::new(model);
     let _ = decode_all(
@@ -459,12 +482,13 @@ fn decode_throughput<B: Backend, S: for<'m> Strategy<B, CountingDecoder<'m, B>>>
     );
     let counter = CountingDecoder::new(model);
     let start = Instant::now();
-    let out = decode_all(
+    let out = decode_all_parallel(
         &counter,
         strategy,
         &data.test,
         BatchSize::Sentences(BATCH),
         device,
+        workers,
     );
     let secs = start.elapsed().as_secs_f64();
     let tokens = out.iter().map(|h| h[0].tokens.len()).sum();

@@ -32,7 +32,7 @@ commands:
         a GPU: apt-get install mesa-vulkan-drivers libvulkan1).
   bench [--backends flex,tch,wgpu] [--cells gru,lstm] [--threads N] [--model DIR]
         [--rounds N] [--tch-device cpu|cuda:N] [--wgpu-device default|...]
-        [--torch-device cpu|cuda] [--phases]
+        [--torch-device cpu|cuda] [--phases] [--workers N]
         The backend comparison benchmark (shared/docs/benchmark.md): every listed backend
         and the PyTorch reference (benches/pytorch_g2p.py) on the same model and data, in
         --rounds interleaved rounds (default 3; each figure is the median over the rounds);
@@ -43,6 +43,9 @@ commands:
         PyTorch's training and greedy decoding spent in matrix products; and each side's
         matrix-product work per decoded word with the words/s it allows at the best
         torch.mm rate measured on the machine.
+        --workers: s2s decodes its batches on N threads side by side, each with
+        threads/N intra-op threads (default: N = --threads on a CPU device, 1 on a GPU;
+        PyTorch's loop runs its --threads intra-op threads).
   venv  Create the virtualenv with torch==2.9.0 and sacrebleu (.venv, or $S2S_VENV).";
 
 /// The PyTorch release whose libtorch `tch` 0.22 (burn-tch 0.21) is built against.
@@ -301,6 +304,8 @@ struct BenchOptions {
     model: PathBuf,
     rounds: usize,
     phases: bool,
+    /// Decoding workers of the s2s sides (default: `threads` on a CPU device, 1 on a GPU).
+    workers: Option<usize>,
 }
 
 fn parse_bench(args: &[String]) -> Result<BenchOptions> {
@@ -316,6 +321,7 @@ fn parse_bench(args: &[String]) -> Result<BenchOptions> {
         model: project_root().join("runs/g2p"),
         rounds: 3,
         phases: false,
+        workers: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -329,6 +335,13 @@ fn parse_bench(args: &[String]) -> Result<BenchOptions> {
             "--torch-device" => o.torch_device = value()?,
             "--model" => o.model = PathBuf::from(value()?),
             "--phases" => o.phases = true,
+            "--workers" => {
+                let n: usize = value()?.parse().context("--workers takes a number")?;
+                if n == 0 {
+                    bail!("--workers must be at least 1");
+                }
+                o.workers = Some(n);
+            }
             "--rounds" => {
                 o.rounds = value()?.parse().context("--rounds takes a number")?;
                 if o.rounds == 0 {
@@ -403,12 +416,15 @@ fn bench(args: &[String]) -> Result<()> {
                     "wgpu" => o.wgpu_device.as_str(),
                     _ => "cpu",
                 };
+                let on_cpu = backend == "flex" || (backend == "tch" && device == "cpu");
+                let workers = o.workers.unwrap_or(if on_cpu { o.threads } else { 1 });
                 let mut r = Command::new(&bin);
                 venv.apply(&mut r);
                 r.args(["run", "--backend", backend, "--device", device])
                     .arg("--model")
                     .arg(dir.join("checkpoint"))
-                    .args(["--threads", &o.threads.to_string()]);
+                    .args(["--threads", &o.threads.to_string()])
+                    .args(["--workers", &workers.to_string()]);
                 if o.phases {
                     r.arg("--phases");
                 }
@@ -548,10 +564,15 @@ fn bench_table(rows: &[(serde_json::Value, serde_json::Value)]) -> String {
             (Some(g), Some(b)) => format!("{:.2}x", g / b),
             _ => "-".into(),
         };
+        let device = r["device"].as_str().unwrap_or("?");
+        let device = match num(r, "workers") {
+            Some(w) if w > 1.0 => format!("{device}, {w} decoding workers"),
+            _ => device.to_string(),
+        };
         s.push_str(&format!(
             "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
             r["side"].as_str().unwrap_or("?"),
-            r["device"].as_str().unwrap_or("?"),
+            device,
             r["cell"].as_str().unwrap_or("?"),
             with_ratio(r, t, "train_tok_s", "train_tok_s"),
             with_ratio(r, t, "greedy_words_s", "greedy_words_s"),

@@ -70,31 +70,137 @@ where
     M: StepDecoder<B>,
     S: Strategy<B, M>,
 {
-    let non_empty: Vec<usize> = (0..sources.len())
-        .filter(|&i| !sources[i].is_empty())
+    let plan = DecodePlan::new(sources, size);
+    let decoded = plan
+        .batches
+        .iter()
+        .map(|indices| decode_batch(model, strategy, sources, indices, device))
         .collect();
-    let lengths: Vec<usize> = non_empty.iter().map(|&i| sources[i].len()).collect();
-    let mut results: Vec<(usize, Vec<Hypothesis>)> = Vec::with_capacity(sources.len());
-    for plan in batch::plan_inference_batches(&lengths, size) {
-        let indices: Vec<usize> = plan.iter().map(|&j| non_empty[j]).collect();
-        let rows: Vec<&[u32]> = indices.iter().map(|&i| sources[i].as_slice()).collect();
-        let batch = InferenceBatch::new(&rows, indices.clone(), device);
-        let decoded = strategy.decode(model, &batch);
-        results.extend(indices.into_iter().zip(decoded));
+    plan.finish(sources, decoded)
+}
+
+/// [`decode_all`] with the batches shared out among `workers` threads, which take the next
+/// batch as they become free. The batches and the results are exactly those of
+/// [`decode_all`] (every strategy's output for a sentence is independent of the other rows of
+/// its batch, and the batches are the same); only their order of execution changes.
+///
+/// This is parallelism across batches ("inter-op" threads): on a CPU, two workers running
+/// one intra-op thread each keep both cores busy through the small element-wise steps of an
+/// RNN, which a single batch cannot. `workers <= 1` runs [`decode_all`] on the caller's
+/// thread.
+pub fn decode_all_parallel<B, M, S>(
+    model: &M,
+    strategy: &S,
+    sources: &[Vec<u32>],
+    size: BatchSize,
+    device: &B::Device,
+    workers: usize,
+) -> Vec<Vec<Hypothesis>>
+where
+    B: Backend,
+    M: StepDecoder<B> + Sync,
+    S: Strategy<B, M> + Sync,
+{
+    if workers <= 1 {
+        return decode_all(model, strategy, sources, size, device);
     }
-    for (i, s) in sources.iter().enumerate() {
-        if s.is_empty() {
-            results.push((
-                i,
-                vec![Hypothesis {
-                    tokens: Vec::new(),
-                    score: 0.0,
-                    attention: None,
-                }],
-            ));
+    let plan = DecodePlan::new(sources, size);
+    // Longest batches first, so that the last batch to start is a short one.
+    let mut order: Vec<usize> = (0..plan.batches.len()).collect();
+    order.sort_by_key(|&b| {
+        let longest = plan.batches[b].iter().map(|&i| sources[i].len()).max();
+        std::cmp::Reverse(longest.unwrap_or(0) * plan.batches[b].len())
+    });
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut decoded: Vec<Option<Vec<Vec<Hypothesis>>>> = vec![None; plan.batches.len()];
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers.min(plan.batches.len()))
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&b) = order.get(k) else { break };
+                        let out = decode_batch(model, strategy, sources, &plan.batches[b], device);
+                        done.push((b, out));
+                    }
+                    done
+                })
+            })
+            .collect();
+        for handle in handles {
+            // A panic in a worker is a bug in a strategy or a backend: pass it on as is.
+            let done = handle
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e));
+            for (b, out) in done {
+                decoded[b] = Some(out);
+            }
         }
+    });
+    let decoded = decoded
+        .into_iter()
+        .map(|d| d.expect("every batch is decoded by some worker"))
+        .collect();
+    plan.finish(sources, decoded)
+}
+
+/// The batches of a decoding run: indices into the sources, length-sorted, empty sources
+/// left out.
+struct DecodePlan {
+    batches: Vec<Vec<usize>>,
+}
+
+impl DecodePlan {
+    fn new(sources: &[Vec<u32>], size: BatchSize) -> Self {
+        let non_empty: Vec<usize> = (0..sources.len())
+            .filter(|&i| !sources[i].is_empty())
+            .collect();
+        let lengths: Vec<usize> = non_empty.iter().map(|&i| sources[i].len()).collect();
+        let batches = batch::plan_inference_batches(&lengths, size)
+            .into_iter()
+            .map(|plan| plan.iter().map(|&j| non_empty[j]).collect())
+            .collect();
+        DecodePlan { batches }
     }
-    batch::restore_order(results)
+
+    /// Puts the decoded batches (in plan order) and the empty sources back in input order.
+    fn finish(
+        self,
+        sources: &[Vec<u32>],
+        decoded: Vec<Vec<Vec<Hypothesis>>>,
+    ) -> Vec<Vec<Hypothesis>> {
+        let mut results: Vec<(usize, Vec<Hypothesis>)> = Vec::with_capacity(sources.len());
+        for (indices, hyps) in self.batches.into_iter().zip(decoded) {
+            results.extend(indices.into_iter().zip(hyps));
+        }
+        for (i, s) in sources.iter().enumerate() {
+            if s.is_empty() {
+                results.push((
+                    i,
+                    vec![Hypothesis {
+                        tokens: Vec::new(),
+                        score: 0.0,
+                        attention: None,
+                    }],
+                ));
+            }
+        }
+        batch::restore_order(results)
+    }
+}
+
+/// Decodes the sources at `indices` as one batch.
+fn decode_batch<B: Backend, M: StepDecoder<B>, S: Strategy<B, M>>(
+    model: &M,
+    strategy: &S,
+    sources: &[Vec<u32>],
+    indices: &[usize],
+    device: &B::Device,
+) -> Vec<Vec<Hypothesis>> {
+    let rows: Vec<&[u32]> = indices.iter().map(|&i| sources[i].as_slice()).collect();
+    let batch = InferenceBatch::new(&rows, indices.to_vec(), device);
+    strategy.decode(model, &batch)
 }
 
 /// Any of the built-in strategies, chosen at run time (for command lines and configs).

@@ -4,7 +4,8 @@ use proptest::prelude::*;
 use s2s_data::{BatchSize, Vocab};
 use s2s_decode::Strategy as DecodeStrategy;
 use s2s_decode::{
-    decode_all, BeamSearch, Greedy, Hypothesis, LengthPenalty, Sampling, StepDecoder,
+    decode_all, decode_all_parallel, BeamSearch, Greedy, Hypothesis, LengthPenalty, Sampling,
+    StepDecoder,
 };
 use s2s_nn::{CellKind, Seq2Seq, Seq2SeqConfig};
 use s2s_tensor::ops;
@@ -136,6 +137,25 @@ s2s_tensor::for_each_backend! {
             check(one_at_a_time(&m, &BeamSearch::new(3, MAX_LEN), &src), decode(&m, &BeamSearch::new(3, MAX_LEN), &rotated, size))?;
             check(one_at_a_time(&m, &diverse, &src), decode(&m, &diverse, &rotated, size))?;
             check(one_at_a_time(&m, &sample, &src), decode(&m, &sample, &rotated, size))?;
+        }
+
+        /// Sharing the batches out among worker threads gives what one thread gives, for
+        /// every strategy.
+        #[test]
+        fn workers_decode_as_one_thread_does(src in sources(), seed in 0u64..1000, workers in 2usize..5, size in 1usize..4, lstm in any::<bool>()) {
+            let m = model(seed, lstm);
+            let mut diverse = BeamSearch::new(4, MAX_LEN);
+            diverse.groups = 2;
+            diverse.diversity = 0.5;
+            let mut sample = Sampling::new(seed, MAX_LEN);
+            sample.n = 2;
+            sample.top_p = 0.9;
+            let batch = BatchSize::Sentences(size);
+            let d = device();
+            same(&decode_all_parallel(&m, &Greedy::new(MAX_LEN), &src, batch, &d, workers), &decode(&m, &Greedy::new(MAX_LEN), &src, size))?;
+            same(&decode_all_parallel(&m, &BeamSearch::new(3, MAX_LEN), &src, batch, &d, workers), &decode(&m, &BeamSearch::new(3, MAX_LEN), &src, size))?;
+            same(&decode_all_parallel(&m, &diverse, &src, batch, &d, workers), &decode(&m, &diverse, &src, size))?;
+            same(&decode_all_parallel(&m, &sample, &src, batch, &d, workers), &decode(&m, &sample, &src, size))?;
         }
 
         /// Sampling with the same seed repeats itself; top-k never emits a token outside the k

@@ -402,3 +402,16 @@ macro_rules! __s2s_if_wgpu {
 pub fn set_tch_threads(n: usize) {
     tch::set_num_threads(n as i32);
 }
+
+/// Sets the intra-op CPU threads of `kind` where the backend has its own thread count
+/// (libtorch); a no-op for the others (flex runs on rayon's pool) and for a backend that is
+/// not compiled in.
+pub fn set_intra_op_threads(kind: BackendKind, n: usize) {
+    match kind {
+        #[cfg(feature = "tch")]
+        BackendKind::Tch => set_tch_threads(n),
+        _ => {
+            let _ = n;
+        }
+    }
+}

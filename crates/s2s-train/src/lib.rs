@@ -6,6 +6,8 @@
 //! - [`trainer`]: the loop: length-bucketed batches, Adam, global gradient-norm clipping,
 //!   validation every epoch (loss, perplexity, exact match, WER, token error rate) and the
 //!   best checkpoint kept.
+//! - [`parallel`]: one batch's loss and gradients computed by several threads, each on a
+//!   share of the rows.
 //! - [`checkpoint`]: model folders (config JSON, vocabularies, weights) written atomically.
 //! - [`metrics`]: edit distance, exact match, WER and PER against multiple references.
 //!
@@ -27,11 +29,13 @@
 pub mod checkpoint;
 pub mod loss;
 pub mod metrics;
+pub mod parallel;
 pub mod schedule;
 pub mod trainer;
 
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta};
 pub use metrics::Scores;
+pub use parallel::{batch_gradients, BatchGradients};
 pub use schedule::{Decay, LrSchedule, TeacherForcing};
 pub use trainer::{
     evaluate, evaluate_with, train, validation_loss, EpochLog, TrainConfig, TrainError, TrainReport,

@@ -1,8 +1,9 @@
 //! The training loop: batches, loss, gradient clipping, Adam, validation and checkpoints.
 
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointMeta, FORMAT};
-use crate::loss::{masked_cross_entropy, masked_nll_sum};
+use crate::loss::masked_nll_sum;
 use crate::metrics::{score, Scores};
+use crate::parallel::batch_gradients;
 use crate::schedule::{Decay, LrSchedule, TeacherForcing};
 use burn::config::Config;
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
@@ -14,7 +15,7 @@ use rand::{rngs::StdRng, Rng, SeedableRng};
 use s2s_data::batch::{plan_inference_batches, plan_training_batches};
 use s2s_data::corpus::group_references;
 use s2s_data::{BatchSize, Example, Pair, Reference, TextCodec, TrainingBatch};
-use s2s_decode::{decode_all, Greedy, Strategy};
+use s2s_decode::{decode_all_parallel, Greedy, Strategy};
 use s2s_nn::{Seq2Seq, Seq2SeqConfig};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -68,6 +69,11 @@ pub struct TrainConfig {
     pub source_embeddings: Option<std::path::PathBuf>,
     /// Pretrained word vectors for the target embeddings.
     pub target_embeddings: Option<std::path::PathBuf>,
+    /// Threads that share the rows of every batch ([`crate::parallel`]); the step is the
+    /// same whatever their number. On a CPU, one per core, each with one intra-op thread,
+    /// is the fastest.
+    #[config(default = 1)]
+    pub workers: usize,
     /// Show a progress bar.
     #[config(default = true)]
     pub progress: bool,
@@ -210,29 +216,32 @@ pub fn evaluate<B: Backend>(
     device: &B::Device,
 ) -> (Scores, Vec<String>) {
     let greedy = Greedy::new(max_len);
-    evaluate_with(model, codec, references, &greedy, batch_size, device)
+    evaluate_with(model, codec, references, &greedy, batch_size, 1, device)
 }
 
-/// Decodes the sources of `references` with `strategy` and scores the best hypothesis of
-/// each; also returns the predictions (as text) in input order.
-pub fn evaluate_with<B: Backend, S: Strategy<B, Seq2Seq<B>>>(
+/// Decodes the sources of `references` with `strategy`, in batches of `batch_size` shared out
+/// among `workers` threads ([`decode_all_parallel`]), and scores the best hypothesis of each;
+/// also returns the predictions (as text) in input order.
+pub fn evaluate_with<B: Backend, S: Strategy<B, Seq2Seq<B>> + Sync>(
     model: &Seq2Seq<B>,
     codec: &TextCodec,
     references: &[Reference],
     strategy: &S,
     batch_size: usize,
+    workers: usize,
     device: &B::Device,
 ) -> (Scores, Vec<String>) {
     let sources: Vec<Vec<u32>> = references
         .iter()
         .map(|r| codec.encode_source(&r.source).0)
         .collect();
-    let hyps = decode_all(
+    let hyps = decode_all_parallel(
         model,
         strategy,
         &sources,
         BatchSize::Sentences(batch_size),
         device,
+        workers,
     );
     let predicted: Vec<Vec<String>> = hyps
         .iter()
@@ -355,40 +364,52 @@ pub fn train<B: AutodiffBackend>(
         let (mut loss_sum, mut loss_tokens, mut tokens) = (0.0f64, 0usize, 0usize);
         for indices in plan {
             let examples: Vec<&Example> = indices.iter().map(|&i| &train_examples[i]).collect();
-            let batch = TrainingBatch::<B>::new(&examples, device);
             let ratio = config.teacher_forcing.ratio(step);
-            let logits = if ratio >= 1.0 {
-                model.forward(
-                    batch.source.clone(),
-                    &batch.source_lengths,
-                    batch.target_input.clone(),
-                )
-            } else {
-                let steps = batch.target_input.dims()[1];
-                let flags: Vec<Vec<bool>> = (0..steps)
+            // Scheduled sampling draws its flags for the whole batch, whatever the workers.
+            let flags: Option<Vec<Vec<bool>>> = (ratio < 1.0).then(|| {
+                let steps = examples.iter().map(|e| e.target.len() + 1).max();
+                (0..steps.unwrap_or(0))
                     .map(|t| {
-                        (0..batch.len())
+                        (0..examples.len())
                             .map(|_| t > 0 && rng.random::<f64>() >= ratio)
                             .collect()
                     })
-                    .collect();
-                model.forward_scheduled(
+                    .collect()
+            });
+            let forward = |m: &Seq2Seq<B>, batch: &TrainingBatch<B>, first: usize| {
+                let (source, lengths, input) = (
                     batch.source.clone(),
                     &batch.source_lengths,
                     batch.target_input.clone(),
-                    &flags,
-                )
+                );
+                match &flags {
+                    None => m.forward(source, lengths, input),
+                    Some(flags) => {
+                        let steps = input.dims()[1];
+                        let rows = first..first + batch.len();
+                        let share: Vec<Vec<bool>> = flags[..steps]
+                            .iter()
+                            .map(|f| f[rows.clone()].to_vec())
+                            .collect();
+                        m.forward_scheduled(source, lengths, input, &share)
+                    }
+                }
             };
-            let loss =
-                masked_cross_entropy(logits, batch.target_output.clone(), config.label_smoothing);
-            let loss_value = s2s_tensor::ops::to_vec_f32(loss.clone().inner())[0] as f64;
-            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            let out = batch_gradients(
+                &model,
+                &examples,
+                config.label_smoothing,
+                config.workers,
+                device,
+                forward,
+            );
+            let (loss_value, mut grads) = (out.loss, out.grads);
             if config.clip_norm > 0.0 {
                 clip_global_norm(&model, &mut grads, config.clip_norm);
             }
             model = optim.step(schedule.at(step), model, grads);
             step += 1;
-            let n = batch.target_tokens();
+            let n = out.tokens;
             loss_sum += loss_value * n as f64;
             loss_tokens += n;
             tokens += n;
@@ -411,12 +432,13 @@ pub fn train<B: AutodiffBackend>(
         let tokens_per_second = tokens as f64 / epoch_start.elapsed().as_secs_f64().max(1e-9);
         let valid_model = model.valid();
         let valid_loss = validation_loss(&valid_model, &valid_examples, config.batch_size, device);
-        let (scores, _) = evaluate(
+        let (scores, _) = evaluate_with(
             &valid_model,
             &codec,
             &valid_refs,
+            &Greedy::new(config.max_decode_len),
             config.batch_size,
-            config.max_decode_len,
+            config.workers,
             device,
         );
         let log = EpochLog {

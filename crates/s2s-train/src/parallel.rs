@@ -1,0 +1,200 @@
+//! One training batch on several CPU threads: the batch's rows are shared out among workers,
+//! each computes the loss and gradients of its share, and the gradients are summed.
+//!
+//! A single batch of a small RNN keeps one core busy through its many small element-wise
+//! kernels while the matrix products alone use all of them. Two workers with one intra-op
+//! thread each (libtorch) keep both cores of a 2-core machine busy throughout. The step is
+//! the same step: each share's loss is divided by the token count of the whole batch, so the
+//! shares' gradients add up to the gradient of the batch's mean loss.
+
+use crate::loss::masked_nll_sum;
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::Tensor;
+use s2s_data::{Example, TrainingBatch};
+use s2s_nn::Seq2Seq;
+
+/// What [`batch_gradients`] returns.
+#[derive(Debug)]
+pub struct BatchGradients {
+    /// Mean loss per (non-pad) target token over the whole batch.
+    pub loss: f64,
+    /// Non-pad target tokens of the whole batch.
+    pub tokens: usize,
+    /// Gradients of the mean loss, keyed by the model's parameter ids.
+    pub grads: GradientsParams,
+}
+
+/// Loss and gradients of one training batch, its rows split into at most `workers`
+/// contiguous shares that run on as many threads (`workers <= 1`: on the caller's thread,
+/// on the model itself).
+///
+/// `forward(model, share, first_row)` returns the logits of a share (`[rows, tgt_len,
+/// vocab]`); `first_row` is the share's first row in `examples`, for per-row settings such as
+/// scheduled sampling. The loss is the masked cross-entropy with label smoothing `smoothing`,
+/// averaged over the target tokens of the whole batch.
+///
+/// Each worker runs on a fork of the model: the same parameters and parameter ids, its own
+/// autodiff graph. (Burn's autodiff keeps graphs that share nodes under one lock, so workers
+/// on the model itself would run their backward passes one at a time.) With dropout, the
+/// workers draw from the backend's one random generator in whatever order they run, so such
+/// a step is not bit-for-bit reproducible; without dropout it is, up to the order of the
+/// floating-point sums.
+pub fn batch_gradients<B, F>(
+    model: &Seq2Seq<B>,
+    examples: &[&Example],
+    smoothing: f32,
+    workers: usize,
+    device: &B::Device,
+    forward: F,
+) -> BatchGradients
+where
+    B: AutodiffBackend,
+    F: Fn(&Seq2Seq<B>, &TrainingBatch<B>, usize) -> Tensor<B, 3> + Sync,
+{
+    // Every share's loss is divided by the whole batch's tokens: `<eos>` plus the target.
+    let tokens: usize = examples.iter().map(|e| e.target.len() + 1).sum();
+    let share_grads = |model: &Seq2Seq<B>, first: usize, rows: &[&Example]| {
+        let batch = TrainingBatch::<B>::new(rows, device);
+        let logits = forward(model, &batch, first);
+        let (sum, _) = masked_nll_sum(logits, batch.target_output, smoothing);
+        let loss = sum.div_scalar(tokens.max(1) as f32);
+        let value = s2s_tensor::ops::to_vec_f32(loss.clone().inner())[0] as f64;
+        (value, GradientsParams::from_grads(loss.backward(), model))
+    };
+    let workers = workers.clamp(1, examples.len().max(1));
+    if workers == 1 {
+        let (loss, grads) = share_grads(model, 0, examples);
+        return BatchGradients {
+            loss,
+            tokens,
+            grads,
+        };
+    }
+    let share = examples.len().div_ceil(workers);
+    let results: Vec<(f64, GradientsParams)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = examples
+            .chunks(share)
+            .enumerate()
+            .map(|(k, rows)| {
+                let share_grads = &share_grads;
+                scope.spawn(move || {
+                    let fork = model.clone().fork(device);
+                    share_grads(&fork, k * share, rows)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            // A panic in a worker is a bug in the model or a backend: pass it on as is.
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    let mut accumulator = GradientsAccumulator::<Seq2Seq<B>>::new();
+    let mut loss = 0.0;
+    for (value, grads) in results {
+        loss += value;
+        accumulator.accumulate(model, grads);
+    }
+    BatchGradients {
+        loss,
+        tokens,
+        grads: accumulator.grads(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loss::masked_cross_entropy;
+    use burn::module::{ModuleVisitor, Param};
+    use s2s_nn::{CellKind, Seq2SeqConfig};
+
+    s2s_tensor::for_each_backend! {
+        type AB = TestAutodiffBackend;
+
+        /// Every gradient of `model` in `grads`, flattened, in visiting order.
+        fn flat(model: &Seq2Seq<AB>, grads: &GradientsParams) -> Vec<Vec<f32>> {
+            struct Collect<'a>(&'a GradientsParams, Vec<Vec<f32>>);
+            impl ModuleVisitor<AB> for Collect<'_> {
+                fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
+                    let g = self.0.get::<TestBackend, D>(param.id).expect("every parameter has a gradient");
+                    self.1.push(s2s_tensor::ops::to_vec_f32(g.flatten::<1>(0, D - 1)));
+                }
+            }
+            let mut c = Collect(grads, Vec::new());
+            model.visit(&mut c);
+            c.1
+        }
+
+        fn examples() -> Vec<Example> {
+            // Uneven lengths, so that the shares pad differently from the whole batch.
+            (0..7u32)
+                .map(|i| Example {
+                    source: (0..1 + i % 4).map(|j| 4 + (i + j) % 9).collect(),
+                    target: (0..1 + (i * 3) % 5).map(|j| 4 + (i * 2 + j) % 7).collect(),
+                })
+                .collect()
+        }
+
+        #[test]
+        fn workers_give_the_gradient_of_the_whole_batch() {
+            let device = device();
+            let data = examples();
+            let rows: Vec<&Example> = data.iter().collect();
+            for cell in [CellKind::Gru, CellKind::Lstm] {
+                let config = Seq2SeqConfig::new(13, 11)
+                    .with_d_embed(4)
+                    .with_d_hidden(6)
+                    .with_d_decoder(5)
+                    .with_d_attention(3)
+                    .with_cell(cell);
+                let model: Seq2Seq<AB> =
+                    s2s_tensor::backend::seeded::<AB, _>(&device, 3, || config.init(&device));
+                // The reference: the whole batch's mean loss, differentiated directly.
+                let batch = TrainingBatch::<AB>::new(&rows, &device);
+                let tokens = batch.target_tokens();
+                let logits = model.forward(batch.source, &batch.source_lengths, batch.target_input);
+                let loss = masked_cross_entropy(logits, batch.target_output, 0.1);
+                let want_loss = s2s_tensor::ops::to_vec_f32(loss.clone().inner())[0] as f64;
+                let want = flat(&model, &GradientsParams::from_grads(loss.backward(), &model));
+                for workers in [1, 2, 3, 7, 9] {
+                    let out = batch_gradients(&model, &rows, 0.1, workers, &device, |m, b, _| {
+                        m.forward(b.source.clone(), &b.source_lengths, b.target_input.clone())
+                    });
+                    assert_eq!(out.tokens, tokens);
+                    assert!((out.loss - want_loss).abs() < 1e-5, "{workers} workers: loss {} vs {want_loss}", out.loss);
+                    let got = flat(&model, &out.grads);
+                    assert_eq!(got.len(), want.len());
+                    for (p, (g, w)) in got.iter().zip(&want).enumerate() {
+                        for (a, b) in g.iter().zip(w) {
+                            assert!((a - b).abs() <= 1e-5 + 1e-4 * b.abs(), "{cell:?}, {workers} workers, parameter {p}: {a} vs {b}");
+                        }
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn shares_know_their_first_row() {
+            let device = device();
+            let data = examples();
+            let rows: Vec<&Example> = data.iter().collect();
+            let model: Seq2Seq<AB> = Seq2SeqConfig::new(13, 11)
+                .with_d_embed(2)
+                .with_d_hidden(2)
+                .with_d_decoder(2)
+                .with_d_attention(2)
+                .init(&device);
+            let seen = std::sync::Mutex::new(Vec::new());
+            batch_gradients(&model, &rows, 0.0, 3, &device, |m, b, first| {
+                seen.lock().unwrap().push((first, b.len()));
+                m.forward(b.source.clone(), &b.source_lengths, b.target_input.clone())
+            });
+            let mut seen = seen.into_inner().unwrap();
+            seen.sort();
+            assert_eq!(seen, vec![(0, 3), (3, 3), (6, 1)]);
+        }
+    }
+}
