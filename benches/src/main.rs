@@ -27,7 +27,7 @@ use s2s_tensor::backend::{self as backends, Autodiff, BackendKind};
 use s2s_tensor::ops;
 use s2s_train::loss::masked_cross_entropy;
 use s2s_train::trainer::clip_global_norm;
-use s2s_train::{Checkpoint, CheckpointMeta};
+use s2s_train::{batch_gradients, Checkpoint, CheckpointMeta};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -81,8 +81,9 @@ enum Command {
         /// CPU threads (rayon for flex, intra-op threads for libtorch); default: all cores.
         #[arg(long)]
         threads: Option<usize>,
-        /// Decoding workers: batches are shared out among this many threads, each running
-        /// `threads / workers` intra-op threads (libtorch), so the total stays `threads`.
+        /// Workers: training batches' rows and decoding batches are shared out among this
+        /// many threads, each running `threads / workers` intra-op threads (libtorch), so the
+        /// total stays `threads`. The `--phases` pass runs one worker.
         #[arg(long, default_value_t = 1)]
         workers: usize,
         /// Leave out the training measurement.
@@ -349,14 +350,15 @@ fn measure<B: Backend, AB: AutodiffBackend<InnerBackend = B, Device = B::Device>
         "workers": opts.workers,
         "trained": ckpt.meta.summary.get("untrained").is_none(),
     });
+    // The workers share the threads: `threads / workers` intra-op threads each.
+    backends::set_intra_op_threads(opts.backend, (opts.threads / opts.workers).max(1));
     if opts.train {
         let start = Checkpoint::<AB>::load(&opts.model, device)?.model;
-        let (tokens_per_s, _) = train_steps::<AB>(start, &data, device, false)?;
+        let (tokens_per_s, _) = train_steps::<AB>(start, &data, device, opts.workers, false)?;
         result["train_tok_s"] = json!(tokens_per_s);
     }
     let model = ckpt.model;
     let config = &ckpt.meta.model;
-    backends::set_intra_op_threads(opts.backend, (opts.threads / opts.workers).max(1));
     let (words_s, out_tokens, mflop) = decode_throughput(
         &model,
         config,
@@ -381,12 +383,13 @@ fn measure<B: Backend, AB: AutodiffBackend<InnerBackend = B, Device = B::Device>
         result["beam5_out_tokens"] = json!(out_tokens);
         result["beam5_gemm_mflop_per_word"] = json!(mflop);
     }
-    backends::set_intra_op_threads(opts.backend, opts.threads);
     // Peak memory of the measurements above, before the extra pass of `--phases`.
     result["peak_rss_mib"] = json!(peak_rss_mib());
     if opts.phases {
+        // One worker with every thread, so that the phases are those of one step.
+        backends::set_intra_op_threads(opts.backend, opts.threads);
         let start = Checkpoint::<AB>::load(&opts.model, device)?.model;
-        let (_, phases) = train_steps::<AB>(start, &data, device, true)?;
+        let (_, phases) = train_steps::<AB>(start, &data, device, 1, true)?;
         for (name, ms) in PHASES.iter().zip(phases) {
             result[format!("phase_{name}_ms")] = json!(ms);
         }
@@ -400,13 +403,16 @@ const PHASES: [&str; 4] = ["forward", "backward", "clip", "optimizer"];
 /// Target tokens per second over [`TRAIN_STEPS`] steps after [`WARMUP_STEPS`], from the
 /// given weights: forward, backward, global-norm clipping at 1.0 and an Adam step.
 ///
-/// With `phases`, the device is synced after every phase and the second result holds the
-/// median milliseconds of each of [`PHASES`] over the measured steps (the syncs slow the
-/// steps down, so the throughput of such a pass is not the one to report).
+/// With `workers > 1`, every batch's rows are shared out among that many threads
+/// ([`batch_gradients`]). With `phases` (one worker), the device is synced after every phase
+/// and the second result holds the median milliseconds of each of [`PHASES`] over the
+/// measured steps (the syncs slow the steps down, so the throughput of such a pass is not the
+/// one to report).
 fn train_steps<AB: AutodiffBackend>(
     mut model: Seq2Seq<AB>,
     data: &BenchData,
     device: &AB::Device,
+    workers: usize,
     phases: bool,
 ) -> Result<(f64, Vec<f64>)> {
     let sync = || AB::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"));
@@ -431,14 +437,22 @@ fn train_steps<AB: AutodiffBackend>(
             Ok(())
         };
         let examples: Vec<&Example> = indices.iter().map(|&j| &data.train[j]).collect();
-        let batch = TrainingBatch::<AB>::new(&examples, device);
-        tokens += batch.target_tokens();
-        let logits = model.forward(batch.source, &batch.source_lengths, batch.target_input);
-        let loss = masked_cross_entropy(logits, batch.target_output, 0.0);
-        phase_done(0)?;
-        let raw = loss.backward();
-        phase_done(1)?;
-        let mut grads = GradientsParams::from_grads(raw, &model);
+        let mut grads = if workers > 1 {
+            let out = batch_gradients(&model, &examples, 0.0, workers, device, |m, b, _| {
+                m.forward(b.source.clone(), &b.source_lengths, b.target_input.clone())
+            });
+            tokens += out.tokens;
+            out.grads
+        } else {
+            let batch = TrainingBatch::<AB>::new(&examples, device);
+            tokens += batch.target_tokens();
+            let logits = model.forward(batch.source, &batch.source_lengths, batch.target_input);
+            let loss = masked_cross_entropy(logits, batch.target_output, 0.0);
+            phase_done(0)?;
+            let raw = loss.backward();
+            phase_done(1)?;
+            GradientsParams::from_grads(raw, &model)
+        };
         clip_global_norm(&model, &mut grads, 1.0);
         phase_done(2)?;
         model = optim.step(1e-3, model, grads);

@@ -43,9 +43,9 @@ commands:
         PyTorch's training and greedy decoding spent in matrix products; and each side's
         matrix-product work per decoded word with the words/s it allows at the best
         torch.mm rate measured on the machine.
-        --workers: s2s decodes its batches on N threads side by side, each with
-        threads/N intra-op threads (default: N = --threads on a CPU device, 1 on a GPU;
-        PyTorch's loop runs its --threads intra-op threads).
+        --workers N: s2s shares each training batch's rows, and the decoding batches,
+        among N threads, each with threads/N intra-op threads (default: N = --threads on
+        a CPU device, 1 on a GPU; PyTorch runs its --threads intra-op threads).
   venv  Create the virtualenv with torch==2.9.0 and sacrebleu (.venv, or $S2S_VENV).";
 
 /// The PyTorch release whose libtorch `tch` 0.22 (burn-tch 0.21) is built against.
@@ -304,7 +304,7 @@ struct BenchOptions {
     model: PathBuf,
     rounds: usize,
     phases: bool,
-    /// Decoding workers of the s2s sides (default: `threads` on a CPU device, 1 on a GPU).
+    /// Workers of the s2s sides (default: `threads` on a CPU device, 1 on a GPU).
     workers: Option<usize>,
 }
 
@@ -566,7 +566,7 @@ fn bench_table(rows: &[(serde_json::Value, serde_json::Value)]) -> String {
         };
         let device = r["device"].as_str().unwrap_or("?");
         let device = match num(r, "workers") {
-            Some(w) if w > 1.0 => format!("{device}, {w} decoding workers"),
+            Some(w) if w > 1.0 => format!("{device}, {w} workers"),
             _ => device.to_string(),
         };
         s.push_str(&format!(
