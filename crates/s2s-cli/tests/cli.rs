@@ -73,7 +73,15 @@ fn decode_is_independent_of_batch_size_and_order() {
     ];
     let input: String = words.iter().map(|w| format!("{w}\n")).collect();
     let base = s2s(
-        &["decode", "--model", &model, "--batch-size", "1"],
+        &[
+            "decode",
+            "--model",
+            &model,
+            "--batch-size",
+            "1",
+            "--workers",
+            "1",
+        ],
         input.as_bytes(),
     );
     assert!(base.status.success(), "{}", text(&base.stderr));
@@ -81,17 +89,32 @@ fn decode_is_independent_of_batch_size_and_order() {
     assert_eq!(base_lines.len(), words.len());
     assert_eq!(base_lines[1], "");
     assert_eq!(base_lines[6], "");
-    for size in ["2", "3", "64"] {
+    // Nor does it on the number of workers sharing the batches.
+    for (size, workers) in [("2", "3"), ("3", "1"), ("64", "2")] {
         let out = s2s(
-            &["decode", "--model", &model, "--batch-size", size],
+            &[
+                "decode",
+                "--model",
+                &model,
+                "--batch-size",
+                size,
+                "--workers",
+                workers,
+            ],
             input.as_bytes(),
         );
         assert_eq!(
             text(&out.stdout).lines().collect::<Vec<_>>(),
             base_lines,
-            "batch size {size}"
+            "batch size {size}, {workers} workers"
         );
     }
+    let out = s2s(
+        &["decode", "--model", &model, "--workers", "0"],
+        input.as_bytes(),
+    );
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--workers must be at least 1"));
     // Beam search and sampling give the same outputs whatever the batch size too.
     for strategy in [
         &["--strategy", "beam", "--beam-size", "3"][..],
