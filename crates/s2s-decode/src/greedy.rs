@@ -86,7 +86,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(20))]
+            #![proptest_config(ProptestConfig::with_cases(cases(20)))]
             /// Greedy outputs do not depend on batch size, batch composition or input order.
             #[test]
             fn outputs_independent_of_batching(

@@ -75,7 +75,7 @@ s2s_tensor::for_each_backend! {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(16))]
+        #![proptest_config(ProptestConfig::with_cases(cases(16)))]
 
         /// Beam size 1 equals greedy, token for token (and in score).
         #[test]
@@ -202,7 +202,7 @@ s2s_tensor::for_each_backend! {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(8))]
+        #![proptest_config(ProptestConfig::with_cases(cases(8)))]
 
         /// With a diversity penalty far above any log-probability gap, the four groups take
         /// four different first tokens, `<eos>` included (an empty hypothesis is one group's

@@ -594,7 +594,7 @@ mod tests {
         }
 
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(24))]
+            #![proptest_config(ProptestConfig::with_cases(cases(24)))]
             /// A sequence encodes and decodes the same alone or inside a padded batch of random
             /// other sequences, at any position.
             #[test]

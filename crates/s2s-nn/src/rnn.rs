@@ -473,7 +473,7 @@ mod tests {
         }
 
         proptest::proptest! {
-            #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+            #![proptest_config(proptest::prelude::ProptestConfig::with_cases(cases(12)))]
             /// Both directions run together from lengths equal the per-direction masked
             /// pass: outputs, final states (zero for empty rows) and zero padding.
             #[test]

@@ -305,10 +305,26 @@ impl<B: TestDevice> TestDevice for Autodiff<B> {
     }
 }
 
+/// How many cases a property test runs on `backend` (`"flex"`, `"tch"`, `"wgpu"`) when it
+/// runs `n` on the CPU backends: a quarter (at least 2) on wgpu.
+///
+/// The properties (batching, ordering, strategies) are the library's logic, the same on every
+/// backend; what differs per backend is the arithmetic, which the parity tests compare. On
+/// llvmpipe, the software Vulkan device of CI, every new tensor shape compiles new kernels,
+/// so each random case costs seconds: the full counts took about ten minutes of each CI run.
+pub fn proptest_cases(backend: &str, n: u32) -> u32 {
+    if backend == "wgpu" {
+        (n / 4).max(2)
+    } else {
+        n
+    }
+}
+
 /// Instantiates a block of items (usually `#[test]` functions) once per compiled backend, in
 /// modules `flex`, `tch` and `wgpu`. Inside the block, `TestBackend` is the backend,
-/// `TestAutodiffBackend` its autodiff wrapper and `device()` its test device (see
-/// [`test_device`]); the block sees the items of the enclosing module through `use super::*`.
+/// `TestAutodiffBackend` its autodiff wrapper, `device()` its test device (see
+/// [`test_device`]) and `cases(n)` its number of property-test cases ([`proptest_cases`]);
+/// the block sees the items of the enclosing module through `use super::*`.
 ///
 /// ```text
 /// s2s_tensor::for_each_backend! {
@@ -343,6 +359,11 @@ macro_rules! __s2s_backend_mod {
             #[allow(dead_code)]
             fn device() -> $crate::burn::tensor::ops::Device<TestBackend> {
                 <TestBackend as $crate::backend::TestDevice>::test_device()
+            }
+            /// Property-test cases for this backend (see [`proptest_cases`]).
+            #[allow(dead_code)]
+            fn cases(n: u32) -> u32 {
+                $crate::backend::proptest_cases(stringify!($name), n)
             }
             $($body)*
         }

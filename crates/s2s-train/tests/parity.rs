@@ -8,7 +8,7 @@
 //! made with real margins, as in use.
 
 use burn::module::AutodiffModule;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{AdamConfig, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use s2s_data::batch::plan_training_batches;
 use s2s_data::corpus::{read_cmudict, CmudictOptions};
@@ -17,9 +17,8 @@ use s2s_decode::{decode_all, Greedy};
 use s2s_nn::{Seq2Seq, Seq2SeqConfig};
 use s2s_tensor::backend::{Autodiff, Flex};
 use s2s_tensor::ops;
-use s2s_train::loss::masked_cross_entropy;
 use s2s_train::trainer::clip_global_norm;
-use s2s_train::{train, Checkpoint, TrainConfig};
+use s2s_train::{batch_gradients, train, Checkpoint, TrainConfig};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -128,11 +127,12 @@ fn train_steps<AB: AutodiffBackend>(
     let mut losses = Vec::new();
     for batch in batches {
         let refs: Vec<&Example> = batch.iter().collect();
-        let b = TrainingBatch::<AB>::new(&refs, device);
-        let out = model.forward(b.source, &b.source_lengths, b.target_input);
-        let loss = masked_cross_entropy(out, b.target_output, 0.0);
-        losses.push(ops::to_vec_f32(loss.clone().inner())[0]);
-        let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+        // The trainer's path: on wgpu one worker, on flex and tch two.
+        let out = batch_gradients(&model, &refs, 0.0, 2, device, |m, b, _| {
+            m.forward(b.source.clone(), &b.source_lengths, b.target_input.clone())
+        });
+        losses.push(out.loss as f32);
+        let mut grads = out.grads;
         clip_global_norm(&model, &mut grads, 1.0);
         model = optim.step(1e-3, model, grads);
     }
