@@ -107,10 +107,19 @@ pub struct DecodingWork {
     pub source_positions: usize,
     /// Sources encoded (rows of the bridge).
     pub sources: usize,
-    /// Decoder rows advanced (`rows` summed over steps).
+    /// Memories given the decoding cache (each builds its embedding table).
+    pub caches: usize,
+    /// Padded source positions projected into a decoding cache's values.
+    pub cache_positions: usize,
+    /// Decoder rows advanced (`rows` summed over steps) without the decoding cache.
     pub row_steps: usize,
-    /// Decoder rows times source positions attended (`rows * src_len` summed over steps).
+    /// Decoder rows times source positions attended (`rows * src_len` summed over steps)
+    /// without the decoding cache.
     pub row_source_steps: usize,
+    /// [`row_steps`](Self::row_steps) with the decoding cache.
+    pub cached_row_steps: usize,
+    /// [`row_source_steps`](Self::row_source_steps) with the decoding cache.
+    pub cached_row_source_steps: usize,
 }
 
 impl<'a, B: Backend> CountingDecoder<'a, B> {
@@ -142,7 +151,7 @@ impl<B: Backend> StepDecoder<B> for CountingDecoder<'_, B> {
             w.source_positions += batch * src_len;
             w.sources += batch;
         });
-        self.model.start(source, lengths)
+        StepDecoder::start(self.model, source, lengths)
     }
 
     fn step(
@@ -153,9 +162,15 @@ impl<B: Backend> StepDecoder<B> for CountingDecoder<'_, B> {
     ) -> (Tensor<B, 2>, DecoderState<B>, Tensor<B, 2>) {
         let rows = tokens.dims()[0];
         let src_len = memory.outputs.dims()[1];
+        let cached = memory.cache.is_some();
         self.count(|w| {
-            w.row_steps += rows;
-            w.row_source_steps += rows * src_len;
+            if cached {
+                w.cached_row_steps += rows;
+                w.cached_row_source_steps += rows * src_len;
+            } else {
+                w.row_steps += rows;
+                w.row_source_steps += rows * src_len;
+            }
         });
         StepDecoder::step(self.model, memory, tokens, state)
     }
@@ -166,7 +181,15 @@ impl<B: Backend> StepDecoder<B> for CountingDecoder<'_, B> {
         state: DecoderState<B>,
         indices: &[usize],
     ) -> (Memory<B>, DecoderState<B>) {
-        StepDecoder::select_rows(self.model, memory, state, indices)
+        let out = StepDecoder::select_rows(self.model, memory, state, indices);
+        if memory.cache.is_none() && out.0.cache.is_some() {
+            let [rows, src_len, _] = memory.outputs.dims();
+            self.count(|w| {
+                w.caches += 1;
+                w.cache_positions += rows * src_len;
+            });
+        }
+        out
     }
 
     fn select_state_rows(&self, state: DecoderState<B>, indices: &[usize]) -> DecoderState<B> {
@@ -179,8 +202,11 @@ impl DecodingWork {
     /// needs in a model of `config` with additive attention: encoder input projections and
     /// recurrent products of every layer and direction, attention keys, bridge, and per
     /// decoder row and step the first layer's input projection (embedding and context),
-    /// recurrent products, attention query, scores and context, and the output layer.
-    /// Element-wise work is not counted: this is the least any implementation does.
+    /// recurrent products, attention query, scores and context, and the output layer. With
+    /// the decoding cache (`s2s_nn::DecodingCache`): its value projection of every source
+    /// position and its embedding table, and per row and step, in place of the products
+    /// with the context and the embedding, the mix of the cached values. Element-wise work
+    /// is not counted: this is the least the implementation does.
     pub fn gemm_flops(&self, config: &Seq2SeqConfig) -> f64 {
         let c = config;
         let gates = c.cell.gates() as f64;
@@ -197,7 +223,10 @@ impl DecodingWork {
             let input = if layer == 0 { e } else { m };
             per_position += dirs * 2.0 * (input + h) * gates * h;
         }
+        let v = c.tgt_vocab as f64;
         per_position += 2.0 * m * a;
+        let per_cache_position = 2.0 * m * (gates * d + v);
+        let per_cache = 2.0 * v * e * (gates * d + v);
         // One bridge for the hidden states, and one more for LSTM cells.
         let bridges = match (c.bridge, c.cell) {
             (false, _) => 0.0,
@@ -205,11 +234,18 @@ impl DecodingWork {
             (true, CellKind::Lstm) => 2.0,
         };
         let per_source = bridges * 2.0 * m * d * c.decoder_layers as f64;
-        let mut per_row_step = 2.0 * (e + m + d) * gates * d;
-        per_row_step += (c.decoder_layers as f64 - 1.0) * 2.0 * (d + d) * gates * d;
-        per_row_step += 2.0 * d * a + 2.0 * (d + m + e) * c.tgt_vocab as f64;
+        // Recurrent products, deeper layers, query and the output layer's share of the state.
+        let mut cached_row_step = 2.0 * d * gates * d;
+        cached_row_step += (c.decoder_layers as f64 - 1.0) * 2.0 * (d + d) * gates * d;
+        cached_row_step += 2.0 * d * a + 2.0 * d * v;
+        let per_row_step = cached_row_step + 2.0 * (e + m) * gates * d + 2.0 * (m + e) * v;
         let per_row_source = 2.0 * (a + m);
+        let cached_row_source = 2.0 * (a + gates * d + v);
         per_position * self.source_positions as f64
+            + per_cache_position * self.cache_positions as f64
+            + per_cache * self.caches as f64
+            + cached_row_step * self.cached_row_steps as f64
+            + cached_row_source * self.cached_row_source_steps as f64
             + per_source * self.sources as f64
             + per_row_step * self.row_steps as f64
             + per_row_source * self.row_source_steps as f64
@@ -253,11 +289,19 @@ mod tests {
         let (work, out) = count(&model, &Greedy::new(6), &sources);
         let produced: usize = out.iter().map(|h| h[0].tokens.len() + 1).sum();
         assert_eq!(work.sources, 2);
+        // Greedy never repeats rows, so it never builds the cache; beam search does.
+        assert_eq!((work.caches, work.cached_row_steps), (0, 0));
         assert_eq!(work.source_positions, 2 * 3);
         assert_eq!(work.row_steps, produced);
         let (beam_work, _) = count(&model, &BeamSearch::new(3, 6), &sources);
-        assert!(beam_work.row_steps >= 2 && beam_work.row_steps <= 2 + 3 * 2 * 6);
-        assert_eq!(beam_work.row_source_steps, 3 * beam_work.row_steps);
+        let rows = beam_work.row_steps + beam_work.cached_row_steps;
+        assert!((2..=2 + 3 * 2 * 6).contains(&rows));
+        assert_eq!(
+            beam_work.row_source_steps + beam_work.cached_row_source_steps,
+            3 * (beam_work.row_steps + beam_work.cached_row_steps)
+        );
+        assert_eq!((beam_work.caches, beam_work.cache_positions), (1, 2 * 3));
+        assert!(beam_work.cached_row_steps > 0);
     }
 
     /// The FLOP count of each kind of work, by hand for a small GRU model (8 wide, 3 gates,
@@ -278,6 +322,12 @@ mod tests {
         assert_eq!(one(|w| w.row_steps = 1), 1536.0 + 128.0 + 640.0);
         // Score (8) and context (16).
         assert_eq!(one(|w| w.row_source_steps = 1), 48.0);
+        // The cache's values 2 x 16 x (24 + 10), and its embedding table 2 x 10 x 8 x 34.
+        assert_eq!(one(|w| w.cache_positions = 1), 1088.0);
+        assert_eq!(one(|w| w.caches = 1), 5440.0);
+        // Cached: recurrent 8 x 24, query 8 x 8, output 8 x 10; score and values' mix.
+        assert_eq!(one(|w| w.cached_row_steps = 1), 384.0 + 128.0 + 160.0);
+        assert_eq!(one(|w| w.cached_row_source_steps = 1), 84.0);
         assert!(DecodingWork::default().gemm_flops(&config) == 0.0);
     }
 }

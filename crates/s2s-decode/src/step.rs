@@ -66,6 +66,12 @@ impl<B: Backend> StepDecoder<B> for Seq2Seq<B> {
         state: DecoderState<B>,
         indices: &[usize],
     ) -> (Memory<B>, DecoderState<B>) {
+        // Rows repeated: from here on a source is decoded in several rows, where the
+        // decoding cache saves more than it costs (see `Seq2Seq::with_decoding_cache`).
+        if indices.len() > memory.batch_size() && memory.cache.is_none() {
+            let memory = self.with_decoding_cache(memory);
+            return (memory.select_rows(indices), state.select_rows(indices));
+        }
         (memory.select_rows(indices), state.select_rows(indices))
     }
 

@@ -145,6 +145,22 @@ impl<B: Backend> Attention<B> {
         memory: Tensor<B, 3>,
         valid: Tensor<B, 2, Bool>,
     ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let weights = self.weights(query, keys, valid);
+        let context = mix(&weights, memory);
+        (context, weights)
+    }
+
+    /// The attention weights alone (masked softmax of the scores), for callers that mix
+    /// something other than the memory with them.
+    ///
+    /// # Shapes
+    /// - as [`forward`](Self::forward); returns `[batch, src_len]`
+    pub fn weights(
+        &self,
+        query: Tensor<B, 2>,
+        keys: Tensor<B, 3>,
+        valid: Tensor<B, 2, Bool>,
+    ) -> Tensor<B, 2> {
         let scores: Tensor<B, 2> = match self.kind {
             AttentionKind::Bahdanau => {
                 // v^T tanh(k + q) = 2 v^T sigmoid(2k + 2q) - sum(v); `keys` hold 2k.
@@ -166,12 +182,18 @@ impl<B: Backend> Attention<B> {
                 keys.matmul(query.unsqueeze_dim(2)).squeeze_dim(2)
             }
         };
-        let weights = s2s_tensor::ops::masked_softmax(scores, valid, 1);
-        let context = weights
-            .clone()
-            .unsqueeze_dim(1)
-            .matmul(memory)
-            .squeeze_dim(1);
-        (context, weights)
+        s2s_tensor::ops::masked_softmax(scores, valid, 1)
     }
+}
+
+/// The attention-weighted sum of `values` over the source positions, one batched product.
+///
+/// # Shapes
+/// - `weights`: `[batch, src_len]`; `values`: `[batch, src_len, d]`; returns `[batch, d]`
+pub fn mix<B: Backend>(weights: &Tensor<B, 2>, values: Tensor<B, 3>) -> Tensor<B, 2> {
+    weights
+        .clone()
+        .unsqueeze_dim(1)
+        .matmul(values)
+        .squeeze_dim(1)
 }

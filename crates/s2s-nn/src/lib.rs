@@ -37,5 +37,7 @@ pub mod rnn;
 
 pub use attention::{Attention, AttentionConfig, AttentionKind};
 pub use encoder::{Encoder, EncoderConfig, EncoderOutput};
-pub use model::{DecoderState, Memory, ModelError, Seq2Seq, Seq2SeqConfig, StepOutput};
+pub use model::{
+    DecoderState, DecodingCache, Memory, ModelError, Seq2Seq, Seq2SeqConfig, StepOutput,
+};
 pub use rnn::{CellKind, DirectionsOutput, RnnLayer, RnnLayerConfig, RnnState};

@@ -20,3 +20,16 @@ pub fn linear_rows<B: Backend>(layer: &Linear<B>, x: Tensor<B, 3>) -> Tensor<B, 
     let d_output = y.dims()[1];
     y.reshape([batch, seq, d_output])
 }
+
+/// `x @ w` at every `[batch, seq]` position, as one 2-D matmul (see [`linear_rows`]).
+///
+/// # Shapes
+/// - `x`: `[batch, seq, d_input]`; `w`: `[d_input, d_output]`
+/// - returns `[batch, seq, d_output]`
+pub fn matmul_rows<B: Backend>(x: Tensor<B, 3>, w: Tensor<B, 2>) -> Tensor<B, 3> {
+    let [batch, seq, d_input] = x.dims();
+    let d_output = w.dims()[1];
+    x.reshape([batch * seq, d_input])
+        .matmul(w)
+        .reshape([batch, seq, d_output])
+}

@@ -1,8 +1,8 @@
 //! The attention encoder-decoder and its step API.
 
-use crate::attention::{Attention, AttentionConfig, AttentionKind};
+use crate::attention::{mix, Attention, AttentionConfig, AttentionKind};
 use crate::encoder::{Encoder, EncoderConfig};
-use crate::linear::linear_rows;
+use crate::linear::{linear_rows, matmul_rows};
 use crate::rnn::{CellKind, RnnLayer, RnnLayerConfig, RnnState};
 use burn::config::Config;
 use burn::module::Module;
@@ -164,6 +164,32 @@ pub struct Memory<B: Backend> {
     pub valid: Tensor<B, 2, Bool>,
     /// True source lengths.
     pub lengths: Vec<usize>,
+    /// What decoding precomputes for the step (see [`DecodingCache`]); `None` from
+    /// [`Seq2Seq::start`], which the training passes use.
+    pub cache: Option<DecodingCache<B>>,
+}
+
+/// Products that decoding computes once per batch of sources, so that a step needs neither
+/// the attention context nor the matrix products that apply weights to it.
+///
+/// The context enters a step only through two linear maps: the first decoder layer's input
+/// projection and the output projection. Both are linear in the encoder outputs, so
+/// `(weights @ outputs) @ W == weights @ (outputs @ W)`: with `outputs @ W` computed once, a
+/// step mixes `[src_len, gates * d_decoder + tgt_vocab]` rows per sentence with its attention
+/// weights instead of multiplying a `[rows, d_memory]` context by a
+/// `[d_memory, gates * d_decoder]` matrix. For the G2P model that removes more than half of a
+/// step's matrix-product work. The embedding's share of the same two projections is a table
+/// lookup.
+#[derive(Debug, Clone)]
+pub struct DecodingCache<B: Backend> {
+    /// Encoder outputs times the context rows of the first layer's input weights and of the
+    /// output projection, side by side: `[batch, src_len, gates * d_decoder + tgt_vocab]`.
+    pub values: Tensor<B, 3>,
+    /// Every target embedding times the embedding rows of the same two weights, with both
+    /// biases: `[tgt_vocab, gates * d_decoder + tgt_vocab]`.
+    pub embedded: Tensor<B, 2>,
+    /// The output projection's rows for the last decoder layer's state `[d_decoder, tgt_vocab]`.
+    pub output_state: Tensor<B, 2>,
 }
 
 impl<B: Backend> Memory<B> {
@@ -177,6 +203,11 @@ impl<B: Backend> Memory<B> {
             // `u8` tensor on burn-flex 0.21 that its `bool_not` rejects.
             valid: ops::length_mask(&lengths, self.valid.dims()[1], &self.valid.device()),
             lengths,
+            cache: self.cache.as_ref().map(|c| DecodingCache {
+                values: ops::gather_rows(c.values.clone(), indices),
+                embedded: c.embedded.clone(),
+                output_state: c.output_state.clone(),
+            }),
         }
     }
 
@@ -347,8 +378,56 @@ impl<B: Backend> Seq2Seq<B> {
             keys,
             valid: ops::length_mask(lengths, seq, &device),
             lengths: lengths.to_vec(),
+            cache: None,
         };
         (memory, DecoderState { layers })
+    }
+
+    /// The memory with its [`DecodingCache`], so that [`step`](Self::step) takes the cached
+    /// path. Without autodiff only: on an autodiff backend (where a step may apply dropout to
+    /// the embedding) and when the cache is already there, this is a clone.
+    ///
+    /// The cache costs, per source position, about what it saves per decoder row and step, so
+    /// it pays when a source is decoded in several rows (beam search, several samples);
+    /// [`StepDecoder`](../../s2s_decode/trait.StepDecoder.html)'s implementation builds it when
+    /// a strategy first repeats rows.
+    pub fn with_decoding_cache(&self, memory: &Memory<B>) -> Memory<B> {
+        let mut memory = memory.clone();
+        if memory.cache.is_none() && !B::ad_enabled(&memory.outputs.device()) {
+            memory.cache = Some(self.decoding_cache(memory.outputs.clone()));
+        }
+        memory
+    }
+
+    /// The [`DecodingCache`] of a batch of encoder outputs `[batch, src_len, d_memory]`.
+    fn decoding_cache(&self, outputs: Tensor<B, 3>) -> DecodingCache<B> {
+        let d_memory = outputs.dims()[2];
+        let (w_emb, w_ctx) = self.embedding_weights();
+        let out_w = self.output.weight.val();
+        let d_out = out_w.dims()[0];
+        debug_assert_eq!(d_out, self.d_decoder + d_memory + self.d_embed);
+        let out_h = out_w.clone().narrow(0, 0, self.d_decoder);
+        let out_ctx = out_w.clone().narrow(0, self.d_decoder, d_memory);
+        let out_emb = out_w.narrow(0, self.d_decoder + d_memory, self.d_embed);
+        let values = matmul_rows(outputs, Tensor::cat(vec![w_ctx, out_ctx], 1));
+        let bias_ih = self.decoder_layers[0].bias_ih.val();
+        let vocab = out_emb.dims()[1];
+        let out_bias = match &self.output.bias {
+            Some(b) => b.val(),
+            None => Tensor::zeros([vocab], &bias_ih.device()),
+        };
+        let bias = Tensor::cat(vec![bias_ih, out_bias], 0).unsqueeze::<2>();
+        let embedded = self
+            .embedding
+            .weight
+            .val()
+            .matmul(Tensor::cat(vec![w_emb, out_emb], 1))
+            + bias;
+        DecodingCache {
+            values,
+            embedded,
+            output_state: out_h,
+        }
     }
 
     /// The part of the first decoder layer's input weights that multiplies the embedding.
@@ -359,6 +438,27 @@ impl<B: Backend> Seq2Seq<B> {
             w.clone().narrow(0, 0, self.d_embed),
             w.narrow(0, self.d_embed, rows - self.d_embed),
         )
+    }
+
+    /// Advances the decoder layers from the first layer's projected input (`[batch, gates *
+    /// d_decoder]`); returns the last layer's output and the new state.
+    fn run_layers(
+        &self,
+        projected: Tensor<B, 2>,
+        state: DecoderState<B>,
+    ) -> (Tensor<B, 2>, DecoderState<B>) {
+        let mut new_layers = Vec::with_capacity(state.layers.len());
+        let mut layers = state.layers.into_iter();
+        let first =
+            self.decoder_layers[0].step_projected(projected, layers.next().expect("layer 0"));
+        let mut x = first.h.clone();
+        new_layers.push(first);
+        for (layer, s) in self.decoder_layers[1..].iter().zip(layers) {
+            let next = layer.step(self.dropout.forward(x), s);
+            x = next.h.clone();
+            new_layers.push(next);
+        }
+        (x, DecoderState { layers: new_layers })
     }
 
     /// One decoder step after the embedding's share of the first layer's input projection
@@ -378,21 +478,13 @@ impl<B: Backend> Seq2Seq<B> {
             memory.valid.clone(),
         );
         let projected = embedding_projected + context.clone().matmul(context_weights.clone());
-        let mut new_layers = Vec::with_capacity(state.layers.len());
-        let mut layers = state.layers.into_iter();
-        let first =
-            self.decoder_layers[0].step_projected(projected, layers.next().expect("layer 0"));
-        let mut x = first.h.clone();
-        new_layers.push(first);
-        for (layer, s) in self.decoder_layers[1..].iter().zip(layers) {
-            let next = layer.step(self.dropout.forward(x), s);
-            x = next.h.clone();
-            new_layers.push(next);
-        }
-        (x, context, weights, DecoderState { layers: new_layers })
+        let (x, state) = self.run_layers(projected, state);
+        (x, context, weights, state)
     }
 
     /// One decoding step: previous tokens + state -> next-token logits, new state, attention.
+    /// With a memory from [`with_decoding_cache`](Self::with_decoding_cache) it uses the
+    /// [`DecodingCache`]; the result is the same up to rounding.
     ///
     /// # Shapes
     /// - `tokens`: `[batch]` previous token ids (`<sos>` at the first step)
@@ -403,6 +495,9 @@ impl<B: Backend> Seq2Seq<B> {
         tokens: Tensor<B, 1, Int>,
         state: DecoderState<B>,
     ) -> StepOutput<B> {
+        if let Some(cache) = &memory.cache {
+            return self.cached_step(memory, cache, tokens, state);
+        }
         let embedded = self.dropout.forward(
             self.embedding
                 .forward(tokens.unsqueeze_dim(1))
@@ -415,6 +510,33 @@ impl<B: Backend> Seq2Seq<B> {
         let logits = self
             .output
             .forward(Tensor::cat(vec![h, context, embedded], 1));
+        StepOutput {
+            logits,
+            state,
+            attention,
+        }
+    }
+
+    /// [`step`](Self::step) with the [`DecodingCache`]: no context vector, and the
+    /// embedding's share of both projections looked up.
+    fn cached_step(
+        &self,
+        memory: &Memory<B>,
+        cache: &DecodingCache<B>,
+        tokens: Tensor<B, 1, Int>,
+        state: DecoderState<B>,
+    ) -> StepOutput<B> {
+        let query = state.layers.last().expect("decoder has a layer").h.clone();
+        let attention = self
+            .attention
+            .weights(query, memory.keys.clone(), memory.valid.clone());
+        // [batch, gates * d_decoder + tgt_vocab]: both projections' context and embedding
+        // shares, biases included.
+        let pre = cache.embedded.clone().select(0, tokens) + mix(&attention, cache.values.clone());
+        let g = self.decoder_layers[0].weight_ih.dims()[1];
+        let vocab = cache.output_state.dims()[1];
+        let (h, state) = self.run_layers(pre.clone().narrow(1, 0, g), state);
+        let logits = h.matmul(cache.output_state.clone()) + pre.narrow(1, g, vocab);
         StepOutput {
             logits,
             state,
@@ -555,6 +677,46 @@ mod tests {
             let flags = vec![vec![false; 2]; 4];
             let scheduled = ops::to_vec_f32(model.forward_scheduled(src, &[3, 2], tgt, &flags));
             assert!(close(&full, &scheduled, 1e-5));
+        }
+
+        /// The decoding cache changes the order of the products, not the step's results:
+        /// logits, attention and states with and without it agree, for every cell,
+        /// attention kind and depth, over several steps of a padded batch.
+        #[test]
+        fn cached_step_equals_plain_step() {
+            let device = device();
+            for (cell, attention, bidirectional, layers) in [
+                (CellKind::Gru, AttentionKind::Bahdanau, true, 1),
+                (CellKind::Lstm, AttentionKind::General, false, 2),
+                (CellKind::Gru, AttentionKind::Dot, true, 2),
+            ] {
+                let model = tiny(cell, attention, bidirectional, layers);
+                let src = ops::id_matrix::<TB>(&[vec![4, 5, 6], vec![7, 8, 0]], 3, &device);
+                let (plain_memory, mut plain) = model.start(src.clone(), &[3, 2]);
+                assert!(model.with_decoding_cache(&model.with_decoding_cache(&plain_memory)).cache.is_some());
+                let (memory, mut cached) = model.start(src, &[3, 2]);
+                let cached_memory = model.with_decoding_cache(&memory);
+                assert!(plain_memory.cache.is_none() && cached_memory.cache.is_some());
+                // Row 1 repeated: the cache is gathered with the rows.
+                let cached_memory = cached_memory.select_rows(&[0, 1, 1]);
+                let plain_memory = plain_memory.select_rows(&[0, 1, 1]);
+                plain = plain.select_rows(&[0, 1, 1]);
+                cached = cached.select_rows(&[0, 1, 1]);
+                for tokens in [[1, 1, 1], [4, 7, 9], [5, 8, 2]] {
+                    let tokens = ops::index_tensor::<TB>(&tokens, &device);
+                    let a = model.step(&plain_memory, tokens.clone(), plain);
+                    let b = model.step(&cached_memory, tokens, cached);
+                    let what = format!("{cell:?} {attention:?} {layers} layers");
+                    let v = ops::to_vec_f32;
+                    assert!(close(&v(b.logits), &v(a.logits), 1e-5), "{what}: logits");
+                    assert!(close(&v(b.attention), &v(a.attention), 1e-5), "{what}: attention");
+                    for (x, y) in b.state.layers.iter().zip(&a.state.layers) {
+                        assert!(close(&v(x.h.clone()), &v(y.h.clone()), 1e-5), "{what}: state");
+                    }
+                    plain = a.state;
+                    cached = b.state;
+                }
+            }
         }
 
         #[test]
