@@ -107,19 +107,19 @@ pub struct DecodingWork {
     pub source_positions: usize,
     /// Sources encoded (rows of the bridge).
     pub sources: usize,
-    /// Memories given the decoding cache (each builds its embedding table).
-    pub caches: usize,
+    /// Decoding caches built (`s2s_nn::DecodingCache`, one per batch: the embedding table).
+    pub tables: usize,
     /// Padded source positions projected into a decoding cache's values.
-    pub cache_positions: usize,
-    /// Decoder rows advanced (`rows` summed over steps) without the decoding cache.
+    pub value_positions: usize,
+    /// Decoder rows advanced (`rows` summed over steps) without the cache's values.
     pub row_steps: usize,
     /// Decoder rows times source positions attended (`rows * src_len` summed over steps)
-    /// without the decoding cache.
+    /// without the cache's values.
     pub row_source_steps: usize,
-    /// [`row_steps`](Self::row_steps) with the decoding cache.
-    pub cached_row_steps: usize,
-    /// [`row_source_steps`](Self::row_source_steps) with the decoding cache.
-    pub cached_row_source_steps: usize,
+    /// [`row_steps`](Self::row_steps) with the cache's values.
+    pub value_row_steps: usize,
+    /// [`row_source_steps`](Self::row_source_steps) with the cache's values.
+    pub value_row_source_steps: usize,
 }
 
 impl<'a, B: Backend> CountingDecoder<'a, B> {
@@ -151,7 +151,11 @@ impl<B: Backend> StepDecoder<B> for CountingDecoder<'_, B> {
             w.source_positions += batch * src_len;
             w.sources += batch;
         });
-        StepDecoder::start(self.model, source, lengths)
+        let out = StepDecoder::start(self.model, source, lengths);
+        if out.0.cache.is_some() {
+            self.count(|w| w.tables += 1);
+        }
+        out
     }
 
     fn step(
@@ -162,11 +166,11 @@ impl<B: Backend> StepDecoder<B> for CountingDecoder<'_, B> {
     ) -> (Tensor<B, 2>, DecoderState<B>, Tensor<B, 2>) {
         let rows = tokens.dims()[0];
         let src_len = memory.outputs.dims()[1];
-        let cached = memory.cache.is_some();
+        let values = has_values(memory);
         self.count(|w| {
-            if cached {
-                w.cached_row_steps += rows;
-                w.cached_row_source_steps += rows * src_len;
+            if values {
+                w.value_row_steps += rows;
+                w.value_row_source_steps += rows * src_len;
             } else {
                 w.row_steps += rows;
                 w.row_source_steps += rows * src_len;
@@ -182,12 +186,9 @@ impl<B: Backend> StepDecoder<B> for CountingDecoder<'_, B> {
         indices: &[usize],
     ) -> (Memory<B>, DecoderState<B>) {
         let out = StepDecoder::select_rows(self.model, memory, state, indices);
-        if memory.cache.is_none() && out.0.cache.is_some() {
+        if !has_values(memory) && has_values(&out.0) {
             let [rows, src_len, _] = memory.outputs.dims();
-            self.count(|w| {
-                w.caches += 1;
-                w.cache_positions += rows * src_len;
-            });
+            self.count(|w| w.value_positions += rows * src_len);
         }
         out
     }
@@ -197,16 +198,22 @@ impl<B: Backend> StepDecoder<B> for CountingDecoder<'_, B> {
     }
 }
 
+/// Whether a memory's decoding cache holds the values.
+fn has_values<B: Backend>(memory: &Memory<B>) -> bool {
+    memory.cache.as_ref().is_some_and(|c| c.values.is_some())
+}
+
 impl DecodingWork {
     /// Floating-point operations (2 per multiply-add) of the matrix products this work
-    /// needs in a model of `config` with additive attention: encoder input projections and
-    /// recurrent products of every layer and direction, attention keys, bridge, and per
-    /// decoder row and step the first layer's input projection (embedding and context),
-    /// recurrent products, attention query, scores and context, and the output layer. With
-    /// the decoding cache (`s2s_nn::DecodingCache`): its value projection of every source
-    /// position and its embedding table, and per row and step, in place of the products
-    /// with the context and the embedding, the mix of the cached values. Element-wise work
-    /// is not counted: this is the least the implementation does.
+    /// needs in a model of `config` with additive attention, decoded as s2s does on an
+    /// inference backend (with `s2s_nn::DecodingCache`): encoder input projections and
+    /// recurrent products of every layer and direction, attention keys, bridge, the cache's
+    /// embedding table per batch, and per decoder row and step the recurrent products,
+    /// attention query and scores, the context and its product with both projections'
+    /// context rows, and the output layer's share of the state. With the cache's values: their
+    /// projection of every source position, and per row and step their mix in place of the
+    /// context and its product. Element-wise work is not counted: this is the least the
+    /// implementation does.
     pub fn gemm_flops(&self, config: &Seq2SeqConfig) -> f64 {
         let c = config;
         let gates = c.cell.gates() as f64;
@@ -225,8 +232,8 @@ impl DecodingWork {
         }
         let v = c.tgt_vocab as f64;
         per_position += 2.0 * m * a;
-        let per_cache_position = 2.0 * m * (gates * d + v);
-        let per_cache = 2.0 * v * e * (gates * d + v);
+        let per_value_position = 2.0 * m * (gates * d + v);
+        let per_table = 2.0 * v * e * (gates * d + v);
         // One bridge for the hidden states, and one more for LSTM cells.
         let bridges = match (c.bridge, c.cell) {
             (false, _) => 0.0,
@@ -235,17 +242,17 @@ impl DecodingWork {
         };
         let per_source = bridges * 2.0 * m * d * c.decoder_layers as f64;
         // Recurrent products, deeper layers, query and the output layer's share of the state.
-        let mut cached_row_step = 2.0 * d * gates * d;
-        cached_row_step += (c.decoder_layers as f64 - 1.0) * 2.0 * (d + d) * gates * d;
-        cached_row_step += 2.0 * d * a + 2.0 * d * v;
-        let per_row_step = cached_row_step + 2.0 * (e + m) * gates * d + 2.0 * (m + e) * v;
+        let mut value_row_step = 2.0 * d * gates * d;
+        value_row_step += (c.decoder_layers as f64 - 1.0) * 2.0 * (d + d) * gates * d;
+        value_row_step += 2.0 * d * a + 2.0 * d * v;
+        let per_row_step = value_row_step + 2.0 * m * (gates * d + v);
         let per_row_source = 2.0 * (a + m);
-        let cached_row_source = 2.0 * (a + gates * d + v);
+        let value_row_source = 2.0 * (a + gates * d + v);
         per_position * self.source_positions as f64
-            + per_cache_position * self.cache_positions as f64
-            + per_cache * self.caches as f64
-            + cached_row_step * self.cached_row_steps as f64
-            + cached_row_source * self.cached_row_source_steps as f64
+            + per_value_position * self.value_positions as f64
+            + per_table * self.tables as f64
+            + value_row_step * self.value_row_steps as f64
+            + value_row_source * self.value_row_source_steps as f64
             + per_source * self.sources as f64
             + per_row_step * self.row_steps as f64
             + per_row_source * self.row_source_steps as f64
@@ -289,19 +296,22 @@ mod tests {
         let (work, out) = count(&model, &Greedy::new(6), &sources);
         let produced: usize = out.iter().map(|h| h[0].tokens.len() + 1).sum();
         assert_eq!(work.sources, 2);
-        // Greedy never repeats rows, so it never builds the cache; beam search does.
-        assert_eq!((work.caches, work.cached_row_steps), (0, 0));
+        // Greedy never repeats rows, so it never builds the values; beam search does.
+        assert_eq!(
+            (work.tables, work.value_positions, work.value_row_steps),
+            (1, 0, 0)
+        );
         assert_eq!(work.source_positions, 2 * 3);
         assert_eq!(work.row_steps, produced);
         let (beam_work, _) = count(&model, &BeamSearch::new(3, 6), &sources);
-        let rows = beam_work.row_steps + beam_work.cached_row_steps;
+        let rows = beam_work.row_steps + beam_work.value_row_steps;
         assert!((2..=2 + 3 * 2 * 6).contains(&rows));
         assert_eq!(
-            beam_work.row_source_steps + beam_work.cached_row_source_steps,
-            3 * (beam_work.row_steps + beam_work.cached_row_steps)
+            beam_work.row_source_steps + beam_work.value_row_source_steps,
+            3 * (beam_work.row_steps + beam_work.value_row_steps)
         );
-        assert_eq!((beam_work.caches, beam_work.cache_positions), (1, 2 * 3));
-        assert!(beam_work.cached_row_steps > 0);
+        assert_eq!((beam_work.tables, beam_work.value_positions), (1, 2 * 3));
+        assert!(beam_work.value_row_steps > 0);
     }
 
     /// The FLOP count of each kind of work, by hand for a small GRU model (8 wide, 3 gates,
@@ -318,16 +328,16 @@ mod tests {
         assert_eq!(one(|w| w.source_positions = 1), 1536.0 + 256.0);
         // The bridge: 2 x 16 x 8.
         assert_eq!(one(|w| w.sources = 1), 256.0);
-        // Input (8 + 16 + 8 wide) x 24, query 8 x 8, output (8 + 16 + 8) x 10.
-        assert_eq!(one(|w| w.row_steps = 1), 1536.0 + 128.0 + 640.0);
+        // Recurrent 8 x 24, query 8 x 8, output 8 x 10, context 16 x (24 + 10).
+        assert_eq!(one(|w| w.row_steps = 1), 384.0 + 128.0 + 160.0 + 1088.0);
         // Score (8) and context (16).
         assert_eq!(one(|w| w.row_source_steps = 1), 48.0);
-        // The cache's values 2 x 16 x (24 + 10), and its embedding table 2 x 10 x 8 x 34.
-        assert_eq!(one(|w| w.cache_positions = 1), 1088.0);
-        assert_eq!(one(|w| w.caches = 1), 5440.0);
-        // Cached: recurrent 8 x 24, query 8 x 8, output 8 x 10; score and values' mix.
-        assert_eq!(one(|w| w.cached_row_steps = 1), 384.0 + 128.0 + 160.0);
-        assert_eq!(one(|w| w.cached_row_source_steps = 1), 84.0);
+        // The cache's embedding table 2 x 10 x 8 x (24 + 10), its values 2 x 16 x 34.
+        assert_eq!(one(|w| w.tables = 1), 5440.0);
+        assert_eq!(one(|w| w.value_positions = 1), 1088.0);
+        // With the values: no context product; score and the values' mix.
+        assert_eq!(one(|w| w.value_row_steps = 1), 384.0 + 128.0 + 160.0);
+        assert_eq!(one(|w| w.value_row_source_steps = 1), 84.0);
         assert!(DecodingWork::default().gemm_flops(&config) == 0.0);
     }
 }

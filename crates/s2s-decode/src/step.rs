@@ -47,7 +47,8 @@ impl<B: Backend> StepDecoder<B> for Seq2Seq<B> {
     type State = DecoderState<B>;
 
     fn start(&self, source: Tensor<B, 2, Int>, lengths: &[usize]) -> (Memory<B>, DecoderState<B>) {
-        Seq2Seq::start(self, source, lengths)
+        let (memory, state) = Seq2Seq::start(self, source, lengths);
+        (self.with_decoding_cache(&memory, false), state)
     }
 
     fn step(
@@ -68,8 +69,9 @@ impl<B: Backend> StepDecoder<B> for Seq2Seq<B> {
     ) -> (Memory<B>, DecoderState<B>) {
         // Rows repeated: from here on a source is decoded in several rows, where the
         // decoding cache saves more than it costs (see `Seq2Seq::with_decoding_cache`).
-        if indices.len() > memory.batch_size() && memory.cache.is_none() {
-            let memory = self.with_decoding_cache(memory);
+        let has_values = memory.cache.as_ref().is_some_and(|c| c.values.is_some());
+        if indices.len() > memory.batch_size() && !has_values {
+            let memory = self.with_decoding_cache(memory, true);
             return (memory.select_rows(indices), state.select_rows(indices));
         }
         (memory.select_rows(indices), state.select_rows(indices))

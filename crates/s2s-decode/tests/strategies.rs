@@ -173,7 +173,7 @@ s2s_tensor::for_each_backend! {
                 for h in hyps {
                     let (memory, mut state) = StepDecoder::start(&m, ops::id_matrix::<B>(std::slice::from_ref(x), x.len(), &device), &[x.len()]);
                     // The sampler decoded 3 rows per source, with the decoding cache.
-                    let memory = m.with_decoding_cache(&memory);
+                    let memory = m.with_decoding_cache(&memory, true);
                     let mut prev = Vocab::SOS as usize;
                     let ended = h.tokens.len() < MAX_LEN;
                     let steps: Vec<usize> = h.tokens.iter().map(|&t| t as usize).chain(ended.then_some(Vocab::EOS as usize)).collect();

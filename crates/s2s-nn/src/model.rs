@@ -169,22 +169,27 @@ pub struct Memory<B: Backend> {
     pub cache: Option<DecodingCache<B>>,
 }
 
-/// Products that decoding computes once per batch of sources, so that a step needs neither
-/// the attention context nor the matrix products that apply weights to it.
+/// Products that decoding computes once per batch of sources.
 ///
-/// The context enters a step only through two linear maps: the first decoder layer's input
-/// projection and the output projection. Both are linear in the encoder outputs, so
-/// `(weights @ outputs) @ W == weights @ (outputs @ W)`: with `outputs @ W` computed once, a
-/// step mixes `[src_len, gates * d_decoder + tgt_vocab]` rows per sentence with its attention
-/// weights instead of multiplying a `[rows, d_memory]` context by a
-/// `[d_memory, gates * d_decoder]` matrix. For the G2P model that removes more than half of a
-/// step's matrix-product work. The embedding's share of the same two projections is a table
-/// lookup.
+/// The embedding and the attention context enter a step only through two linear maps: the
+/// first decoder layer's input projection and the output projection. The embedding's share of
+/// both is a lookup in a table computed once (`embedded`), and the context's share is one
+/// product with both maps' context rows side by side (`context_weights`).
+///
+/// Both maps are also linear in the encoder outputs, so `(weights @ outputs) @ W == weights @
+/// (outputs @ W)`: with `values = outputs @ W` computed once, a step mixes `[src_len, gates *
+/// d_decoder + tgt_vocab]` rows per sentence with its attention weights and needs no context
+/// at all. For the G2P model that removes more than half of a step's matrix-product work; it
+/// costs about as much per source position, so it is built only when a source is decoded in
+/// several rows.
 #[derive(Debug, Clone)]
 pub struct DecodingCache<B: Backend> {
-    /// Encoder outputs times the context rows of the first layer's input weights and of the
-    /// output projection, side by side: `[batch, src_len, gates * d_decoder + tgt_vocab]`.
-    pub values: Tensor<B, 3>,
+    /// The context rows of the first layer's input weights and of the output projection, side
+    /// by side: `[d_memory, gates * d_decoder + tgt_vocab]`.
+    pub context_weights: Tensor<B, 2>,
+    /// Encoder outputs times `context_weights`: `[batch, src_len, gates * d_decoder +
+    /// tgt_vocab]`, when built.
+    pub values: Option<Tensor<B, 3>>,
     /// Every target embedding times the embedding rows of the same two weights, with both
     /// biases: `[tgt_vocab, gates * d_decoder + tgt_vocab]`.
     pub embedded: Tensor<B, 2>,
@@ -204,7 +209,11 @@ impl<B: Backend> Memory<B> {
             valid: ops::length_mask(&lengths, self.valid.dims()[1], &self.valid.device()),
             lengths,
             cache: self.cache.as_ref().map(|c| DecodingCache {
-                values: ops::gather_rows(c.values.clone(), indices),
+                context_weights: c.context_weights.clone(),
+                values: c
+                    .values
+                    .as_ref()
+                    .map(|v| ops::gather_rows(v.clone(), indices)),
                 embedded: c.embedded.clone(),
                 output_state: c.output_state.clone(),
             }),
@@ -383,25 +392,36 @@ impl<B: Backend> Seq2Seq<B> {
         (memory, DecoderState { layers })
     }
 
-    /// The memory with its [`DecodingCache`], so that [`step`](Self::step) takes the cached
-    /// path. Without autodiff only: on an autodiff backend (where a step may apply dropout to
-    /// the embedding) and when the cache is already there, this is a clone.
+    /// The memory with its [`DecodingCache`] (with the `values` too when `values` is true), so
+    /// that [`step`](Self::step) takes the cached path. Without autodiff only: on an autodiff
+    /// backend (where a step may apply dropout to the embedding) this is a clone, and so is
+    /// it when the cache asked for is already there.
     ///
-    /// The cache costs, per source position, about what it saves per decoder row and step, so
-    /// it pays when a source is decoded in several rows (beam search, several samples);
-    /// [`StepDecoder`](../../s2s_decode/trait.StepDecoder.html)'s implementation builds it when
-    /// a strategy first repeats rows.
-    pub fn with_decoding_cache(&self, memory: &Memory<B>) -> Memory<B> {
+    /// The values cost, per source position, about what they save per decoder row and step,
+    /// so they pay when a source is decoded in several rows (beam search, several samples):
+    /// `s2s_decode`'s `StepDecoder` implementation builds the cache without them at the
+    /// start and adds them when a strategy first repeats rows.
+    pub fn with_decoding_cache(&self, memory: &Memory<B>, values: bool) -> Memory<B> {
         let mut memory = memory.clone();
-        if memory.cache.is_none() && !B::ad_enabled(&memory.outputs.device()) {
-            memory.cache = Some(self.decoding_cache(memory.outputs.clone()));
+        if B::ad_enabled(&memory.outputs.device()) {
+            return memory;
         }
+        let mut cache = match memory.cache.take() {
+            Some(cache) => cache,
+            None => self.decoding_cache(memory.outputs.dims()[2]),
+        };
+        if values && cache.values.is_none() {
+            cache.values = Some(matmul_rows(
+                memory.outputs.clone(),
+                cache.context_weights.clone(),
+            ));
+        }
+        memory.cache = Some(cache);
         memory
     }
 
-    /// The [`DecodingCache`] of a batch of encoder outputs `[batch, src_len, d_memory]`.
-    fn decoding_cache(&self, outputs: Tensor<B, 3>) -> DecodingCache<B> {
-        let d_memory = outputs.dims()[2];
+    /// The [`DecodingCache`] of encoder outputs `d_memory` wide, without the values.
+    fn decoding_cache(&self, d_memory: usize) -> DecodingCache<B> {
         let (w_emb, w_ctx) = self.embedding_weights();
         let out_w = self.output.weight.val();
         let d_out = out_w.dims()[0];
@@ -409,7 +429,7 @@ impl<B: Backend> Seq2Seq<B> {
         let out_h = out_w.clone().narrow(0, 0, self.d_decoder);
         let out_ctx = out_w.clone().narrow(0, self.d_decoder, d_memory);
         let out_emb = out_w.narrow(0, self.d_decoder + d_memory, self.d_embed);
-        let values = matmul_rows(outputs, Tensor::cat(vec![w_ctx, out_ctx], 1));
+        let context_weights = Tensor::cat(vec![w_ctx, out_ctx], 1);
         let bias_ih = self.decoder_layers[0].bias_ih.val();
         let vocab = out_emb.dims()[1];
         let out_bias = match &self.output.bias {
@@ -424,7 +444,8 @@ impl<B: Backend> Seq2Seq<B> {
             .matmul(Tensor::cat(vec![w_emb, out_emb], 1))
             + bias;
         DecodingCache {
-            values,
+            context_weights,
+            values: None,
             embedded,
             output_state: out_h,
         }
@@ -517,8 +538,9 @@ impl<B: Backend> Seq2Seq<B> {
         }
     }
 
-    /// [`step`](Self::step) with the [`DecodingCache`]: no context vector, and the
-    /// embedding's share of both projections looked up.
+    /// [`step`](Self::step) with the [`DecodingCache`]: the embedding's share of both
+    /// projections looked up, the context's computed in one product, or with the values no
+    /// context at all.
     fn cached_step(
         &self,
         memory: &Memory<B>,
@@ -532,7 +554,11 @@ impl<B: Backend> Seq2Seq<B> {
             .weights(query, memory.keys.clone(), memory.valid.clone());
         // [batch, gates * d_decoder + tgt_vocab]: both projections' context and embedding
         // shares, biases included.
-        let pre = cache.embedded.clone().select(0, tokens) + mix(&attention, cache.values.clone());
+        let context_share = match &cache.values {
+            Some(values) => mix(&attention, values.clone()),
+            None => mix(&attention, memory.outputs.clone()).matmul(cache.context_weights.clone()),
+        };
+        let pre = cache.embedded.clone().select(0, tokens) + context_share;
         let g = self.decoder_layers[0].weight_ih.dims()[1];
         let vocab = cache.output_state.dims()[1];
         let (h, state) = self.run_layers(pre.clone().narrow(1, 0, g), state);
@@ -685,18 +711,23 @@ mod tests {
         #[test]
         fn cached_step_equals_plain_step() {
             let device = device();
-            for (cell, attention, bidirectional, layers) in [
-                (CellKind::Gru, AttentionKind::Bahdanau, true, 1),
-                (CellKind::Lstm, AttentionKind::General, false, 2),
-                (CellKind::Gru, AttentionKind::Dot, true, 2),
+            for (cell, attention, bidirectional, layers, values) in [
+                (CellKind::Gru, AttentionKind::Bahdanau, true, 1, true),
+                (CellKind::Gru, AttentionKind::Bahdanau, true, 1, false),
+                (CellKind::Lstm, AttentionKind::General, false, 2, true),
+                (CellKind::Lstm, AttentionKind::General, false, 2, false),
+                (CellKind::Gru, AttentionKind::Dot, true, 2, true),
             ] {
                 let model = tiny(cell, attention, bidirectional, layers);
                 let src = ops::id_matrix::<TB>(&[vec![4, 5, 6], vec![7, 8, 0]], 3, &device);
                 let (plain_memory, mut plain) = model.start(src.clone(), &[3, 2]);
-                assert!(model.with_decoding_cache(&model.with_decoding_cache(&plain_memory)).cache.is_some());
                 let (memory, mut cached) = model.start(src, &[3, 2]);
-                let cached_memory = model.with_decoding_cache(&memory);
-                assert!(plain_memory.cache.is_none() && cached_memory.cache.is_some());
+                // Built in two steps, as beam search does: the table first, the values later.
+                let cached_memory = model.with_decoding_cache(&memory, false);
+                let cached_memory = model.with_decoding_cache(&cached_memory, values);
+                assert!(plain_memory.cache.is_none());
+                let cache = cached_memory.cache.as_ref().expect("a cache on an inference backend");
+                assert_eq!(cache.values.is_some(), values);
                 // Row 1 repeated: the cache is gathered with the rows.
                 let cached_memory = cached_memory.select_rows(&[0, 1, 1]);
                 let plain_memory = plain_memory.select_rows(&[0, 1, 1]);
@@ -706,7 +737,7 @@ mod tests {
                     let tokens = ops::index_tensor::<TB>(&tokens, &device);
                     let a = model.step(&plain_memory, tokens.clone(), plain);
                     let b = model.step(&cached_memory, tokens, cached);
-                    let what = format!("{cell:?} {attention:?} {layers} layers");
+                    let what = format!("{cell:?} {attention:?} {layers} layers, values {values}");
                     let v = ops::to_vec_f32;
                     assert!(close(&v(b.logits), &v(a.logits), 1e-5), "{what}: logits");
                     assert!(close(&v(b.attention), &v(a.attention), 1e-5), "{what}: attention");
