@@ -111,10 +111,10 @@ pub struct DecodingWork {
     pub tables: usize,
     /// Padded source positions projected into a decoding cache's values.
     pub value_positions: usize,
-    /// Decoder rows advanced (`rows` summed over steps) without the cache's values.
+    /// Decoder rows advanced (`rows` summed over steps) without the decoding cache.
     pub row_steps: usize,
     /// Decoder rows times source positions attended (`rows * src_len` summed over steps)
-    /// without the cache's values.
+    /// without the decoding cache.
     pub row_source_steps: usize,
     /// [`row_steps`](Self::row_steps) with the cache's values.
     pub value_row_steps: usize,
@@ -151,11 +151,7 @@ impl<B: Backend> StepDecoder<B> for CountingDecoder<'_, B> {
             w.source_positions += batch * src_len;
             w.sources += batch;
         });
-        let out = StepDecoder::start(self.model, source, lengths);
-        if out.0.cache.is_some() {
-            self.count(|w| w.tables += 1);
-        }
-        out
+        StepDecoder::start(self.model, source, lengths)
     }
 
     fn step(
@@ -186,6 +182,9 @@ impl<B: Backend> StepDecoder<B> for CountingDecoder<'_, B> {
         indices: &[usize],
     ) -> (Memory<B>, DecoderState<B>) {
         let out = StepDecoder::select_rows(self.model, memory, state, indices);
+        if memory.cache.is_none() && out.0.cache.is_some() {
+            self.count(|w| w.tables += 1);
+        }
         if !has_values(memory) && has_values(&out.0) {
             let [rows, src_len, _] = memory.outputs.dims();
             self.count(|w| w.value_positions += rows * src_len);
@@ -205,15 +204,15 @@ fn has_values<B: Backend>(memory: &Memory<B>) -> bool {
 
 impl DecodingWork {
     /// Floating-point operations (2 per multiply-add) of the matrix products this work
-    /// needs in a model of `config` with additive attention, decoded as s2s does on an
-    /// inference backend (with `s2s_nn::DecodingCache`): encoder input projections and
-    /// recurrent products of every layer and direction, attention keys, bridge, the cache's
-    /// embedding table per batch, and per decoder row and step the recurrent products,
-    /// attention query and scores, the context and its product with both projections'
-    /// context rows, and the output layer's share of the state. With the cache's values: their
-    /// projection of every source position, and per row and step their mix in place of the
-    /// context and its product. Element-wise work is not counted: this is the least the
-    /// implementation does.
+    /// needs in a model of `config` with additive attention, decoded as s2s does: encoder
+    /// input projections and recurrent products of every layer and direction, attention keys,
+    /// bridge, and per decoder row and step the first layer's input projection (embedding and
+    /// context), recurrent products, attention query, scores and context, and the output
+    /// layer. With the decoding cache (`s2s_nn::DecodingCache`, built once a strategy repeats
+    /// rows): its embedding table, its values for every source position, and per row and step
+    /// the mix of the values in place of the context and the products with it and with the
+    /// embedding. Element-wise work is not counted: this is the least the implementation
+    /// does.
     pub fn gemm_flops(&self, config: &Seq2SeqConfig) -> f64 {
         let c = config;
         let gates = c.cell.gates() as f64;
@@ -245,7 +244,7 @@ impl DecodingWork {
         let mut value_row_step = 2.0 * d * gates * d;
         value_row_step += (c.decoder_layers as f64 - 1.0) * 2.0 * (d + d) * gates * d;
         value_row_step += 2.0 * d * a + 2.0 * d * v;
-        let per_row_step = value_row_step + 2.0 * m * (gates * d + v);
+        let per_row_step = value_row_step + 2.0 * (e + m) * (gates * d + v);
         let per_row_source = 2.0 * (a + m);
         let value_row_source = 2.0 * (a + gates * d + v);
         per_position * self.source_positions as f64
@@ -296,10 +295,10 @@ mod tests {
         let (work, out) = count(&model, &Greedy::new(6), &sources);
         let produced: usize = out.iter().map(|h| h[0].tokens.len() + 1).sum();
         assert_eq!(work.sources, 2);
-        // Greedy never repeats rows, so it never builds the values; beam search does.
+        // Greedy never repeats rows, so it never builds the cache; beam search does.
         assert_eq!(
             (work.tables, work.value_positions, work.value_row_steps),
-            (1, 0, 0)
+            (0, 0, 0)
         );
         assert_eq!(work.source_positions, 2 * 3);
         assert_eq!(work.row_steps, produced);
@@ -328,8 +327,8 @@ mod tests {
         assert_eq!(one(|w| w.source_positions = 1), 1536.0 + 256.0);
         // The bridge: 2 x 16 x 8.
         assert_eq!(one(|w| w.sources = 1), 256.0);
-        // Recurrent 8 x 24, query 8 x 8, output 8 x 10, context 16 x (24 + 10).
-        assert_eq!(one(|w| w.row_steps = 1), 384.0 + 128.0 + 160.0 + 1088.0);
+        // Input (8 + 16 + 8 wide) x 24, query 8 x 8, output (8 + 16 + 8) x 10.
+        assert_eq!(one(|w| w.row_steps = 1), 1536.0 + 128.0 + 640.0);
         // Score (8) and context (16).
         assert_eq!(one(|w| w.row_source_steps = 1), 48.0);
         // The cache's embedding table 2 x 10 x 8 x (24 + 10), its values 2 x 16 x 34.
