@@ -162,7 +162,7 @@ impl<B: Backend> StepDecoder<B> for CountingDecoder<'_, B> {
     ) -> (Tensor<B, 2>, DecoderState<B>, Tensor<B, 2>) {
         let rows = tokens.dims()[0];
         let src_len = memory.outputs.dims()[1];
-        let values = has_values(memory);
+        let values = memory.has_cached_values();
         self.count(|w| {
             if values {
                 w.value_row_steps += rows;
@@ -185,7 +185,7 @@ impl<B: Backend> StepDecoder<B> for CountingDecoder<'_, B> {
         if memory.cache.is_none() && out.0.cache.is_some() {
             self.count(|w| w.tables += 1);
         }
-        if !has_values(memory) && has_values(&out.0) {
+        if !memory.has_cached_values() && out.0.has_cached_values() {
             let [rows, src_len, _] = memory.outputs.dims();
             self.count(|w| w.value_positions += rows * src_len);
         }
@@ -195,11 +195,6 @@ impl<B: Backend> StepDecoder<B> for CountingDecoder<'_, B> {
     fn select_state_rows(&self, state: DecoderState<B>, indices: &[usize]) -> DecoderState<B> {
         StepDecoder::select_state_rows(self.model, state, indices)
     }
-}
-
-/// Whether a memory's decoding cache holds the values.
-fn has_values<B: Backend>(memory: &Memory<B>) -> bool {
-    memory.cache.as_ref().is_some_and(|c| c.values.is_some())
 }
 
 impl DecodingWork {

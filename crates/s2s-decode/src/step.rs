@@ -70,11 +70,13 @@ impl<B: Backend> StepDecoder<B> for Seq2Seq<B> {
     ) -> (Memory<B>, DecoderState<B>) {
         // Rows repeated: from here on a source is decoded in several rows, where the
         // decoding cache saves more than it costs (see `Seq2Seq::with_decoding_cache`).
-        let has_values = memory.cache.as_ref().is_some_and(|c| c.values.is_some());
-        if indices.len() > memory.batch_size() && !has_values {
-            let memory = self.with_decoding_cache(memory, true);
-            return (memory.select_rows(indices), state.select_rows(indices));
-        }
+        let cached;
+        let memory = if indices.len() > memory.batch_size() && !memory.has_cached_values() {
+            cached = self.with_decoding_cache(memory, true);
+            &cached
+        } else {
+            memory
+        };
         (memory.select_rows(indices), state.select_rows(indices))
     }
 

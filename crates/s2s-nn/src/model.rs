@@ -220,6 +220,11 @@ impl<B: Backend> Memory<B> {
         }
     }
 
+    /// Whether the [`DecodingCache`] is there with its values.
+    pub fn has_cached_values(&self) -> bool {
+        self.cache.as_ref().is_some_and(|c| c.values.is_some())
+    }
+
     /// Number of rows.
     pub fn batch_size(&self) -> usize {
         self.outputs.dims()[0]
