@@ -66,9 +66,21 @@ fn cargo() -> Command {
     c
 }
 
+/// Runs `cmd`, then prints how long it took (CI's log shows where its time goes).
 fn run(mut cmd: Command) -> Result<()> {
     eprintln!("$ {cmd:?}");
+    let start = std::time::Instant::now();
     let status = cmd.status().with_context(|| format!("running {cmd:?}"))?;
+    let program = cmd.get_program().to_string_lossy().into_owned();
+    let first = cmd
+        .get_args()
+        .next()
+        .map(|a| a.to_string_lossy().into_owned());
+    eprintln!(
+        "[xtask] {program} {} took {:.0} s",
+        first.unwrap_or_default(),
+        start.elapsed().as_secs_f64()
+    );
     if !status.success() {
         bail!("{cmd:?} failed with {status}");
     }
@@ -286,6 +298,13 @@ fn test(args: &[String]) -> Result<()> {
             .args(["--", "-D", "warnings"]);
         run(clippy)?;
     }
+    // Built first, then run: the log times compiling and testing apart.
+    let mut build = cargo_with(venv.as_ref());
+    build
+        .args(["test", "--workspace", "--profile", "ci", "--no-run"])
+        .args(&features)
+        .args(o.cargo_args.iter().take_while(|a| *a != "--"));
+    run(build)?;
     let mut tests = cargo_with(venv.as_ref());
     tests
         .args(["test", "--workspace", "--profile", "ci"])
