@@ -25,8 +25,9 @@ commands:
   test [--backends flex,tch,wgpu] [--no-lint] [-- CARGO TEST ARGS]
         Check formatting, run clippy with -D warnings, and run every test with the listed
         backends compiled into one build (default: flex,tch,wgpu), in profile `ci`
-        (dependencies optimised, the workspace's crates at opt-level 1). --no-lint skips fmt
-        and clippy; arguments after `--` go to `cargo test --workspace` (e.g.
+        (dependencies optimised, the workspace's crates at opt-level 0); clippy lints the
+        workspace's crates as they compile for the tests. --no-lint skips fmt and clippy;
+        arguments after `--` go to `cargo test --workspace` (e.g.
         `-- --test strategies -- diverse`) to run a few tests in the same build. tch needs
         the virtualenv (created when missing); wgpu needs a Vulkan driver (on Debian without
         a GPU: apt-get install mesa-vulkan-drivers libvulkan1).
@@ -291,26 +292,57 @@ fn test(args: &[String]) -> Result<()> {
         let mut fmt = cargo();
         fmt.args(["fmt", "--all", "--", "--check"]);
         run(fmt)?;
-        let mut clippy = cargo_with(venv.as_ref());
-        clippy
-            .args(["clippy", "--workspace", "--all-targets", "--profile", "ci"])
-            .args(&features)
-            .args(["--", "-D", "warnings"]);
-        run(clippy)?;
     }
-    // Built first, then run: the log times compiling and testing apart.
-    let mut build = cargo_with(venv.as_ref());
+    // Clippy lints the workspace's crates while they compile for the tests (clippy-driver as
+    // the workspace's rustc wrapper, which is what `cargo clippy` does for a check build):
+    // one compilation of everything instead of a check build of every dependency and of the
+    // workspace, then the real one. Both commands below use the same wrapper, so the test
+    // run finds the build fresh.
+    let lint = if o.lint { Some(clippy_driver()?) } else { None };
+    let with_lint = |mut c: Command| {
+        if let Some(driver) = &lint {
+            c.env("RUSTC_WORKSPACE_WRAPPER", driver).env(
+                "CLIPPY_ARGS",
+                "-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__",
+            );
+        }
+        c
+    };
+    // Built first, then run: the log times compiling and testing apart. Without target
+    // selections, every target is built (and linted), benches and examples included.
+    let selected: Vec<&String> = o.cargo_args.iter().take_while(|a| *a != "--").collect();
+    let mut build = with_lint(cargo_with(venv.as_ref()));
     build
         .args(["test", "--workspace", "--profile", "ci", "--no-run"])
         .args(&features)
-        .args(o.cargo_args.iter().take_while(|a| *a != "--"));
+        .args(&selected);
+    if selected.is_empty() {
+        build.arg("--all-targets");
+    }
     run(build)?;
-    let mut tests = cargo_with(venv.as_ref());
+    let mut tests = with_lint(cargo_with(venv.as_ref()));
     tests
         .args(["test", "--workspace", "--profile", "ci"])
         .args(&features)
         .args(&o.cargo_args);
     run(tests)
+}
+
+/// Clippy's rustc driver, next to the `cargo` that runs xtask (or on `PATH`).
+fn clippy_driver() -> Result<PathBuf> {
+    let name = format!("clippy-driver{}", std::env::consts::EXE_SUFFIX);
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let beside = Path::new(&cargo).with_file_name(&name);
+        if beside.is_file() {
+            return Ok(beside);
+        }
+    }
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(&name))
+        .find(|p| p.is_file());
+    found.context("clippy-driver not found: install clippy (rustup component add clippy)")
 }
 
 struct BenchOptions {
