@@ -600,18 +600,25 @@ impl<B: Backend> Seq2Seq<B> {
             .matmul(w_emb)
             + self.decoder_layers[0].bias_ih.val().unsqueeze())
         .reshape([batch, steps, g]);
+        // The context enters the recurrence only through `w_ctx`, so its share is mixed from
+        // `values = outputs @ w_ctx`, one product over every source position, rather than
+        // multiplied per step (see [`DecodingCache`]); the contexts the output layer reads are
+        // mixed after the loop, in one batched product.
+        let values = matmul_rows(memory.outputs.clone(), w_ctx);
         let mut hs = Vec::with_capacity(steps);
-        let mut contexts = Vec::with_capacity(steps);
+        let mut weights = Vec::with_capacity(steps);
         for p in ops::split_steps(projected, 1) {
-            let (h, context, _, next) = self.decoder_step(&memory, p.squeeze_dim(1), &w_ctx, state);
+            let query = state.layers.last().expect("decoder has a layer").h.clone();
+            let w = self
+                .attention
+                .weights(query, memory.keys.clone(), memory.valid.clone());
+            let (h, next) = self.run_layers(p.squeeze_dim(1) + mix(&w, values.clone()), state);
             state = next;
             hs.push(h);
-            contexts.push(context);
+            weights.push(w);
         }
-        let features = Tensor::cat(
-            vec![Tensor::stack(hs, 1), Tensor::stack(contexts, 1), embedded],
-            2,
-        );
+        let contexts = Tensor::stack::<3>(weights, 1).matmul(memory.outputs);
+        let features = Tensor::cat(vec![Tensor::stack(hs, 1), contexts, embedded], 2);
         linear_rows(&self.output, features)
     }
 
