@@ -488,6 +488,13 @@ impl<B: Backend> Seq2Seq<B> {
         (x, DecoderState { layers: new_layers })
     }
 
+    /// The attention of the last decoder layer's state over the memory: `[batch, src_len]`.
+    fn attention_weights(&self, memory: &Memory<B>, state: &DecoderState<B>) -> Tensor<B, 2> {
+        let query = state.layers.last().expect("decoder has a layer").h.clone();
+        self.attention
+            .weights(query, memory.keys.clone(), memory.valid.clone())
+    }
+
     /// One decoder step after the embedding's share of the first layer's input projection
     /// (bias included) was computed.
     fn decoder_step(
@@ -497,13 +504,8 @@ impl<B: Backend> Seq2Seq<B> {
         context_weights: &Tensor<B, 2>,
         state: DecoderState<B>,
     ) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>, DecoderState<B>) {
-        let query = state.layers.last().expect("decoder has a layer").h.clone();
-        let (context, weights) = self.attention.forward(
-            query,
-            memory.keys.clone(),
-            memory.outputs.clone(),
-            memory.valid.clone(),
-        );
+        let weights = self.attention_weights(memory, &state);
+        let context = mix(&weights, memory.outputs.clone());
         let projected = embedding_projected + context.clone().matmul(context_weights.clone());
         let (x, state) = self.run_layers(projected, state);
         (x, context, weights, state)
@@ -554,10 +556,7 @@ impl<B: Backend> Seq2Seq<B> {
         tokens: Tensor<B, 1, Int>,
         state: DecoderState<B>,
     ) -> StepOutput<B> {
-        let query = state.layers.last().expect("decoder has a layer").h.clone();
-        let attention = self
-            .attention
-            .weights(query, memory.keys.clone(), memory.valid.clone());
+        let attention = self.attention_weights(memory, &state);
         // [batch, gates * d_decoder + tgt_vocab]: both projections' context and embedding
         // shares, biases included.
         let context_share = match &cache.values {
@@ -608,10 +607,7 @@ impl<B: Backend> Seq2Seq<B> {
         let mut hs = Vec::with_capacity(steps);
         let mut weights = Vec::with_capacity(steps);
         for p in ops::split_steps(projected, 1) {
-            let query = state.layers.last().expect("decoder has a layer").h.clone();
-            let w = self
-                .attention
-                .weights(query, memory.keys.clone(), memory.valid.clone());
+            let w = self.attention_weights(&memory, &state);
             let (h, next) = self.run_layers(p.squeeze_dim(1) + mix(&w, values.clone()), state);
             state = next;
             hs.push(h);
