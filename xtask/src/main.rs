@@ -31,14 +31,16 @@ commands:
         `-- --test strategies -- diverse`) to run a few tests in the same build. tch needs
         the virtualenv (created when missing); wgpu needs a Vulkan driver (on Debian without
         a GPU: apt-get install mesa-vulkan-drivers libvulkan1).
-  bench [--backends flex,tch,wgpu] [--cells gru,lstm] [--threads N] [--model DIR]
+  bench [--backends flex,tch,wgpu] [--cells gru,lstm] [--threads N] [--model DIR]...
         [--rounds N] [--tch-device cpu|cuda:N] [--wgpu-device default|...]
         [--torch-device cpu|cuda] [--phases] [--workers N]
         The backend comparison benchmark (shared/docs/benchmark.md): every listed backend
         and the PyTorch reference (benches/pytorch_g2p.py) on the same model and data, in
         --rounds interleaved rounds (default 3; each figure is the median over the rounds);
-        prints the table (also in target/bench/table.md). Decoding uses the trained G2P
-        model of `cargo xtask train` (--model, default runs/g2p) when there is one.
+        prints the table (also in target/bench/table.md). Each cell decodes with the first
+        trained G2P checkpoint of that cell among --model DIR (repeatable; default runs/g2p
+        and runs/g2p-lstm, from `cargo xtask train [--out runs/g2p-lstm -- --cell lstm]`),
+        or warns and uses an untrained model.
         --phases adds two tables: the milliseconds of each phase of a training step
         (forward, backward, clipping, optimizer) on every side with the share of
         PyTorch's training and greedy decoding spent in matrix products; and each side's
@@ -352,7 +354,11 @@ struct BenchOptions {
     tch_device: String,
     wgpu_device: String,
     torch_device: String,
-    model: PathBuf,
+    /// Trained checkpoints (`--model`, repeatable); each cell decodes with the first of them
+    /// that has that cell.
+    models: Vec<PathBuf>,
+    /// Whether `models` came from the command line rather than the defaults.
+    models_given: bool,
     rounds: usize,
     phases: bool,
     /// Workers of the s2s sides (default: `threads` on a CPU device, 1 on a GPU).
@@ -369,7 +375,10 @@ fn parse_bench(args: &[String]) -> Result<BenchOptions> {
         tch_device: "cpu".into(),
         wgpu_device: "default".into(),
         torch_device: "cpu".into(),
-        model: project_root().join("runs/g2p"),
+        models: ["runs/g2p", "runs/g2p-lstm"]
+            .map(|m| project_root().join(m))
+            .to_vec(),
+        models_given: false,
         rounds: 3,
         phases: false,
         workers: None,
@@ -384,7 +393,13 @@ fn parse_bench(args: &[String]) -> Result<BenchOptions> {
             "--tch-device" => o.tch_device = value()?,
             "--wgpu-device" => o.wgpu_device = value()?,
             "--torch-device" => o.torch_device = value()?,
-            "--model" => o.model = PathBuf::from(value()?),
+            "--model" => {
+                if !o.models_given {
+                    o.models.clear();
+                    o.models_given = true;
+                }
+                o.models.push(PathBuf::from(value()?));
+            }
             "--phases" => o.phases = true,
             "--workers" => {
                 let n: usize = value()?.parse().context("--workers takes a number")?;
@@ -403,6 +418,28 @@ fn parse_bench(args: &[String]) -> Result<BenchOptions> {
         }
     }
     Ok(o)
+}
+
+/// The first of `models` (checkpoint folders) whose `config.json` has recurrent cell `cell`;
+/// folders that do not exist are passed over, unreadable configurations are errors.
+fn trained_model<'a>(models: &'a [PathBuf], cell: &str) -> Result<Option<&'a PathBuf>> {
+    for dir in models {
+        let path = dir.join("config.json");
+        if !path.exists() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let config: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a JSON checkpoint configuration", path.display()))?;
+        let found = config["model"]["cell"]
+            .as_str()
+            .with_context(|| format!("{}: no model.cell", path.display()))?;
+        if found == cell {
+            return Ok(Some(dir));
+        }
+    }
+    Ok(None)
 }
 
 /// Runs `cmd`, echoing it, and parses the last JSON line of its stdout.
@@ -439,11 +476,18 @@ fn bench(args: &[String]) -> Result<()> {
         let dir = out_root.join(cell);
         let mut export = Command::new(&bin);
         venv.apply(&mut export);
-        export
-            .args(["export", "--cell", cell, "--out"])
-            .arg(&dir)
-            .arg("--model")
-            .arg(&o.model);
+        export.args(["export", "--cell", cell, "--out"]).arg(&dir);
+        match trained_model(&o.models, cell)? {
+            Some(model) => {
+                export.arg("--model").arg(model);
+            }
+            None => eprintln!(
+                "warning: no trained {cell} model among {:?}: decoding runs on an untrained \
+                 model, whose outputs run to the length limit (the protocol asks for a trained \
+                 one: `cargo xtask train --out runs/g2p-{cell} -- --cell {cell}`)",
+                o.models
+            ),
+        }
         run(export)?;
         // Every round runs every side once, so that a slow spell of a shared machine hits
         // all sides alike; each figure is then the median over the rounds.
