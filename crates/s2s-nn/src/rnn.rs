@@ -280,91 +280,106 @@ impl<B: Backend> RnnLayer<B> {
                 backward: backward.map(|_| zero()),
             };
         }
+        // Time-major throughout, with the directions side by side in one `dirs * batch` row
+        // block per step: every per-step tensor is then a contiguous 2-D `[dirs * batch, _]`
+        // block, which backends without fast strided 3-D kernels (burn-flex) need.
         let reverse = reversal_indices(lengths, seq);
+        let flat = input.reshape([batch * seq, d_input]);
         let projected: Vec<Tensor<B, 3>> = layers
             .iter()
             .enumerate()
             .map(|(d, layer)| {
-                if d == 0 {
-                    layer.project_input(input.clone())
-                } else {
-                    let flat = input.clone().reshape([batch * seq, d_input]);
-                    let reversed = s2s_tensor::ops::gather_rows(flat, &reverse);
-                    layer.project_input(reversed.reshape([batch, seq, d_input]))
-                }
+                // Input row (t, b): position t of row b, or of row b reversed within its
+                // length for the backward direction.
+                let rows: Vec<usize> = (0..seq)
+                    .flat_map(|t| (0..batch).map(move |b| b * seq + t))
+                    .map(|i| if d == 0 { i } else { reverse[i] })
+                    .collect();
+                let x = s2s_tensor::ops::gather_rows(flat.clone(), &rows);
+                layer.project_input(x.reshape([seq, batch, d_input]))
             })
             .collect();
-        // [dirs, batch, seq, gates * d_hidden]
-        let projected = Tensor::stack::<4>(projected, 0);
+        let gates = cell.gates() * d_hidden;
+        let rows = dirs * batch;
+        // [seq, dirs * batch, gates * d_hidden]
+        let projected = Tensor::stack::<4>(projected, 1).reshape([seq, rows, gates]);
         let weight_hh = Tensor::stack::<3>(layers.iter().map(|l| l.weight_hh.val()).collect(), 0);
-        let bias_hh = Tensor::stack::<3>(
+        // [dirs * batch, gates * d_hidden]: each direction's bias repeated over its rows.
+        let bias_hh = Tensor::cat(
             layers
                 .iter()
-                .map(|l| l.bias_hh.val().unsqueeze::<2>())
+                .map(|l| l.bias_hh.val().unsqueeze::<2>().repeat_dim(0, batch))
                 .collect(),
             0,
         );
-        let zeros = || Tensor::<B, 3>::zeros([dirs, batch, d_hidden], &device);
+        let zeros = || Tensor::<B, 2>::zeros([rows, d_hidden], &device);
         let mut h = zeros();
         let mut c = (cell == CellKind::Lstm).then(zeros);
-        // Index 0 holds the initial state, index t + 1 the state after step t.
+        // Index 0 holds the initial (zero) state, index t + 1 the state after step t.
         let mut hs = vec![h.clone()];
-        let mut cs: Vec<Tensor<B, 3>> = c.iter().cloned().collect();
-        for p in s2s_tensor::ops::split_steps(projected, 2) {
-            let recurrent = h.clone().matmul(weight_hh.clone()) + bias_hh.clone();
-            let (h_new, c_new) = cell_update(cell, p.squeeze_dim(2), recurrent, h, c);
+        let mut cs: Vec<Tensor<B, 2>> = c.iter().cloned().collect();
+        for p in s2s_tensor::ops::split_steps(projected, 0) {
+            let recurrent = h
+                .clone()
+                .reshape([dirs, batch, d_hidden])
+                .matmul(weight_hh.clone())
+                .reshape([rows, gates])
+                + bias_hh.clone();
+            let (h_new, c_new) = cell_update(cell, p.reshape([rows, gates]), recurrent, h, c);
             h = h_new;
             c = c_new;
             hs.push(h.clone());
             cs.extend(c.iter().cloned());
         }
-        // Final states: row b of direction d is at step lengths[b].
+        // All states as rows: state index t, direction d, row b is row `(t * dirs + d) *
+        // batch + b`.
+        let state_row = |t: usize, d: usize, b: usize| (t * dirs + d) * batch + b;
+        let all = |states: Vec<Tensor<B, 2>>| {
+            Tensor::stack::<3>(states, 0).reshape([(seq + 1) * rows, d_hidden])
+        };
+        // Final states: row b of direction d is at state index lengths[b].
         let finals: Vec<usize> = (0..dirs)
             .flat_map(|d| {
                 lengths
                     .iter()
                     .enumerate()
-                    .map(move |(b, &len)| (d * batch + b) * (seq + 1) + len)
+                    .map(move |(b, &len)| state_row(len, d, b))
             })
             .collect();
-        let pick = |all: Tensor<B, 4>| -> Vec<Tensor<B, 2>> {
-            let flat = all.reshape([dirs * batch * (seq + 1), d_hidden]);
-            s2s_tensor::ops::gather_rows(flat, &finals).chunk(dirs, 0)
+        let pick = |states: Tensor<B, 2>| -> Vec<Tensor<B, 2>> {
+            s2s_tensor::ops::gather_rows(states, &finals).chunk(dirs, 0)
         };
-        // [dirs, batch, seq + 1, d_hidden]
-        let hs_all = Tensor::stack::<4>(hs, 2);
+        let hs_all = all(hs);
         let final_h = pick(hs_all.clone());
         let final_c: Vec<Option<Tensor<B, 2>>> = if cs.is_empty() {
             vec![None; dirs]
         } else {
-            pick(Tensor::stack::<4>(cs, 2))
-                .into_iter()
-                .map(Some)
-                .collect()
+            pick(all(cs)).into_iter().map(Some).collect()
         };
         let mut states = final_h
             .into_iter()
             .zip(final_c)
             .map(|(h, c)| RnnState { h, c });
-        let valid = s2s_tensor::ops::length_mask_float::<B>(lengths, seq, &device).unsqueeze_dim(2);
-        let outputs: Vec<Tensor<B, 3>> = (0..dirs)
-            .map(|d| {
-                let out = hs_all
-                    .clone()
-                    .narrow(0, d, 1)
-                    .narrow(2, 1, seq)
-                    .reshape([batch, seq, d_hidden]);
-                let out = if d == 0 {
-                    out
-                } else {
-                    let flat = out.reshape([batch * seq, d_hidden]);
-                    s2s_tensor::ops::gather_rows(flat, &reverse).reshape([batch, seq, d_hidden])
-                };
-                out * valid.clone()
+        // Output (b, t) of the forward direction is the state after step t; of the backward
+        // direction the state after its step `len - 1 - t` (it read row b reversed). Padded
+        // positions read the zero initial state, so they are exactly zero.
+        let out_rows: Vec<usize> = lengths
+            .iter()
+            .enumerate()
+            .flat_map(|(b, &len)| {
+                (0..seq).flat_map(move |t| {
+                    (0..dirs).map(move |d| match (t < len, d) {
+                        (false, _) => state_row(0, d, b),
+                        (true, 0) => state_row(t + 1, 0, b),
+                        (true, _) => state_row(len - t, d, b),
+                    })
+                })
             })
             .collect();
+        let outputs =
+            s2s_tensor::ops::gather_rows(hs_all, &out_rows).reshape([batch, seq, dirs * d_hidden]);
         DirectionsOutput {
-            outputs: Tensor::cat(outputs, 2),
+            outputs,
             forward: states.next().expect("forward state"),
             backward: states.next(),
         }
