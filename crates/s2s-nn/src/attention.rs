@@ -118,11 +118,22 @@ impl<B: Backend> Attention<B> {
     /// where Burn recomputes `tanh` and spends four more passes over `[batch, src_len,
     /// d_attention]` per step, against one fused pass for `sigmoid`.
     ///
+    /// The keys are source-major, `[src_len, batch, _]`, and contiguous: a step then adds its
+    /// query to them as one row broadcast over the source positions, which every backend runs
+    /// as a plain vectorised loop (burn-flex's broadcast kernels cover a shared row, not a
+    /// `[batch, 1, d]` operand over `[batch, src_len, d]`).
+    ///
     /// # Shapes
     /// - `memory`: `[batch, src_len, d_key]`
-    /// - returns `[batch, src_len, d_attention]` (Bahdanau), `[batch, src_len, d_query]`
-    ///   (general) or the memory itself (dot)
+    /// - returns `[src_len, batch, d_attention]` (Bahdanau), `[src_len, batch, d_query]`
+    ///   (general) or the memory itself, source-major (dot)
     pub fn keys(&self, memory: Tensor<B, 3>) -> Tensor<B, 3> {
+        let [batch, src_len, d_key] = memory.dims();
+        // Reshaping the swapped view copies it into source-major order.
+        let memory = memory
+            .swap_dims(0, 1)
+            .reshape([src_len * batch, d_key])
+            .reshape([src_len, batch, d_key]);
         match (&self.key, self.kind) {
             (Some(k), AttentionKind::Bahdanau) => linear_rows(k, memory).mul_scalar(2.0),
             (Some(k), _) => linear_rows(k, memory),
@@ -134,7 +145,7 @@ impl<B: Backend> Attention<B> {
     ///
     /// # Shapes
     /// - `query`: `[batch, d_query]`
-    /// - `keys`: from [`keys`](Self::keys), `[batch, src_len, _]`
+    /// - `keys`: from [`keys`](Self::keys), `[src_len, batch, _]`
     /// - `memory`: `[batch, src_len, d_key]`
     /// - `valid`: `[batch, src_len]`, `false` at padding
     /// - returns the context `[batch, d_key]` and the weights `[batch, src_len]`
@@ -161,6 +172,10 @@ impl<B: Backend> Attention<B> {
         keys: Tensor<B, 3>,
         valid: Tensor<B, 2, Bool>,
     ) -> Tensor<B, 2> {
+        let [src_len, batch, d] = keys.dims();
+        // Each `[src_len, batch * d]` row of keys meets the same `[1, batch * d]` query row.
+        let flat = keys.reshape([src_len, batch * d]);
+        // [src_len, batch]
         let scores: Tensor<B, 2> = match self.kind {
             AttentionKind::Bahdanau => {
                 // v^T tanh(k + q) = 2 v^T sigmoid(2k + 2q) - sum(v); `keys` hold 2k.
@@ -170,19 +185,20 @@ impl<B: Backend> Attention<B> {
                     .expect("bahdanau has a query projection")
                     .forward(query)
                     .mul_scalar(2.0);
-                let hidden = sigmoid(keys + q.unsqueeze_dim(1));
+                let hidden = sigmoid(flat + q.reshape([1, batch * d]));
                 linear_rows(
                     self.score.as_ref().expect("bahdanau has a score vector"),
-                    hidden,
+                    hidden.reshape([src_len, batch, d]),
                 )
-                .squeeze_dim(2)
+                .reshape([src_len, batch])
                 .mul_scalar(2.0)
             }
-            AttentionKind::Dot | AttentionKind::General => {
-                keys.matmul(query.unsqueeze_dim(2)).squeeze_dim(2)
-            }
+            AttentionKind::Dot | AttentionKind::General => (flat * query.reshape([1, batch * d]))
+                .reshape([src_len, batch, d])
+                .sum_dim(2)
+                .reshape([src_len, batch]),
         };
-        s2s_tensor::ops::masked_softmax(scores, valid, 1)
+        s2s_tensor::ops::masked_softmax(scores.swap_dims(0, 1), valid, 1)
     }
 }
 

@@ -158,7 +158,8 @@ impl Seq2SeqConfig {
 pub struct Memory<B: Backend> {
     /// Encoder outputs `[batch, src_len, d_memory]`.
     pub outputs: Tensor<B, 3>,
-    /// Attention keys from [`Attention::keys`] (computed once per batch), `[batch, src_len, _]`.
+    /// Attention keys from [`Attention::keys`] (computed once per batch), source-major:
+    /// `[src_len, batch, _]`.
     pub keys: Tensor<B, 3>,
     /// `[batch, src_len]`, `false` at padding.
     pub valid: Tensor<B, 2, Bool>,
@@ -203,7 +204,10 @@ impl<B: Backend> Memory<B> {
         let lengths: Vec<usize> = indices.iter().map(|&i| self.lengths[i]).collect();
         Memory {
             outputs: ops::gather_rows(self.outputs.clone(), indices),
-            keys: ops::gather_rows(self.keys.clone(), indices),
+            keys: self
+                .keys
+                .clone()
+                .select(1, ops::index_tensor::<B>(indices, &self.keys.device())),
             // Rebuilt from the lengths rather than gathered: gathering a bool tensor yields a
             // `u8` tensor on burn-flex 0.21 that its `bool_not` rejects.
             valid: ops::length_mask(&lengths, self.valid.dims()[1], &self.valid.device()),
