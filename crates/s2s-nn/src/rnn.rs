@@ -114,14 +114,20 @@ fn cell_update<B: Backend, const D: usize>(
     let d = h.dims()[last];
     match cell {
         CellKind::Lstm => {
-            let gates = projected + recurrent;
-            // One sigmoid over all four blocks (the `g` block's is unused): fewer kernel
-            // launches, and fewer nodes for autodiff, than one per gate.
-            let act = sigmoid(gates.clone());
+            // One sigmoid over all four blocks, with the `g` block's input doubled, since
+            // tanh(g) = 2 sigmoid(2g) - 1: fewer kernels, and fewer autodiff nodes, than a
+            // sigmoid per gate plus a tanh (whose gradient Burn builds from several passes).
+            let mut scale = vec![1.0f32; 4 * d];
+            scale[2 * d..3 * d].fill(2.0);
+            let scale = Tensor::<B, 1>::from_data(
+                burn::tensor::TensorData::new(scale, [4 * d]),
+                &projected.device(),
+            );
+            let act = sigmoid((projected + recurrent) * scale.unsqueeze::<D>());
             let i = act.clone().narrow(last, 0, d);
             let f = act.clone().narrow(last, d, d);
-            let o = act.narrow(last, 3 * d, d);
-            let g = gates.narrow(last, 2 * d, d).tanh();
+            let o = act.clone().narrow(last, 3 * d, d);
+            let g = act.narrow(last, 2 * d, d).mul_scalar(2.0).sub_scalar(1.0);
             let c_prev = c.expect("LSTM state has a cell");
             let c = f * c_prev + i * g;
             let h = o * c.clone().tanh();
