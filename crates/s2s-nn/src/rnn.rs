@@ -8,7 +8,6 @@
 
 use burn::config::Config;
 use burn::module::{Initializer, Module, Param};
-use burn::tensor::activation::sigmoid;
 use burn::tensor::{backend::Backend, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -97,56 +96,27 @@ impl<B: Backend> RnnState<B> {
     }
 }
 
-/// The cell equations on the fused gate pre-activations, split along the last dimension:
-/// `projected` is the input's share (bias included), `recurrent` the state's.
+/// The cell equations on the fused gate pre-activations: `projected` is the input's share
+/// (bias included), `recurrent` the state's. On an autodiff backend each update is one node
+/// of the graph with a hand-written gradient (see [`s2s_tensor::fused`]).
 ///
 /// # Shapes
-/// - `projected`, `recurrent`: `[.., gates * d_hidden]`
-/// - `h`, `c` (LSTM only) and the returned states: `[.., d_hidden]`
-fn cell_update<B: Backend, const D: usize>(
+/// - `projected`, `recurrent`: `[batch, gates * d_hidden]`
+/// - `h`, `c` (LSTM only) and the returned states: `[batch, d_hidden]`
+fn cell_update<B: Backend>(
     cell: CellKind,
-    projected: Tensor<B, D>,
-    recurrent: Tensor<B, D>,
-    h: Tensor<B, D>,
-    c: Option<Tensor<B, D>>,
-) -> (Tensor<B, D>, Option<Tensor<B, D>>) {
-    let last = D - 1;
-    let d = h.dims()[last];
+    projected: Tensor<B, 2>,
+    recurrent: Tensor<B, 2>,
+    h: Tensor<B, 2>,
+    c: Option<Tensor<B, 2>>,
+) -> (Tensor<B, 2>, Option<Tensor<B, 2>>) {
     match cell {
         CellKind::Lstm => {
-            // One sigmoid over all four blocks, with the `g` block's input doubled, since
-            // tanh(g) = 2 sigmoid(2g) - 1: fewer kernels, and fewer autodiff nodes, than a
-            // sigmoid per gate plus a tanh (whose gradient Burn builds from several passes).
-            let mut scale = vec![1.0f32; 4 * d];
-            scale[2 * d..3 * d].fill(2.0);
-            let scale = Tensor::<B, 1>::from_data(
-                burn::tensor::TensorData::new(scale, [4 * d]),
-                &projected.device(),
-            );
-            let act = sigmoid((projected + recurrent) * scale.unsqueeze::<D>());
-            let i = act.clone().narrow(last, 0, d);
-            let f = act.clone().narrow(last, d, d);
-            let o = act.clone().narrow(last, 3 * d, d);
-            let g = act.narrow(last, 2 * d, d).mul_scalar(2.0).sub_scalar(1.0);
-            let c_prev = c.expect("LSTM state has a cell");
-            let c = f * c_prev + i * g;
-            let h = o * c.clone().tanh();
+            let c = c.expect("LSTM state has a cell");
+            let (h, c) = s2s_tensor::fused::lstm_cell(projected, recurrent, c);
             (h, Some(c))
         }
-        CellKind::Gru => {
-            // Reset and update gates together: one add and one sigmoid over `2 * d_hidden`.
-            let rz = sigmoid(
-                projected.clone().narrow(last, 0, 2 * d) + recurrent.clone().narrow(last, 0, 2 * d),
-            );
-            let reset = rz.clone().narrow(last, 0, d);
-            let update = rz.narrow(last, d, d);
-            let xn = projected.narrow(last, 2 * d, d);
-            let hn = recurrent.narrow(last, 2 * d, d);
-            let candidate = (xn + reset * hn).tanh();
-            // h' = (1 - z) * n + z * h
-            let h = candidate.clone() + update * (h - candidate);
-            (h, None)
-        }
+        CellKind::Gru => (s2s_tensor::fused::gru_cell(projected, recurrent, h), None),
     }
 }
 

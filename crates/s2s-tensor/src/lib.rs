@@ -21,4 +21,5 @@
 pub use burn;
 
 pub mod backend;
+pub mod fused;
 pub mod ops;

@@ -1,0 +1,495 @@
+//! The GRU and LSTM cell updates, each one operation of Burn's autodiff graph with a
+//! hand-written gradient.
+//!
+//! Written with Burn's tensor operations, a GRU cell update is about ten autodiff nodes; their
+//! backward pass runs some thirty-five kernels: a zero-filled tensor and a copy for every
+//! gate slice, the sums of the gradients of every tensor used twice, and Burn's multi-pass
+//! gradients of `sigmoid` and `tanh`. On a small model most of a training step's time is
+//! the fixed cost of each kernel, not arithmetic, so [`gru_cell`] and [`lstm_cell`] record a
+//! single node whose gradient takes about fifteen.
+//!
+//! The forward pass runs the same tensor operations as the composed version
+//! ([`gru_cell_composed`], [`lstm_cell_composed`]) on the inner backend, so the outputs are
+//! the same bit for bit. The single node is used on `Autodiff<B>` for each backend compiled
+//! into this crate ([`Flex`](crate::backend::Flex), [`Tch`](crate::backend::Tch),
+//! [`Wgpu`](crate::backend::Wgpu)), recognised by type at run time, so that the library stays
+//! generic over any [`Backend`]; every other backend, with or without autodiff, gets the
+//! composed version.
+//!
+//! # Shapes
+//! - `projected`, `recurrent`: `[batch, gates * d_hidden]`, the input's and the state's share
+//!   of the gate pre-activations, biases included (gate order `r z n` for GRU, `i f g o` for
+//!   LSTM, as in PyTorch)
+//! - `h`, `c` and the returned states: `[batch, d_hidden]`
+
+// Without a backend compiled in, only the composed versions are used.
+#![cfg_attr(
+    not(any(feature = "flex", feature = "tch", feature = "wgpu")),
+    allow(dead_code, unused_macros, unused_imports)
+)]
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::Autodiff;
+use burn::tensor::activation::sigmoid;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+use std::any::Any;
+
+/// The GRU update (PyTorch's equations, the reset gate applied after the recurrent matmul):
+/// `r, z = sigmoid(x_rz + h_rz)`, `n = tanh(x_n + r * h_n)`, `h' = (1 - z) * n + z * h`.
+pub fn gru_cell<B: Backend>(
+    projected: Tensor<B, 2>,
+    recurrent: Tensor<B, 2>,
+    h: Tensor<B, 2>,
+) -> Tensor<B, 2> {
+    macro_rules! fused_for {
+        ($x:ty) => {
+            if let (Some(p), Some(r), Some(h)) = (
+                autodiff_of::<B, $x>(&projected),
+                autodiff_of::<B, $x>(&recurrent),
+                autodiff_of::<B, $x>(&h),
+            ) {
+                return same_type(gru_fused::<$x>(p, r, h));
+            }
+        };
+    }
+    #[cfg(feature = "flex")]
+    fused_for!(crate::backend::Flex);
+    #[cfg(feature = "tch")]
+    fused_for!(crate::backend::Tch);
+    #[cfg(feature = "wgpu")]
+    fused_for!(crate::backend::Wgpu);
+    gru_cell_composed(projected, recurrent, h)
+}
+
+/// The LSTM update: `i, f, o = sigmoid(..)`, `g = tanh(..)`, `c' = f * c + i * g`,
+/// `h' = o * tanh(c')`; returns `(h', c')`.
+pub fn lstm_cell<B: Backend>(
+    projected: Tensor<B, 2>,
+    recurrent: Tensor<B, 2>,
+    c: Tensor<B, 2>,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    macro_rules! fused_for {
+        ($x:ty) => {
+            if let (Some(p), Some(r), Some(c)) = (
+                autodiff_of::<B, $x>(&projected),
+                autodiff_of::<B, $x>(&recurrent),
+                autodiff_of::<B, $x>(&c),
+            ) {
+                let hc: Tensor<B, 2> = same_type(lstm_fused::<$x>(p, r, c));
+                let d = hc.dims()[1] / 2;
+                return (hc.clone().narrow(1, 0, d), hc.narrow(1, d, d));
+            }
+        };
+    }
+    #[cfg(feature = "flex")]
+    fused_for!(crate::backend::Flex);
+    #[cfg(feature = "tch")]
+    fused_for!(crate::backend::Tch);
+    #[cfg(feature = "wgpu")]
+    fused_for!(crate::backend::Wgpu);
+    lstm_cell_composed(projected, recurrent, c)
+}
+
+/// Whether [`gru_cell`] and [`lstm_cell`] record one node with a hand-written gradient for
+/// backend `B` (`Autodiff` over a backend compiled into this crate), rather than running
+/// the composed versions.
+pub fn fuses<B: Backend>() -> bool {
+    let id = std::any::TypeId::of::<B>();
+    #[cfg(feature = "flex")]
+    if id == std::any::TypeId::of::<Autodiff<crate::backend::Flex>>() {
+        return true;
+    }
+    #[cfg(feature = "tch")]
+    if id == std::any::TypeId::of::<Autodiff<crate::backend::Tch>>() {
+        return true;
+    }
+    #[cfg(feature = "wgpu")]
+    if id == std::any::TypeId::of::<Autodiff<crate::backend::Wgpu>>() {
+        return true;
+    }
+    let _ = id;
+    false
+}
+
+/// [`gru_cell`] written with Burn's tensor operations, for any backend.
+pub fn gru_cell_composed<B: Backend>(
+    projected: Tensor<B, 2>,
+    recurrent: Tensor<B, 2>,
+    h: Tensor<B, 2>,
+) -> Tensor<B, 2> {
+    gru_forward(projected, recurrent, h).h
+}
+
+/// [`lstm_cell`] written with Burn's tensor operations, for any backend.
+pub fn lstm_cell_composed<B: Backend>(
+    projected: Tensor<B, 2>,
+    recurrent: Tensor<B, 2>,
+    c: Tensor<B, 2>,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let out = lstm_forward(projected, recurrent, c);
+    (out.h, out.c)
+}
+
+/// The GRU update and the intermediate results its gradient needs.
+struct GruForward<B: Backend> {
+    h: Tensor<B, 2>,
+    /// `sigmoid` of the reset and update gates, `[batch, 2 * d]`.
+    rz: Tensor<B, 2>,
+    /// The candidate `n`.
+    n: Tensor<B, 2>,
+    /// `h - n`.
+    diff: Tensor<B, 2>,
+}
+
+fn gru_forward<B: Backend>(p: Tensor<B, 2>, r: Tensor<B, 2>, h: Tensor<B, 2>) -> GruForward<B> {
+    let d = h.dims()[1];
+    // Reset and update gates together: one add and one sigmoid over `2 * d_hidden`.
+    let rz = sigmoid(p.clone().narrow(1, 0, 2 * d) + r.clone().narrow(1, 0, 2 * d));
+    let reset = rz.clone().narrow(1, 0, d);
+    let update = rz.clone().narrow(1, d, d);
+    let n = (p.narrow(1, 2 * d, d) + reset * r.narrow(1, 2 * d, d)).tanh();
+    // h' = (1 - z) * n + z * h
+    let diff = h - n.clone();
+    GruForward {
+        h: n.clone() + update * diff.clone(),
+        rz,
+        n,
+        diff,
+    }
+}
+
+/// The LSTM update and the intermediate results its gradient needs.
+struct LstmForward<B: Backend> {
+    h: Tensor<B, 2>,
+    c: Tensor<B, 2>,
+    /// The gates after the one sigmoid, `[batch, 4 * d]` (the `g` block is `(g + 1) / 2`).
+    act: Tensor<B, 2>,
+    /// `tanh(c')`.
+    tanh_c: Tensor<B, 2>,
+}
+
+/// The per-column factor `[4 * d]` that the `g` block's pre-activation is scaled by:
+/// `tanh(g) = 2 sigmoid(2g) - 1`.
+fn lstm_scale<B: Backend>(d: usize, square: bool, device: &B::Device) -> Tensor<B, 2> {
+    let mut scale = vec![1.0f32; 4 * d];
+    scale[2 * d..3 * d].fill(if square { 4.0 } else { 2.0 });
+    Tensor::<B, 1>::from_data(TensorData::new(scale, [4 * d]), device).unsqueeze()
+}
+
+fn lstm_forward<B: Backend>(p: Tensor<B, 2>, r: Tensor<B, 2>, c: Tensor<B, 2>) -> LstmForward<B> {
+    let d = c.dims()[1];
+    // One sigmoid over all four blocks, with the `g` block's input doubled, since
+    // tanh(g) = 2 sigmoid(2g) - 1: fewer kernels than a sigmoid per gate plus a tanh.
+    let act = sigmoid((p + r) * lstm_scale::<B>(d, false, &c.device()));
+    let i = act.clone().narrow(1, 0, d);
+    let f = act.clone().narrow(1, d, d);
+    let o = act.clone().narrow(1, 3 * d, d);
+    let g = act
+        .clone()
+        .narrow(1, 2 * d, d)
+        .mul_scalar(2.0)
+        .sub_scalar(1.0);
+    let c = f * c + i * g;
+    let tanh_c = c.clone().tanh();
+    LstmForward {
+        h: o * tanh_c.clone(),
+        c,
+        act,
+        tanh_c,
+    }
+}
+
+/// `tensor` as a tensor of `Autodiff<X>`, when `B` is that backend.
+fn autodiff_of<B: Backend, X: Backend>(tensor: &Tensor<B, 2>) -> Option<Tensor<Autodiff<X>, 2>> {
+    (tensor as &dyn Any)
+        .downcast_ref::<Tensor<Autodiff<X>, 2>>()
+        .cloned()
+}
+
+/// `tensor` as a tensor of `B`, which the caller knows to be the same type.
+fn same_type<X: Backend, B: Backend>(tensor: Tensor<Autodiff<X>, 2>) -> Tensor<B, 2> {
+    *(Box::new(tensor) as Box<dyn Any>)
+        .downcast::<Tensor<B, 2>>()
+        .unwrap_or_else(|_| unreachable!("called only once `B` was found to be Autodiff<X>"))
+}
+
+fn inner<X: Backend>(primitive: FloatTensor<X>) -> Tensor<X, 2> {
+    Tensor::from_primitive(TensorPrimitive::Float(primitive))
+}
+
+fn primitive<X: Backend>(tensor: Tensor<X, 2>) -> FloatTensor<X> {
+    tensor.into_primitive().tensor()
+}
+
+/// Registers the gradient `$grad` for the parent `$node` when it is tracked (a macro:
+/// Burn's node type is not public).
+macro_rules! register {
+    ($grads:expr, $node:expr, $grad:expr) => {
+        if let Some(node) = &$node {
+            $grads.register::<X>(node.id, primitive($grad));
+        }
+    };
+}
+
+#[derive(Debug)]
+struct GruBackward;
+
+/// What the GRU gradient reads: `r`'s `n` block, `rz`, `n` and `h - n`.
+type GruState<X> = [FloatTensor<X>; 4];
+
+impl<X: Backend> Backward<X, 3> for GruBackward {
+    type State = GruState<X>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [r_n, rz, n, diff] = ops.state.map(inner::<X>);
+        let grad = inner::<X>(grads.consume::<X>(&ops.node));
+        let d = n.dims()[1];
+        let [p_node, r_node, h_node] = ops.parents;
+        let update = rz.clone().narrow(1, d, d);
+        let reset = rz.clone().narrow(1, 0, d);
+        let dh = grad.clone() * update;
+        // d h'/d n = 1 - z, then through tanh: 1 - n^2.
+        let dn = grad.clone() - dh.clone();
+        let dn_pre = dn.clone() - dn * n.clone() * n;
+        let dz = grad * diff;
+        let dreset = dn_pre.clone() * r_n;
+        let drz_pre = Tensor::cat(vec![dreset, dz], 1) * (rz.clone() - rz.clone() * rz);
+        register!(
+            grads,
+            r_node,
+            Tensor::cat(vec![drz_pre.clone(), dn_pre.clone() * reset], 1)
+        );
+        register!(grads, p_node, Tensor::cat(vec![drz_pre, dn_pre], 1));
+        register!(grads, h_node, dh);
+    }
+}
+
+fn gru_fused<X: Backend>(
+    p: Tensor<Autodiff<X>, 2>,
+    r: Tensor<Autodiff<X>, 2>,
+    h: Tensor<Autodiff<X>, 2>,
+) -> Tensor<Autodiff<X>, 2> {
+    let (p, r, h) = (
+        p.into_primitive().tensor(),
+        r.into_primitive().tensor(),
+        h.into_primitive().tensor(),
+    );
+    let forward = |p: &FloatTensor<X>, r: &FloatTensor<X>, h: &FloatTensor<X>| {
+        gru_forward(inner::<X>(p.clone()), inner(r.clone()), inner(h.clone()))
+    };
+    let out = match GruBackward
+        .prepare::<NoCheckpointing>([p.node.clone(), r.node.clone(), h.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let f = forward(&p.primitive, &r.primitive, &h.primitive);
+            let d = f.n.dims()[1];
+            let r_n = inner::<X>(r.primitive.clone()).narrow(1, 2 * d, d);
+            let state = [r_n, f.rz, f.n, f.diff].map(primitive);
+            prep.finish(state, primitive(f.h))
+        }
+        OpsKind::UnTracked(prep) => prep.finish(primitive(
+            forward(&p.primitive, &r.primitive, &h.primitive).h,
+        )),
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+#[derive(Debug)]
+struct LstmBackward;
+
+/// What the LSTM gradient reads: the activated gates, `c` (before the step) and `tanh(c')`.
+type LstmState<X> = [FloatTensor<X>; 3];
+
+impl<X: Backend> Backward<X, 3> for LstmBackward {
+    type State = LstmState<X>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [act, c, tanh_c] = ops.state.map(inner::<X>);
+        let grad = inner::<X>(grads.consume::<X>(&ops.node));
+        let d = c.dims()[1];
+        let [p_node, r_node, c_node] = ops.parents;
+        let gate = |k: usize| act.clone().narrow(1, k * d, d);
+        let dh = grad.clone().narrow(1, 0, d);
+        // The output's `c'` gradient plus the share that reaches `c'` through `h' = o tanh(c')`.
+        let dh_o = dh.clone() * gate(3);
+        let dc = grad.narrow(1, d, d) + dh_o.clone() - dh_o * tanh_c.clone() * tanh_c.clone();
+        let g = gate(2).mul_scalar(2.0).sub_scalar(1.0);
+        // d/d(pre) of sigmoid(scale * pre) is act (1 - act) scale; the `g` block's gradient
+        // arrives through `g = 2 act - 1`, one more factor 2.
+        let dgates = Tensor::cat(
+            vec![
+                dc.clone() * g,
+                dc.clone() * c.clone(),
+                dc.clone() * gate(0),
+                dh * tanh_c,
+            ],
+            1,
+        );
+        let dpre = dgates
+            * (act.clone() - act.clone() * act.clone())
+            * lstm_scale::<X>(d, true, &c.device());
+        register!(grads, r_node, dpre.clone());
+        register!(grads, p_node, dpre);
+        register!(grads, c_node, dc * gate(1));
+    }
+}
+
+/// The LSTM update as one node; returns `[batch, 2 * d]`: `h'` then `c'`.
+fn lstm_fused<X: Backend>(
+    p: Tensor<Autodiff<X>, 2>,
+    r: Tensor<Autodiff<X>, 2>,
+    c: Tensor<Autodiff<X>, 2>,
+) -> Tensor<Autodiff<X>, 2> {
+    let (p, r, c) = (
+        p.into_primitive().tensor(),
+        r.into_primitive().tensor(),
+        c.into_primitive().tensor(),
+    );
+    let forward = |p: &FloatTensor<X>, r: &FloatTensor<X>, c: &FloatTensor<X>| {
+        lstm_forward(inner::<X>(p.clone()), inner(r.clone()), inner(c.clone()))
+    };
+    let out = match LstmBackward
+        .prepare::<NoCheckpointing>([p.node.clone(), r.node.clone(), c.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let f = forward(&p.primitive, &r.primitive, &c.primitive);
+            let hc = Tensor::cat(vec![f.h, f.c], 1);
+            let state = [f.act, inner::<X>(c.primitive.clone()), f.tanh_c].map(primitive);
+            prep.finish(state, primitive(hc))
+        }
+        OpsKind::UnTracked(prep) => {
+            let f = forward(&p.primitive, &r.primitive, &c.primitive);
+            prep.finish(primitive(Tensor::cat(vec![f.h, f.c], 1)))
+        }
+    };
+    Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::to_vec_f32;
+    use burn::tensor::backend::AutodiffBackend;
+
+    crate::for_each_backend! {
+        type AB = TestAutodiffBackend;
+        type Inner = <AB as AutodiffBackend>::InnerBackend;
+
+        /// A `[rows, cols]` tensor of varied values in about `[-2, 2]`, tracked.
+        fn input(rows: usize, cols: usize, seed: usize) -> Tensor<AB, 2> {
+            let values: Vec<f32> = (0..rows * cols)
+                .map(|i| 2.0 * (((i * 7 + seed * 13) as f32) * 0.37).sin())
+                .collect();
+            Tensor::<AB, 2>::from_data(TensorData::new(values, [rows, cols]), &device())
+                .require_grad()
+        }
+
+        fn grad_of(t: &Tensor<AB, 2>, grads: &<AB as AutodiffBackend>::Gradients) -> Vec<f32> {
+            to_vec_f32::<Inner, 2>(t.grad(grads).expect("tensor takes part in the loss"))
+        }
+
+        fn assert_close(a: &[f32], b: &[f32], what: &str) {
+            assert_eq!(a.len(), b.len(), "{what}: lengths");
+            for (i, (x, y)) in a.iter().zip(b).enumerate() {
+                assert!(
+                    (x - y).abs() <= 1e-5 * (1.0 + x.abs().max(y.abs())),
+                    "{what}[{i}]: one node {x}, composed {y}"
+                );
+            }
+        }
+
+        /// Three steps of a cell, each step's gate inputs built from the state as in a
+        /// recurrent layer, so that the states' gradients flow through the nodes; returns
+        /// the loss value, the outputs and every input's gradient.
+        fn run(lstm: bool, fused: bool) -> (Vec<f32>, Vec<Vec<f32>>) {
+            let (batch, d) = (3, 4);
+            let gates = if lstm { 4 * d } else { 3 * d };
+            let ps: Vec<_> = (0..3).map(|k| input(batch, gates, k)).collect();
+            let w = input(d, gates, 5);
+            let h0 = input(batch, d, 6);
+            let c0 = input(batch, d, 7);
+            let (mut h, mut c) = (h0.clone(), c0.clone());
+            let mut outputs = Vec::new();
+            for p in &ps {
+                let r = h.clone().matmul(w.clone());
+                if lstm {
+                    let (h2, c2) = if fused {
+                        lstm_cell(p.clone(), r, c)
+                    } else {
+                        lstm_cell_composed(p.clone(), r, c)
+                    };
+                    (h, c) = (h2, c2);
+                    outputs.push(c.clone());
+                } else {
+                    h = if fused {
+                        gru_cell(p.clone(), r, h)
+                    } else {
+                        gru_cell_composed(p.clone(), r, h)
+                    };
+                }
+                outputs.push(h.clone());
+            }
+            let mut loss = Tensor::<AB, 1>::zeros([1], &device());
+            for (k, o) in outputs.iter().enumerate() {
+                let weights = input(batch, d, 10 + k).detach();
+                loss = loss + (o.clone() * weights).sum();
+            }
+            let values: Vec<f32> = outputs.iter().flat_map(|o| to_vec_f32(o.clone())).collect();
+            let grads = loss.backward();
+            let mut all: Vec<Vec<f32>> = ps.iter().map(|p| grad_of(p, &grads)).collect();
+            all.push(grad_of(&w, &grads));
+            all.push(grad_of(&h0, &grads));
+            if lstm {
+                all.push(grad_of(&c0, &grads));
+            }
+            (values, all)
+        }
+
+        #[test]
+        fn the_autodiff_backend_gets_one_node_and_the_plain_one_does_not() {
+            assert!(fuses::<AB>());
+            assert!(!fuses::<TestBackend>());
+        }
+
+        #[test]
+        fn gru_node_equals_composed_outputs_and_gradients() {
+            let (out_fused, grads_fused) = run(false, true);
+            let (out_composed, grads_composed) = run(false, false);
+            assert_eq!(out_fused, out_composed, "same forward operations");
+            for (k, (a, b)) in grads_fused.iter().zip(&grads_composed).enumerate() {
+                assert_close(a, b, &format!("gradient {k}"));
+            }
+        }
+
+        #[test]
+        fn lstm_node_equals_composed_outputs_and_gradients() {
+            let (out_fused, grads_fused) = run(true, true);
+            let (out_composed, grads_composed) = run(true, false);
+            assert_eq!(out_fused, out_composed, "same forward operations");
+            for (k, (a, b)) in grads_fused.iter().zip(&grads_composed).enumerate() {
+                assert_close(a, b, &format!("gradient {k}"));
+            }
+        }
+
+        #[test]
+        fn untracked_inputs_give_the_composed_outputs() {
+            let d = 4;
+            let p = input(2, 3 * d, 1).detach();
+            let r = input(2, 3 * d, 2).detach();
+            let h = input(2, d, 3).detach();
+            assert_eq!(
+                to_vec_f32(gru_cell(p.clone(), r.clone(), h.clone())),
+                to_vec_f32(gru_cell_composed(p, r, h))
+            );
+        }
+    }
+}
