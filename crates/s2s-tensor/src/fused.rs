@@ -53,7 +53,7 @@ pub fn gru_cell<B: Backend>(
                 autodiff_of::<B, $x>(&recurrent),
                 autodiff_of::<B, $x>(&h),
             ) {
-                return same_type(gru_fused::<$x>(p, r, h));
+                return same_type(gru_fused::<$x>([p, r, h]));
             }
         };
     }
@@ -80,7 +80,7 @@ pub fn lstm_cell<B: Backend>(
                 autodiff_of::<B, $x>(&recurrent),
                 autodiff_of::<B, $x>(&c),
             ) {
-                let hc: Tensor<B, 2> = same_type(lstm_fused::<$x>(p, r, c));
+                let hc: Tensor<B, 2> = same_type(lstm_fused::<$x>([p, r, c]));
                 let d = hc.dims()[1] / 2;
                 return (hc.clone().narrow(1, 0, d), hc.narrow(1, d, d));
             }
@@ -269,36 +269,13 @@ impl<X: Backend> Backward<X, 3> for GruBackward {
     }
 }
 
-fn gru_fused<X: Backend>(
-    p: Tensor<Autodiff<X>, 2>,
-    r: Tensor<Autodiff<X>, 2>,
-    h: Tensor<Autodiff<X>, 2>,
-) -> Tensor<Autodiff<X>, 2> {
-    let (p, r, h) = (
-        p.into_primitive().tensor(),
-        r.into_primitive().tensor(),
-        h.into_primitive().tensor(),
-    );
-    let forward = |p: &FloatTensor<X>, r: &FloatTensor<X>, h: &FloatTensor<X>| {
-        gru_forward(inner::<X>(p.clone()), inner(r.clone()), inner(h.clone()))
-    };
-    let out = match GruBackward
-        .prepare::<NoCheckpointing>([p.node.clone(), r.node.clone(), h.node.clone()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let f = forward(&p.primitive, &r.primitive, &h.primitive);
-            let d = f.n.dims()[1];
-            let r_n = inner::<X>(r.primitive.clone()).narrow(1, 2 * d, d);
-            let state = [r_n, f.rz, f.n, f.diff].map(primitive);
-            prep.finish(state, primitive(f.h))
-        }
-        OpsKind::UnTracked(prep) => prep.finish(primitive(
-            forward(&p.primitive, &r.primitive, &h.primitive).h,
-        )),
-    };
-    Tensor::from_primitive(TensorPrimitive::Float(out))
+fn gru_fused<X: Backend>(inputs: [Tensor<Autodiff<X>, 2>; 3]) -> Tensor<Autodiff<X>, 2> {
+    cell_node(GruBackward, inputs, |[p, r, h]| {
+        let d = h.dims()[1];
+        let r_n = r.clone().narrow(1, 2 * d, d);
+        let f = gru_forward(p, r, h);
+        (f.h, [r_n, f.rz, f.n, f.diff].map(primitive))
+    })
 }
 
 #[derive(Debug)]
@@ -342,34 +319,38 @@ impl<X: Backend> Backward<X, 3> for LstmBackward {
 }
 
 /// The LSTM update as one node; returns `[batch, 2 * d]`: `h'` then `c'`.
-fn lstm_fused<X: Backend>(
-    p: Tensor<Autodiff<X>, 2>,
-    r: Tensor<Autodiff<X>, 2>,
-    c: Tensor<Autodiff<X>, 2>,
-) -> Tensor<Autodiff<X>, 2> {
-    let (p, r, c) = (
-        p.into_primitive().tensor(),
-        r.into_primitive().tensor(),
-        c.into_primitive().tensor(),
-    );
-    let forward = |p: &FloatTensor<X>, r: &FloatTensor<X>, c: &FloatTensor<X>| {
-        lstm_forward(inner::<X>(p.clone()), inner(r.clone()), inner(c.clone()))
-    };
-    let out = match LstmBackward
-        .prepare::<NoCheckpointing>([p.node.clone(), r.node.clone(), c.node.clone()])
+fn lstm_fused<X: Backend>(inputs: [Tensor<Autodiff<X>, 2>; 3]) -> Tensor<Autodiff<X>, 2> {
+    cell_node(LstmBackward, inputs, |[p, r, c]| {
+        let f = lstm_forward(p, r, c.clone());
+        let hc = Tensor::cat(vec![f.h, f.c], 1);
+        (hc, [f.act, c, f.tanh_c].map(primitive))
+    })
+}
+
+/// Records one node with three parents: `forward` computes the output and the state that
+/// `backward` reads from the parents' values (on the inner backend).
+fn cell_node<X, BO, F>(
+    backward: BO,
+    inputs: [Tensor<Autodiff<X>, 2>; 3],
+    forward: F,
+) -> Tensor<Autodiff<X>, 2>
+where
+    X: Backend,
+    BO: Backward<X, 3>,
+    F: FnOnce([Tensor<X, 2>; 3]) -> (Tensor<X, 2>, BO::State),
+{
+    let inputs = inputs.map(|t| t.into_primitive().tensor());
+    let values = || inputs.each_ref().map(|t| inner::<X>(t.primitive.clone()));
+    let out = match backward
+        .prepare::<NoCheckpointing>(inputs.each_ref().map(|t| t.node.clone()))
         .compute_bound()
         .stateful()
     {
         OpsKind::Tracked(prep) => {
-            let f = forward(&p.primitive, &r.primitive, &c.primitive);
-            let hc = Tensor::cat(vec![f.h, f.c], 1);
-            let state = [f.act, inner::<X>(c.primitive.clone()), f.tanh_c].map(primitive);
-            prep.finish(state, primitive(hc))
+            let (out, state) = forward(values());
+            prep.finish(state, primitive(out))
         }
-        OpsKind::UnTracked(prep) => {
-            let f = forward(&p.primitive, &r.primitive, &c.primitive);
-            prep.finish(primitive(Tensor::cat(vec![f.h, f.c], 1)))
-        }
+        OpsKind::UnTracked(prep) => prep.finish(primitive(forward(values()).0)),
     };
     Tensor::from_primitive(TensorPrimitive::Float(out))
 }
@@ -460,10 +441,9 @@ mod tests {
             assert!(!fuses::<TestBackend>());
         }
 
-        #[test]
-        fn gru_node_equals_composed_outputs_and_gradients() {
-            let (out_fused, grads_fused) = run(false, true);
-            let (out_composed, grads_composed) = run(false, false);
+        fn assert_node_equals_composed(lstm: bool) {
+            let (out_fused, grads_fused) = run(lstm, true);
+            let (out_composed, grads_composed) = run(lstm, false);
             assert_eq!(out_fused, out_composed, "same forward operations");
             for (k, (a, b)) in grads_fused.iter().zip(&grads_composed).enumerate() {
                 assert_close(a, b, &format!("gradient {k}"));
@@ -471,13 +451,13 @@ mod tests {
         }
 
         #[test]
+        fn gru_node_equals_composed_outputs_and_gradients() {
+            assert_node_equals_composed(false);
+        }
+
+        #[test]
         fn lstm_node_equals_composed_outputs_and_gradients() {
-            let (out_fused, grads_fused) = run(true, true);
-            let (out_composed, grads_composed) = run(true, false);
-            assert_eq!(out_fused, out_composed, "same forward operations");
-            for (k, (a, b)) in grads_fused.iter().zip(&grads_composed).enumerate() {
-                assert_close(a, b, &format!("gradient {k}"));
-            }
+            assert_node_equals_composed(true);
         }
 
         #[test]
