@@ -46,24 +46,8 @@ pub fn gru_cell<B: Backend>(
     recurrent: Tensor<B, 2>,
     h: Tensor<B, 2>,
 ) -> Tensor<B, 2> {
-    macro_rules! fused_for {
-        ($x:ty) => {
-            if let (Some(p), Some(r), Some(h)) = (
-                autodiff_of::<B, $x>(&projected),
-                autodiff_of::<B, $x>(&recurrent),
-                autodiff_of::<B, $x>(&h),
-            ) {
-                return same_type(gru_fused::<$x>([p, r, h]));
-            }
-        };
-    }
-    #[cfg(feature = "flex")]
-    fused_for!(crate::backend::Flex);
-    #[cfg(feature = "tch")]
-    fused_for!(crate::backend::Tch);
-    #[cfg(feature = "wgpu")]
-    fused_for!(crate::backend::Wgpu);
-    gru_cell_composed(projected, recurrent, h)
+    one_node(GruBackward, [&projected, &recurrent, &h])
+        .unwrap_or_else(|| gru_cell_composed(projected, recurrent, h))
 }
 
 /// The LSTM update: `i, f, o = sigmoid(..)`, `g = tanh(..)`, `c' = f * c + i * g`,
@@ -73,26 +57,38 @@ pub fn lstm_cell<B: Backend>(
     recurrent: Tensor<B, 2>,
     c: Tensor<B, 2>,
 ) -> (Tensor<B, 2>, Tensor<B, 2>) {
-    macro_rules! fused_for {
+    match one_node(LstmBackward, [&projected, &recurrent, &c]) {
+        Some(hc) => {
+            let d = hc.dims()[1] / 2;
+            (hc.clone().narrow(1, 0, d), hc.narrow(1, d, d))
+        }
+        None => lstm_cell_composed(projected, recurrent, c),
+    }
+}
+
+/// A cell update recorded as one node on `Autodiff<X>`, for any inner backend `X`.
+trait CellNode {
+    fn record<X: Backend>(self, inputs: [Tensor<Autodiff<X>, 2>; 3]) -> Tensor<Autodiff<X>, 2>;
+}
+
+/// `node` over `inputs` when `B` is `Autodiff` over a backend compiled into this crate;
+/// `None` otherwise.
+fn one_node<B: Backend, N: CellNode>(node: N, inputs: [&Tensor<B, 2>; 3]) -> Option<Tensor<B, 2>> {
+    macro_rules! on {
         ($x:ty) => {
-            if let (Some(p), Some(r), Some(c)) = (
-                autodiff_of::<B, $x>(&projected),
-                autodiff_of::<B, $x>(&recurrent),
-                autodiff_of::<B, $x>(&c),
-            ) {
-                let hc: Tensor<B, 2> = same_type(lstm_fused::<$x>([p, r, c]));
-                let d = hc.dims()[1] / 2;
-                return (hc.clone().narrow(1, 0, d), hc.narrow(1, d, d));
+            if let [Some(a), Some(b), Some(c)] = inputs.map(autodiff_of::<B, $x>) {
+                return Some(same_type(node.record::<$x>([a, b, c])));
             }
         };
     }
     #[cfg(feature = "flex")]
-    fused_for!(crate::backend::Flex);
+    on!(crate::backend::Flex);
     #[cfg(feature = "tch")]
-    fused_for!(crate::backend::Tch);
+    on!(crate::backend::Tch);
     #[cfg(feature = "wgpu")]
-    fused_for!(crate::backend::Wgpu);
-    lstm_cell_composed(projected, recurrent, c)
+    on!(crate::backend::Wgpu);
+    let _ = (node, inputs);
+    None
 }
 
 /// Whether [`gru_cell`] and [`lstm_cell`] record one node with a hand-written gradient for
@@ -269,13 +265,15 @@ impl<X: Backend> Backward<X, 3> for GruBackward {
     }
 }
 
-fn gru_fused<X: Backend>(inputs: [Tensor<Autodiff<X>, 2>; 3]) -> Tensor<Autodiff<X>, 2> {
-    cell_node(GruBackward, inputs, |[p, r, h]| {
-        let d = h.dims()[1];
-        let r_n = r.clone().narrow(1, 2 * d, d);
-        let f = gru_forward(p, r, h);
-        (f.h, [r_n, f.rz, f.n, f.diff].map(primitive))
-    })
+impl CellNode for GruBackward {
+    fn record<X: Backend>(self, inputs: [Tensor<Autodiff<X>, 2>; 3]) -> Tensor<Autodiff<X>, 2> {
+        cell_node(self, inputs, |[p, r, h]| {
+            let d = h.dims()[1];
+            let r_n = r.clone().narrow(1, 2 * d, d);
+            let f = gru_forward(p, r, h);
+            (f.h, [r_n, f.rz, f.n, f.diff].map(primitive))
+        })
+    }
 }
 
 #[derive(Debug)]
@@ -318,13 +316,15 @@ impl<X: Backend> Backward<X, 3> for LstmBackward {
     }
 }
 
-/// The LSTM update as one node; returns `[batch, 2 * d]`: `h'` then `c'`.
-fn lstm_fused<X: Backend>(inputs: [Tensor<Autodiff<X>, 2>; 3]) -> Tensor<Autodiff<X>, 2> {
-    cell_node(LstmBackward, inputs, |[p, r, c]| {
-        let f = lstm_forward(p, r, c.clone());
-        let hc = Tensor::cat(vec![f.h, f.c], 1);
-        (hc, [f.act, c, f.tanh_c].map(primitive))
-    })
+/// The LSTM node's output is `[batch, 2 * d]`: `h'` then `c'`.
+impl CellNode for LstmBackward {
+    fn record<X: Backend>(self, inputs: [Tensor<Autodiff<X>, 2>; 3]) -> Tensor<Autodiff<X>, 2> {
+        cell_node(self, inputs, |[p, r, c]| {
+            let f = lstm_forward(p, r, c.clone());
+            let hc = Tensor::cat(vec![f.h, f.c], 1);
+            (hc, [f.act, c, f.tanh_c].map(primitive))
+        })
+    }
 }
 
 /// Records one node with three parents: `forward` computes the output and the state that
