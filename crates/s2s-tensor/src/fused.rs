@@ -35,8 +35,9 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
 use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
+use burn::tensor::module::linear;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Bool, Tensor, TensorData, TensorPrimitive};
 use std::any::Any;
 
 /// The GRU update (PyTorch's equations, the reset gate applied after the recurrent matmul):
@@ -66,14 +67,62 @@ pub fn lstm_cell<B: Backend>(
     }
 }
 
-/// A cell update recorded as one node on `Autodiff<X>`, for any inner backend `X`.
-trait CellNode {
+/// The weights of additive (Bahdanau) attention, `softmax(2 v^T sigmoid(keys + q))` over the
+/// source positions, masked: the caller passes doubled keys and query, so that this is
+/// `v^T tanh(k + q)` up to a constant, which the softmax ignores (see `s2s_nn::attention`).
+///
+/// # Shapes
+/// - `keys`: `[src_len, batch * d]`, source-major; `q`: `[1, batch * d]`; `v`: `[d, 1]`
+/// - `valid`: `[batch, src_len]`, `false` at padding
+/// - returns `[batch, src_len]`
+pub fn additive_attention<B: Backend>(
+    keys: Tensor<B, 2>,
+    q: Tensor<B, 2>,
+    v: Tensor<B, 2>,
+    valid: Tensor<B, 2, Bool>,
+) -> Tensor<B, 2> {
+    one_node(AttentionNode { valid: &valid }, [&keys, &q, &v])
+        .unwrap_or_else(|| additive_attention_composed(keys, q, v, valid))
+}
+
+/// [`additive_attention`] written with Burn's tensor operations, for any backend.
+pub fn additive_attention_composed<B: Backend>(
+    keys: Tensor<B, 2>,
+    q: Tensor<B, 2>,
+    v: Tensor<B, 2>,
+    valid: Tensor<B, 2, Bool>,
+) -> Tensor<B, 2> {
+    attention_forward(keys, q, v, valid).0
+}
+
+/// The attention weights and `sigmoid(keys + q)` (`[src_len * batch, d]`), which the
+/// gradient reads.
+fn attention_forward<B: Backend>(
+    keys: Tensor<B, 2>,
+    q: Tensor<B, 2>,
+    v: Tensor<B, 2>,
+    valid: Tensor<B, 2, Bool>,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let [src_len, width] = keys.dims();
+    let d = v.dims()[0];
+    let batch = width / d;
+    let hidden = sigmoid(keys + q).reshape([src_len * batch, d]);
+    let scores = linear(hidden.clone(), v, None)
+        .reshape([src_len, batch])
+        .mul_scalar(2.0);
+    let weights = crate::ops::masked_softmax(scores.swap_dims(0, 1), valid, 1);
+    (weights, hidden)
+}
+
+/// A cell update or attention step recorded as one node on `Autodiff<X>`, for any inner
+/// backend `X`.
+trait OneNode {
     fn record<X: Backend>(self, inputs: [Tensor<Autodiff<X>, 2>; 3]) -> Tensor<Autodiff<X>, 2>;
 }
 
 /// `node` over `inputs` when `B` is `Autodiff` over a backend compiled into this crate;
 /// `None` otherwise.
-fn one_node<B: Backend, N: CellNode>(node: N, inputs: [&Tensor<B, 2>; 3]) -> Option<Tensor<B, 2>> {
+fn one_node<B: Backend, N: OneNode>(node: N, inputs: [&Tensor<B, 2>; 3]) -> Option<Tensor<B, 2>> {
     macro_rules! on {
         ($x:ty) => {
             if let [Some(a), Some(b), Some(c)] = inputs.map(autodiff_of::<B, $x>) {
@@ -91,7 +140,7 @@ fn one_node<B: Backend, N: CellNode>(node: N, inputs: [&Tensor<B, 2>; 3]) -> Opt
     None
 }
 
-/// Whether [`gru_cell`] and [`lstm_cell`] record one node with a hand-written gradient for
+/// Whether [`gru_cell`], [`lstm_cell`] and [`additive_attention`] record one node with a hand-written gradient for
 /// backend `B` (`Autodiff` over a backend compiled into this crate), rather than running
 /// the composed versions.
 pub fn fuses<B: Backend>() -> bool {
@@ -265,7 +314,7 @@ impl<X: Backend> Backward<X, 3> for GruBackward {
     }
 }
 
-impl CellNode for GruBackward {
+impl OneNode for GruBackward {
     fn record<X: Backend>(self, inputs: [Tensor<Autodiff<X>, 2>; 3]) -> Tensor<Autodiff<X>, 2> {
         cell_node(self, inputs, |[p, r, h]| {
             let d = h.dims()[1];
@@ -317,12 +366,67 @@ impl<X: Backend> Backward<X, 3> for LstmBackward {
 }
 
 /// The LSTM node's output is `[batch, 2 * d]`: `h'` then `c'`.
-impl CellNode for LstmBackward {
+impl OneNode for LstmBackward {
     fn record<X: Backend>(self, inputs: [Tensor<Autodiff<X>, 2>; 3]) -> Tensor<Autodiff<X>, 2> {
         cell_node(self, inputs, |[p, r, c]| {
             let f = lstm_forward(p, r, c.clone());
             let hc = Tensor::cat(vec![f.h, f.c], 1);
             (hc, [f.act, c, f.tanh_c].map(primitive))
+        })
+    }
+}
+
+/// The attention node; `valid` is only read by the forward pass (the softmax's gradient is
+/// zero at the masked positions, where the weights are).
+struct AttentionNode<'a, B: Backend> {
+    valid: &'a Tensor<B, 2, Bool>,
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+/// What the attention gradient reads: the weights, `sigmoid(keys + q)` and `v`.
+type AttentionState<X> = [FloatTensor<X>; 3];
+
+impl<X: Backend> Backward<X, 3> for AttentionBackward {
+    type State = AttentionState<X>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [weights, hidden, v] = ops.state.map(inner::<X>);
+        let grad = inner::<X>(grads.consume::<X>(&ops.node));
+        let [keys_node, q_node, v_node] = ops.parents;
+        let [batch, src_len] = weights.dims();
+        let d = v.dims()[0];
+        // Softmax: d scores = w * (dw - sum(dw * w)); zero where masked, as w is.
+        let dot = (grad.clone() * weights.clone()).sum_dim(1);
+        // Source-major like `hidden`, with the scores' factor 2: `[src_len * batch, 1]`.
+        let dscores = (weights * (grad - dot))
+            .mul_scalar(2.0)
+            .swap_dims(0, 1)
+            .reshape([src_len * batch, 1]);
+        register!(
+            grads,
+            v_node,
+            hidden.clone().transpose().matmul(dscores.clone())
+        );
+        let dpre = (dscores * v.transpose() * (hidden.clone() - hidden.clone() * hidden))
+            .reshape([src_len, batch * d]);
+        register!(grads, q_node, dpre.clone().sum_dim(0));
+        register!(grads, keys_node, dpre);
+    }
+}
+
+/// The node's parents are the keys, the query and `v`.
+impl<B: Backend> OneNode for AttentionNode<'_, B> {
+    fn record<X: Backend>(self, inputs: [Tensor<Autodiff<X>, 2>; 3]) -> Tensor<Autodiff<X>, 2> {
+        let valid = (self.valid as &dyn Any)
+            .downcast_ref::<Tensor<Autodiff<X>, 2, Bool>>()
+            .unwrap_or_else(|| unreachable!("the mask is on the backend of the other inputs"))
+            .clone()
+            .inner();
+        cell_node(AttentionBackward, inputs, |[keys, q, v]| {
+            let (weights, hidden) = attention_forward(keys, q, v.clone(), valid);
+            (weights.clone(), [weights, hidden, v].map(primitive))
         })
     }
 }
@@ -458,6 +562,52 @@ mod tests {
         #[test]
         fn lstm_node_equals_composed_outputs_and_gradients() {
             assert_node_equals_composed(true);
+        }
+
+        /// Two attention steps over shared keys and `v`, the second query a product of the
+        /// first, with padding in the batch; returns the weights and every input's gradient.
+        fn run_attention(fused: bool) -> (Vec<f32>, Vec<Vec<f32>>) {
+            let (src_len, batch, d) = (5, 3, 4);
+            let keys = input(src_len, batch * d, 1);
+            let q0 = input(1, batch * d, 2);
+            let v = input(d, 1, 3);
+            let w = input(batch * d, batch * d, 4);
+            let lengths = [5, 3, 1];
+            let valid: Vec<bool> = (0..batch * src_len)
+                .map(|i| i % src_len < lengths[i / src_len])
+                .collect();
+            let valid =
+                Tensor::<AB, 2, Bool>::from_data(TensorData::new(valid, [batch, src_len]), &device());
+            let mut q = q0.clone();
+            let mut loss = Tensor::<AB, 1>::zeros([1], &device());
+            let mut values = Vec::new();
+            for k in 0..2 {
+                let (keys, v, valid) = (keys.clone(), v.clone(), valid.clone());
+                let weights = if fused {
+                    additive_attention(keys, q.clone(), v, valid)
+                } else {
+                    additive_attention_composed(keys, q.clone(), v, valid)
+                };
+                values.extend(to_vec_f32(weights.clone()));
+                loss = loss + (weights * input(batch, src_len, 10 + k).detach()).sum();
+                q = q.matmul(w.clone()).mul_scalar(0.5);
+            }
+            let grads = loss.backward();
+            let all = [&keys, &q0, &v, &w].map(|t| grad_of(t, &grads)).to_vec();
+            (values, all)
+        }
+
+        #[test]
+        fn attention_node_equals_composed_outputs_and_gradients() {
+            let (out_fused, grads_fused) = run_attention(true);
+            let (out_composed, grads_composed) = run_attention(false);
+            // The same operations, though a backend may pick another kernel for one that
+            // it can run in place (burn-flex's softmax differs in the last bit).
+            assert_close(&out_fused, &out_composed, "weights");
+            assert!(out_fused.contains(&0.0), "padding gets no weight");
+            for (k, (a, b)) in grads_fused.iter().zip(&grads_composed).enumerate() {
+                assert_close(a, b, &format!("gradient {k}"));
+            }
         }
 
         #[test]
