@@ -1,22 +1,26 @@
-//! The GRU and LSTM cell updates, each one operation of Burn's autodiff graph with a
-//! hand-written gradient.
+//! The GRU and LSTM cell updates and the additive attention weights, each one operation of
+//! Burn's autodiff graph with a hand-written gradient.
 //!
 //! Written with Burn's tensor operations, a GRU cell update is about ten autodiff nodes; their
 //! backward pass runs some thirty-five kernels: a zero-filled tensor and a copy for every
 //! gate slice, the sums of the gradients of every tensor used twice, and Burn's multi-pass
 //! gradients of `sigmoid` and `tanh`. On a small model most of a training step's time is
 //! the fixed cost of each kernel, not arithmetic, so [`gru_cell`] and [`lstm_cell`] record a
-//! single node whose gradient takes about fifteen.
+//! single node whose gradient takes about fifteen. [`additive_attention`] does the same for
+//! a decoder step's Bahdanau attention weights (the additive score, the mask and the
+//! softmax), whose gradient takes about a dozen kernels.
 //!
 //! The forward pass runs the same tensor operations as the composed version
-//! ([`gru_cell_composed`], [`lstm_cell_composed`]) on the inner backend, so the outputs are
-//! the same bit for bit. The single node is used on `Autodiff<B>` for each backend compiled
-//! into this crate ([`Flex`](crate::backend::Flex), [`Tch`](crate::backend::Tch),
-//! [`Wgpu`](crate::backend::Wgpu)), recognised by type at run time, so that the library stays
-//! generic over any [`Backend`]; every other backend, with or without autodiff, gets the
-//! composed version.
+//! ([`gru_cell_composed`], [`lstm_cell_composed`], [`additive_attention_composed`]) on the
+//! inner backend, so the outputs are the same (bit for bit for the cells; a backend may run
+//! an operation in place on the inner backend with another kernel, as burn-flex's softmax
+//! does, a difference in the last bit). The single node is used on `Autodiff<B>` for each
+//! backend compiled into this crate ([`Flex`](crate::backend::Flex),
+//! [`Tch`](crate::backend::Tch), [`Wgpu`](crate::backend::Wgpu)), recognised by type at run
+//! time, so that the library stays generic over any [`Backend`]; every other backend, with or
+//! without autodiff, gets the composed version.
 //!
-//! # Shapes
+//! # Shapes (cells)
 //! - `projected`, `recurrent`: `[batch, gates * d_hidden]`, the input's and the state's share
 //!   of the gate pre-activations, biases included (gate order `r z n` for GRU, `i f g o` for
 //!   LSTM, as in PyTorch)
