@@ -4,7 +4,6 @@ use crate::linear::linear_rows;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::sigmoid;
 use burn::tensor::{backend::Backend, Bool, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -175,30 +174,33 @@ impl<B: Backend> Attention<B> {
         let [src_len, batch, d] = keys.dims();
         // Each `[src_len, batch * d]` row of keys meets the same `[1, batch * d]` query row.
         let flat = keys.reshape([src_len, batch * d]);
-        // [src_len, batch]
-        let scores: Tensor<B, 2> = match self.kind {
+        match self.kind {
             AttentionKind::Bahdanau => {
-                // v^T tanh(k + q) = 2 v^T sigmoid(2k + 2q) - sum(v); `keys` hold 2k.
+                // v^T tanh(k + q) = 2 v^T sigmoid(2k + 2q) - sum(v); `keys` hold 2k. In
+                // training this is one autodiff node with a hand-written gradient.
                 let q = self
                     .query
                     .as_ref()
                     .expect("bahdanau has a query projection")
                     .forward(query)
                     .mul_scalar(2.0);
-                let hidden = sigmoid(flat + q.reshape([1, batch * d]));
-                linear_rows(
-                    self.score.as_ref().expect("bahdanau has a score vector"),
-                    hidden.reshape([src_len, batch, d]),
-                )
-                .reshape([src_len, batch])
-                .mul_scalar(2.0)
+                let v = self
+                    .score
+                    .as_ref()
+                    .expect("bahdanau has a score vector")
+                    .weight
+                    .val();
+                s2s_tensor::fused::additive_attention(flat, q.reshape([1, batch * d]), v, valid)
             }
-            AttentionKind::Dot | AttentionKind::General => (flat * query.reshape([1, batch * d]))
-                .reshape([src_len, batch, d])
-                .sum_dim(2)
-                .reshape([src_len, batch]),
-        };
-        s2s_tensor::ops::masked_softmax(scores.swap_dims(0, 1), valid, 1)
+            AttentionKind::Dot | AttentionKind::General => {
+                // [src_len, batch]
+                let scores = (flat * query.reshape([1, batch * d]))
+                    .reshape([src_len, batch, d])
+                    .sum_dim(2)
+                    .reshape([src_len, batch]);
+                s2s_tensor::ops::masked_softmax(scores.swap_dims(0, 1), valid, 1)
+            }
+        }
     }
 }
 

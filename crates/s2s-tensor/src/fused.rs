@@ -1,22 +1,25 @@
-//! The GRU and LSTM cell updates, each one operation of Burn's autodiff graph with a
-//! hand-written gradient.
+//! The GRU and LSTM cell updates and the additive attention weights, each one operation of
+//! Burn's autodiff graph with a hand-written gradient.
 //!
 //! Written with Burn's tensor operations, a GRU cell update is about ten autodiff nodes; their
 //! backward pass runs some thirty-five kernels: a zero-filled tensor and a copy for every
 //! gate slice, the sums of the gradients of every tensor used twice, and Burn's multi-pass
 //! gradients of `sigmoid` and `tanh`. On a small model most of a training step's time is
 //! the fixed cost of each kernel, not arithmetic, so [`gru_cell`] and [`lstm_cell`] record a
-//! single node whose gradient takes about fifteen.
+//! single node whose gradient takes about fifteen. [`additive_attention`] does the same for
+//! a decoder step's Bahdanau attention weights (the additive score, the mask and the
+//! softmax), whose gradient takes about a dozen kernels.
 //!
 //! The forward pass runs the same tensor operations as the composed version
-//! ([`gru_cell_composed`], [`lstm_cell_composed`]) on the inner backend, so the outputs are
-//! the same bit for bit. The single node is used on `Autodiff<B>` for each backend compiled
-//! into this crate ([`Flex`](crate::backend::Flex), [`Tch`](crate::backend::Tch),
-//! [`Wgpu`](crate::backend::Wgpu)), recognised by type at run time, so that the library stays
-//! generic over any [`Backend`]; every other backend, with or without autodiff, gets the
-//! composed version.
+//! ([`gru_cell_composed`], [`lstm_cell_composed`], [`additive_attention_composed`]) on the
+//! inner backend, so the outputs are the same (bit for bit for the cells; the attention
+//! weights differ in the last bit on burn-flex). The single node is used on `Autodiff<B>` for each
+//! backend compiled into this crate ([`Flex`](crate::backend::Flex),
+//! [`Tch`](crate::backend::Tch), [`Wgpu`](crate::backend::Wgpu)), recognised by type at run
+//! time, so that the library stays generic over any [`Backend`]; every other backend, with or
+//! without autodiff, gets the composed version.
 //!
-//! # Shapes
+//! # Shapes (cells)
 //! - `projected`, `recurrent`: `[batch, gates * d_hidden]`, the input's and the state's share
 //!   of the gate pre-activations, biases included (gate order `r z n` for GRU, `i f g o` for
 //!   LSTM, as in PyTorch)
@@ -35,8 +38,9 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::Autodiff;
 use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
+use burn::tensor::module::linear;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Bool, Tensor, TensorData, TensorPrimitive};
 use std::any::Any;
 
 /// The GRU update (PyTorch's equations, the reset gate applied after the recurrent matmul):
@@ -66,14 +70,67 @@ pub fn lstm_cell<B: Backend>(
     }
 }
 
-/// A cell update recorded as one node on `Autodiff<X>`, for any inner backend `X`.
-trait CellNode {
+/// The weights of additive (Bahdanau) attention, `softmax(2 v^T sigmoid(keys + q))` over the
+/// source positions, masked: the caller passes doubled keys and query, so that this is
+/// `v^T tanh(k + q)` up to a constant, which the softmax ignores (see `s2s_nn::attention`).
+///
+/// # Shapes
+/// - `keys`: `[src_len, batch * d]`, source-major; `q`: `[1, batch * d]`; `v`: `[d, 1]`
+/// - `valid`: `[batch, src_len]`, `false` at padding
+/// - returns `[batch, src_len]`
+pub fn additive_attention<B: Backend>(
+    keys: Tensor<B, 2>,
+    q: Tensor<B, 2>,
+    v: Tensor<B, 2>,
+    valid: Tensor<B, 2, Bool>,
+) -> Tensor<B, 2> {
+    one_node(AttentionNode { valid: &valid }, [&keys, &q, &v])
+        .unwrap_or_else(|| additive_attention_composed(keys, q, v, valid))
+}
+
+/// [`additive_attention`] written with Burn's tensor operations, for any backend.
+pub fn additive_attention_composed<B: Backend>(
+    keys: Tensor<B, 2>,
+    q: Tensor<B, 2>,
+    v: Tensor<B, 2>,
+    valid: Tensor<B, 2, Bool>,
+) -> Tensor<B, 2> {
+    attention_forward(keys, q, v, valid).0
+}
+
+/// The attention weights and `sigmoid(keys + q)` (`[src_len * batch, d]`), which the
+/// gradient reads.
+fn attention_forward<B: Backend>(
+    keys: Tensor<B, 2>,
+    q: Tensor<B, 2>,
+    v: Tensor<B, 2>,
+    valid: Tensor<B, 2, Bool>,
+) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    let [src_len, width] = keys.dims();
+    let d = v.dims()[0];
+    let batch = width / d;
+    // Through `[src_len, batch, d]`, as `s2s_nn` ran it before this node: reshaping the sum
+    // straight to `[src_len * batch, d]` made burn-wgpu's forward pass give results 1e-3
+    // apart for the same input in two calls (`alone_equals_in_padded_batch`, seed saved).
+    let hidden = sigmoid(keys + q).reshape([src_len, batch, d]);
+    let scores = linear(hidden.clone().reshape([src_len * batch, d]), v, None)
+        .reshape([src_len, batch, 1])
+        .reshape([src_len, batch])
+        .mul_scalar(2.0);
+    let hidden = hidden.reshape([src_len * batch, d]);
+    let weights = crate::ops::masked_softmax(scores.swap_dims(0, 1), valid, 1);
+    (weights, hidden)
+}
+
+/// A cell update or attention step recorded as one node on `Autodiff<X>`, for any inner
+/// backend `X`.
+trait OneNode {
     fn record<X: Backend>(self, inputs: [Tensor<Autodiff<X>, 2>; 3]) -> Tensor<Autodiff<X>, 2>;
 }
 
 /// `node` over `inputs` when `B` is `Autodiff` over a backend compiled into this crate;
 /// `None` otherwise.
-fn one_node<B: Backend, N: CellNode>(node: N, inputs: [&Tensor<B, 2>; 3]) -> Option<Tensor<B, 2>> {
+fn one_node<B: Backend, N: OneNode>(node: N, inputs: [&Tensor<B, 2>; 3]) -> Option<Tensor<B, 2>> {
     macro_rules! on {
         ($x:ty) => {
             if let [Some(a), Some(b), Some(c)] = inputs.map(autodiff_of::<B, $x>) {
@@ -91,9 +148,9 @@ fn one_node<B: Backend, N: CellNode>(node: N, inputs: [&Tensor<B, 2>; 3]) -> Opt
     None
 }
 
-/// Whether [`gru_cell`] and [`lstm_cell`] record one node with a hand-written gradient for
-/// backend `B` (`Autodiff` over a backend compiled into this crate), rather than running
-/// the composed versions.
+/// Whether [`gru_cell`], [`lstm_cell`] and [`additive_attention`] record one node with a
+/// hand-written gradient for backend `B` (`Autodiff` over a backend compiled into this
+/// crate), rather than running the composed versions.
 pub fn fuses<B: Backend>() -> bool {
     let id = std::any::TypeId::of::<B>();
     #[cfg(feature = "flex")]
@@ -265,7 +322,7 @@ impl<X: Backend> Backward<X, 3> for GruBackward {
     }
 }
 
-impl CellNode for GruBackward {
+impl OneNode for GruBackward {
     fn record<X: Backend>(self, inputs: [Tensor<Autodiff<X>, 2>; 3]) -> Tensor<Autodiff<X>, 2> {
         cell_node(self, inputs, |[p, r, h]| {
             let d = h.dims()[1];
@@ -317,12 +374,71 @@ impl<X: Backend> Backward<X, 3> for LstmBackward {
 }
 
 /// The LSTM node's output is `[batch, 2 * d]`: `h'` then `c'`.
-impl CellNode for LstmBackward {
+impl OneNode for LstmBackward {
     fn record<X: Backend>(self, inputs: [Tensor<Autodiff<X>, 2>; 3]) -> Tensor<Autodiff<X>, 2> {
         cell_node(self, inputs, |[p, r, c]| {
             let f = lstm_forward(p, r, c.clone());
             let hc = Tensor::cat(vec![f.h, f.c], 1);
             (hc, [f.act, c, f.tanh_c].map(primitive))
+        })
+    }
+}
+
+/// The attention node; `valid` is only read by the forward pass (the softmax's gradient is
+/// zero at the masked positions, where the weights are).
+struct AttentionNode<'a, B: Backend> {
+    valid: &'a Tensor<B, 2, Bool>,
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+/// What the attention gradient reads: the weights, `sigmoid(keys + q)` and `v`.
+type AttentionState<X> = [FloatTensor<X>; 3];
+
+impl<X: Backend> Backward<X, 3> for AttentionBackward {
+    type State = AttentionState<X>;
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [weights, hidden, v] = ops.state.map(inner::<X>);
+        let grad = inner::<X>(grads.consume::<X>(&ops.node));
+        let [keys_node, q_node, v_node] = ops.parents;
+        let [batch, src_len] = weights.dims();
+        let d = v.dims()[0];
+        // Softmax: d scores = w * (dw - sum(dw * w)); zero where masked, as w is.
+        let dot = (grad.clone() * weights.clone()).sum_dim(1);
+        // Source-major like `hidden`, with the scores' factor 2: `[src_len * batch, 1]`.
+        let dscores = (weights * (grad - dot))
+            .mul_scalar(2.0)
+            .swap_dims(0, 1)
+            .reshape([src_len * batch, 1]);
+        register!(
+            grads,
+            v_node,
+            hidden.clone().transpose().matmul(dscores.clone())
+        );
+        // `v` as a row by reshaping, not transposing: burn-tch 0.21's `swap_dims` gives the
+        // view of `v` a storage handle of its own, so a product with as many elements as the
+        // view (one source position in the batch) ran in place, into the parameter `v`
+        // (tracel-ai/burn#5375, fixed after 0.21).
+        let dpre = (dscores * v.reshape([1, d]) * (hidden.clone() - hidden.clone() * hidden))
+            .reshape([src_len, batch * d]);
+        register!(grads, q_node, dpre.clone().sum_dim(0));
+        register!(grads, keys_node, dpre);
+    }
+}
+
+/// The node's parents are the keys, the query and `v`.
+impl<B: Backend> OneNode for AttentionNode<'_, B> {
+    fn record<X: Backend>(self, inputs: [Tensor<Autodiff<X>, 2>; 3]) -> Tensor<Autodiff<X>, 2> {
+        let valid = (self.valid as &dyn Any)
+            .downcast_ref::<Tensor<Autodiff<X>, 2, Bool>>()
+            .unwrap_or_else(|| unreachable!("the mask is on the backend of the other inputs"))
+            .clone()
+            .inner();
+        cell_node(AttentionBackward, inputs, |[keys, q, v]| {
+            let (weights, hidden) = attention_forward(keys, q, v.clone(), valid);
+            (weights.clone(), [weights, hidden, v].map(primitive))
         })
     }
 }
@@ -458,6 +574,61 @@ mod tests {
         #[test]
         fn lstm_node_equals_composed_outputs_and_gradients() {
             assert_node_equals_composed(true);
+        }
+
+        /// Two attention steps over shared keys and `v`, the second query a product of the
+        /// first, over sources of the given lengths (padded to the longest); returns the
+        /// weights and every input's gradient, and checks that the backward pass leaves the
+        /// inputs' values as they were.
+        fn run_attention(fused: bool, lengths: &[usize]) -> (Vec<f32>, Vec<Vec<f32>>) {
+            let (src_len, batch, d) = (*lengths.iter().max().unwrap(), lengths.len(), 4);
+            let keys = input(src_len, batch * d, 1);
+            let q0 = input(1, batch * d, 2);
+            let v = input(d, 1, 3);
+            let w = input(batch * d, batch * d, 4);
+            let valid: Vec<bool> = (0..batch * src_len)
+                .map(|i| i % src_len < lengths[i / src_len])
+                .collect();
+            let valid =
+                Tensor::<AB, 2, Bool>::from_data(TensorData::new(valid, [batch, src_len]), &device());
+            let mut q = q0.clone();
+            let mut loss = Tensor::<AB, 1>::zeros([1], &device());
+            let mut values = Vec::new();
+            for k in 0..2 {
+                let (keys, v, valid) = (keys.clone(), v.clone(), valid.clone());
+                let weights = if fused {
+                    additive_attention(keys, q.clone(), v, valid)
+                } else {
+                    additive_attention_composed(keys, q.clone(), v, valid)
+                };
+                values.extend(to_vec_f32(weights.clone()));
+                loss = loss + (weights * input(batch, src_len, 10 + k).detach()).sum();
+                q = q.matmul(w.clone()).mul_scalar(0.5);
+            }
+            let inputs = [&keys, &q0, &v, &w];
+            let before = inputs.map(|t| to_vec_f32((*t).clone()));
+            let grads = loss.backward();
+            assert_eq!(inputs.map(|t| to_vec_f32((*t).clone())), before, "inputs changed");
+            let all = inputs.map(|t| grad_of(t, &grads)).to_vec();
+            (values, all)
+        }
+
+        #[test]
+        fn attention_node_equals_composed_outputs_and_gradients() {
+            // The second batch has one source position: burn-tch once wrote the gradient
+            // into `v` there (see `AttentionBackward`).
+            for lengths in [&[5, 3, 1][..], &[1]] {
+                let (out_fused, grads_fused) = run_attention(true, lengths);
+                let (out_composed, grads_composed) = run_attention(false, lengths);
+                // The same operations, but on burn-flex the weights differ in the last bit.
+                assert_close(&out_fused, &out_composed, "weights");
+                if lengths.len() > 1 {
+                    assert!(out_fused.contains(&0.0), "padding gets no weight");
+                }
+                for (k, (a, b)) in grads_fused.iter().zip(&grads_composed).enumerate() {
+                    assert_close(a, b, &format!("{lengths:?}: gradient {k}"));
+                }
+            }
         }
 
         #[test]
