@@ -8,6 +8,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Bool, Int, Tensor, TensorData};
+use s2s_tensor::activation::tanh;
 use s2s_tensor::ops;
 
 /// A model configuration that cannot be built.
@@ -367,13 +368,11 @@ impl<B: Backend> Seq2Seq<B> {
                     None => a,
                 };
                 let h_in = cat(fwd.h, bwd.as_ref().map(|s| s.h.clone()));
-                let hs = bridge_h.forward(h_in).tanh().chunk(n_layers, 1);
+                let hs = tanh(bridge_h.forward(h_in)).chunk(n_layers, 1);
                 let cs: Vec<Option<Tensor<B, 2>>> = match (&self.bridge_c, fwd.c) {
                     (Some(bridge_c), Some(c)) => {
                         let c_in = cat(c, bwd.and_then(|s| s.c));
-                        bridge_c
-                            .forward(c_in)
-                            .tanh()
+                        tanh(bridge_c.forward(c_in))
                             .chunk(n_layers, 1)
                             .into_iter()
                             .map(Some)

@@ -4,7 +4,8 @@
 //! This crate names the concrete backends that were compiled in (the pure-Rust `flex` CPU
 //! backend by default; further backends come behind cargo features) and provides the
 //! sequence helpers shared by the model and the decoders: masks built from lengths, masked
-//! softmax, and gathering rows by index (used to reorder beams).
+//! softmax, gathering rows by index (used to reorder beams), and `sigmoid`/`tanh` with
+//! vectorised kernels on flex.
 //!
 //! ```
 //! use s2s_tensor::{backend::DefaultBackend, ops};
@@ -20,6 +21,7 @@
 
 pub use burn;
 
+pub mod activation;
 pub mod backend;
 pub mod fused;
 pub mod ops;
