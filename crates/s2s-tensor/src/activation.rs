@@ -47,23 +47,22 @@ mod flex {
         x: Tensor<B, D>,
         f: fn(&mut [f32]),
     ) -> Result<Tensor<B, D>, Tensor<B, D>> {
-        let any: Box<dyn Any> = Box::new(x);
-        let x = match any.downcast::<Tensor<Flex, D>>() {
-            Ok(x) => *x,
-            Err(any) => return Err(*any.downcast::<Tensor<B, D>>().expect("the input's type")),
-        };
+        let x: Tensor<Flex, D> = cast(x)?;
         let y = match x.into_primitive() {
             TensorPrimitive::Float(t) if t.dtype() == DType::F32 => {
-                Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(apply(t, f)))
+                TensorPrimitive::Float(apply(t, f))
             }
-            other => {
-                let x = Tensor::<Flex, D>::from_primitive(other);
-                let back: Box<dyn Any> = Box::new(x);
-                return Err(*back.downcast::<Tensor<B, D>>().expect("B is Flex"));
-            }
+            other => return Err(cast(Tensor::<Flex, D>::from_primitive(other)).expect("B is Flex")),
         };
-        let any: Box<dyn Any> = Box::new(y);
-        Ok(*any.downcast::<Tensor<B, D>>().expect("B is Flex"))
+        Ok(cast(Tensor::<Flex, D>::from_primitive(y)).expect("B is Flex"))
+    }
+
+    /// `t` as a `U` when `T` is `U`; `t` back otherwise.
+    fn cast<T: 'static, U: 'static>(t: T) -> Result<U, T> {
+        let any: Box<dyn Any> = Box::new(t);
+        any.downcast::<U>()
+            .map(|u| *u)
+            .map_err(|any| *any.downcast::<T>().expect("the input's own type"))
     }
 
     /// `f` over the tensor's values: in place when it owns a contiguous buffer, else into a
