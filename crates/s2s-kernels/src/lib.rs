@@ -6,7 +6,12 @@
 //! kernels on flex tensors instead. They live in a crate of their own so that the test
 //! profiles, which leave the workspace's crates unoptimised, can still build them at
 //! `opt-level = 3` (see the workspace's `Cargo.toml`): unoptimised, they would be slower
-//! than the library calls they replace.
+//! than the library calls they replace. [`cells`] builds the element-wise part of a GRU or
+//! LSTM step, and of its gradient, on them, and [`attention`] the weights of additive
+//! attention and theirs: one pass per row instead of a kernel per operation.
+
+pub mod attention;
+pub mod cells;
 
 /// `sigmoid` of every value, in place.
 pub fn sigmoid_in_place(values: &mut [f32]) {

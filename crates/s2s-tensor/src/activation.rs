@@ -36,10 +36,10 @@ pub fn tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 #[cfg(feature = "flex")]
 mod flex {
     use crate::backend::Flex;
+    use crate::flex::cast;
     use burn::backend::flex::FlexTensor;
     use burn::tensor::backend::Backend;
     use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
-    use std::any::Any;
 
     /// `f` applied to the values of `x` when `B` is [`Flex`] and `x` holds `f32`; `x` back
     /// otherwise.
@@ -55,14 +55,6 @@ mod flex {
             other => return Err(cast(Tensor::<Flex, D>::from_primitive(other)).expect("B is Flex")),
         };
         Ok(cast(Tensor::<Flex, D>::from_primitive(y)).expect("B is Flex"))
-    }
-
-    /// `t` as a `U` when `T` is `U`; `t` back otherwise.
-    fn cast<T: 'static, U: 'static>(t: T) -> Result<U, T> {
-        let any: Box<dyn Any> = Box::new(t);
-        any.downcast::<U>()
-            .map(|u| *u)
-            .map_err(|any| *any.downcast::<T>().expect("the input's own type"))
     }
 
     /// `f` over the tensor's values: in place when it owns a contiguous buffer, else into a

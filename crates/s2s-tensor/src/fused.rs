@@ -108,6 +108,10 @@ fn attention_forward<B: Backend>(
     v: Tensor<B, 2>,
     valid: Tensor<B, 2, Bool>,
 ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    #[cfg(feature = "flex")]
+    if let Some(out) = on_flex::attention_forward(&keys, &q, &v, &valid) {
+        return out;
+    }
     let [src_len, width] = keys.dims();
     let d = v.dims()[0];
     let batch = width / d;
@@ -202,6 +206,10 @@ struct GruForward<B: Backend> {
 }
 
 fn gru_forward<B: Backend>(p: Tensor<B, 2>, r: Tensor<B, 2>, h: Tensor<B, 2>) -> GruForward<B> {
+    #[cfg(feature = "flex")]
+    if let Some(out) = on_flex::gru_forward(&p, &r, &h) {
+        return out;
+    }
     let d = h.dims()[1];
     // Reset and update gates together: one add and one sigmoid over `2 * d_hidden`.
     let rz = sigmoid(p.clone().narrow(1, 0, 2 * d) + r.clone().narrow(1, 0, 2 * d));
@@ -237,6 +245,10 @@ fn lstm_scale<B: Backend>(d: usize, square: bool, device: &B::Device) -> Tensor<
 }
 
 fn lstm_forward<B: Backend>(p: Tensor<B, 2>, r: Tensor<B, 2>, c: Tensor<B, 2>) -> LstmForward<B> {
+    #[cfg(feature = "flex")]
+    if let Some(out) = on_flex::lstm_forward(&p, &r, &c) {
+        return out;
+    }
     let d = c.dims()[1];
     // One sigmoid over all four blocks, with the `g` block's input doubled, since
     // tanh(g) = 2 sigmoid(2g) - 1: fewer kernels than a sigmoid per gate plus a tanh.
@@ -305,6 +317,13 @@ impl<X: Backend> Backward<X, 3> for GruBackward {
         let grad = inner::<X>(grads.consume::<X>(&ops.node));
         let d = n.dims()[1];
         let [p_node, r_node, h_node] = ops.parents;
+        #[cfg(feature = "flex")]
+        if let Some([dp, dr, dh]) = on_flex::gru_backward(&grad, &r_n, &rz, &n, &diff) {
+            register!(grads, r_node, dr);
+            register!(grads, p_node, dp);
+            register!(grads, h_node, dh);
+            return;
+        }
         let update = rz.clone().narrow(1, d, d);
         let reset = rz.clone().narrow(1, 0, d);
         let dh = grad.clone() * update;
@@ -349,6 +368,13 @@ impl<X: Backend> Backward<X, 3> for LstmBackward {
         let grad = inner::<X>(grads.consume::<X>(&ops.node));
         let d = c.dims()[1];
         let [p_node, r_node, c_node] = ops.parents;
+        #[cfg(feature = "flex")]
+        if let Some([dpre, dc]) = on_flex::lstm_backward(&grad, &act, &c, &tanh_c) {
+            register!(grads, r_node, dpre.clone());
+            register!(grads, p_node, dpre);
+            register!(grads, c_node, dc);
+            return;
+        }
         let gate = |k: usize| act.clone().narrow(1, k * d, d);
         let dh = grad.clone().narrow(1, 0, d);
         // The output's `c'` gradient plus the share that reaches `c'` through `h' = o tanh(c')`.
@@ -405,6 +431,13 @@ impl<X: Backend> Backward<X, 3> for AttentionBackward {
         let [weights, hidden, v] = ops.state.map(inner::<X>);
         let grad = inner::<X>(grads.consume::<X>(&ops.node));
         let [keys_node, q_node, v_node] = ops.parents;
+        #[cfg(feature = "flex")]
+        if let Some([dkeys, dq, dv]) = on_flex::attention_backward(&grad, &weights, &hidden, &v) {
+            register!(grads, v_node, dv);
+            register!(grads, q_node, dq);
+            register!(grads, keys_node, dkeys);
+            return;
+        }
         let [batch, src_len] = weights.dims();
         let d = v.dims()[0];
         // Softmax: d scores = w * (dw - sum(dw * w)); zero where masked, as w is.
@@ -471,6 +504,143 @@ where
         OpsKind::UnTracked(prep) => prep.finish(primitive(forward(values()).0)),
     };
     Tensor::from_primitive(TensorPrimitive::Float(out))
+}
+
+/// The cells' element-wise work on burn-flex, one pass per row in `s2s_kernels::cells`; each
+/// function answers `None` unless `B` is [`Flex`](crate::backend::Flex) and the values `f32`.
+#[cfg(feature = "flex")]
+mod on_flex {
+    use super::{GruForward, LstmForward};
+    use crate::flex::{bools, contiguous, from_vec, primitive, row_major, rows, values};
+    use burn::tensor::backend::Backend;
+    use burn::tensor::{Bool, Tensor};
+    use s2s_kernels::{attention, cells};
+
+    /// The attention weights and `sigmoid(keys + q)`.
+    pub(super) fn attention_forward<B: Backend>(
+        keys: &Tensor<B, 2>,
+        q: &Tensor<B, 2>,
+        v: &Tensor<B, 2>,
+        valid: &Tensor<B, 2, Bool>,
+    ) -> Option<(Tensor<B, 2>, Tensor<B, 2>)> {
+        let keys = row_major(primitive(keys)?);
+        let [q, v] = [primitive(q)?, primitive(v)?].map(contiguous);
+        let valid = bools(valid)?;
+        let (src_len, d) = (rows(&keys).rows(), values(&v).len());
+        let batch = rows(&keys).cols() / d;
+        let att = attention::additive_attention(rows(&keys), values(&q), values(&v), &valid);
+        Some((
+            from_vec(att.weights, batch, src_len),
+            from_vec(att.hidden, src_len * batch, d),
+        ))
+    }
+
+    /// The gradients of the keys, the query and `v`.
+    pub(super) fn attention_backward<B: Backend>(
+        grad: &Tensor<B, 2>,
+        weights: &Tensor<B, 2>,
+        hidden: &Tensor<B, 2>,
+        v: &Tensor<B, 2>,
+    ) -> Option<[Tensor<B, 2>; 3]> {
+        let [grad, weights, hidden, v] = [
+            primitive(grad)?,
+            primitive(weights)?,
+            primitive(hidden)?,
+            primitive(v)?,
+        ]
+        .map(contiguous);
+        let [batch, src_len] = grad.layout().shape().dims::<2>();
+        let d = values(&v).len();
+        let g = attention::additive_attention_backward(
+            values(&grad),
+            values(&weights),
+            values(&hidden),
+            values(&v),
+            src_len,
+        );
+        Some([
+            from_vec(g.keys, src_len, batch * d),
+            from_vec(g.q, 1, batch * d),
+            from_vec(g.v, d, 1),
+        ])
+    }
+
+    pub(super) fn gru_forward<B: Backend>(
+        p: &Tensor<B, 2>,
+        r: &Tensor<B, 2>,
+        h: &Tensor<B, 2>,
+    ) -> Option<GruForward<B>> {
+        let [p, r, h] = [primitive(p)?, primitive(r)?, primitive(h)?].map(row_major);
+        let (b, d) = (rows(&h).rows(), rows(&h).cols());
+        let step = cells::gru_step(rows(&p), rows(&r), rows(&h));
+        Some(GruForward {
+            h: from_vec(step.h, b, d),
+            rz: from_vec(step.rz, b, 2 * d),
+            n: from_vec(step.n, b, d),
+            diff: from_vec(step.diff, b, d),
+        })
+    }
+
+    /// The gradients of the input's and the state's pre-activations and of `h`.
+    pub(super) fn gru_backward<B: Backend>(
+        grad: &Tensor<B, 2>,
+        r_n: &Tensor<B, 2>,
+        rz: &Tensor<B, 2>,
+        n: &Tensor<B, 2>,
+        diff: &Tensor<B, 2>,
+    ) -> Option<[Tensor<B, 2>; 3]> {
+        let [grad, r_n, rz, n, diff] = [
+            primitive(grad)?,
+            primitive(r_n)?,
+            primitive(rz)?,
+            primitive(n)?,
+            primitive(diff)?,
+        ]
+        .map(row_major);
+        let (b, d) = (rows(&n).rows(), rows(&n).cols());
+        let g = cells::gru_step_backward(rows(&grad), rows(&r_n), rows(&rz), rows(&n), rows(&diff));
+        Some([
+            from_vec(g.p, b, 3 * d),
+            from_vec(g.r, b, 3 * d),
+            from_vec(g.h, b, d),
+        ])
+    }
+
+    pub(super) fn lstm_forward<B: Backend>(
+        p: &Tensor<B, 2>,
+        r: &Tensor<B, 2>,
+        c: &Tensor<B, 2>,
+    ) -> Option<LstmForward<B>> {
+        let [p, r, c] = [primitive(p)?, primitive(r)?, primitive(c)?].map(row_major);
+        let (b, d) = (rows(&c).rows(), rows(&c).cols());
+        let step = cells::lstm_step(rows(&p), rows(&r), rows(&c));
+        Some(LstmForward {
+            h: from_vec(step.h, b, d),
+            c: from_vec(step.c, b, d),
+            act: from_vec(step.act, b, 4 * d),
+            tanh_c: from_vec(step.tanh_c, b, d),
+        })
+    }
+
+    /// The gradients of the gate pre-activations (the input's and the state's alike) and of
+    /// `c`.
+    pub(super) fn lstm_backward<B: Backend>(
+        grad: &Tensor<B, 2>,
+        act: &Tensor<B, 2>,
+        c: &Tensor<B, 2>,
+        tanh_c: &Tensor<B, 2>,
+    ) -> Option<[Tensor<B, 2>; 2]> {
+        let [grad, act, c, tanh_c] = [
+            primitive(grad)?,
+            primitive(act)?,
+            primitive(c)?,
+            primitive(tanh_c)?,
+        ]
+        .map(row_major);
+        let (b, d) = (rows(&c).rows(), rows(&c).cols());
+        let g = cells::lstm_step_backward(rows(&grad), rows(&act), rows(&c), rows(&tanh_c));
+        Some([from_vec(g.gates, b, 4 * d), from_vec(g.c, b, d)])
+    }
 }
 
 #[cfg(test)]

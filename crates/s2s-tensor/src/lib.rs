@@ -23,5 +23,7 @@ pub use burn;
 
 pub mod activation;
 pub mod backend;
+#[cfg(feature = "flex")]
+mod flex;
 pub mod fused;
 pub mod ops;

@@ -1,0 +1,99 @@
+//! burn-flex tensors handed to the `s2s_kernels` CPU kernels: the values of an `f32` tensor of
+//! [`Flex`] as rows of a slice, and a kernel's result back as a tensor of the caller's type.
+//!
+//! Every function takes a tensor of any backend `B` and answers `None` (or gives the tensor
+//! back) unless `B` is [`Flex`] itself and the values are `f32`, so that the callers in
+//! [`crate::activation`] and [`crate::fused`] stay generic and fall back on Burn's
+//! operations.
+
+use crate::backend::Flex;
+use burn::backend::flex::FlexTensor;
+use burn::tensor::backend::Backend;
+use burn::tensor::{Bool, DType, Tensor, TensorData, TensorPrimitive};
+use s2s_kernels::cells::Rows;
+use std::any::Any;
+
+/// `t` as a `U` when `T` is `U`; `t` back otherwise.
+pub(crate) fn cast<T: 'static, U: 'static>(t: T) -> Result<U, T> {
+    let any: Box<dyn Any> = Box::new(t);
+    any.downcast::<U>()
+        .map(|u| *u)
+        .map_err(|any| *any.downcast::<T>().expect("the input's own type"))
+}
+
+/// The flex tensor behind `t`, when `B` is [`Flex`] and `t` holds `f32`.
+pub(crate) fn primitive<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<FlexTensor> {
+    let t = (t as &dyn Any).downcast_ref::<Tensor<Flex, D>>()?;
+    match t.clone().into_primitive() {
+        TensorPrimitive::Float(t) if t.dtype() == DType::F32 => Some(t),
+        _ => None,
+    }
+}
+
+/// A flex tensor as a tensor of `B`, which the caller knows to be [`Flex`].
+pub(crate) fn tensor<B: Backend, const D: usize>(t: FlexTensor) -> Tensor<B, D> {
+    cast(Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(t)))
+        .unwrap_or_else(|_| unreachable!("called only for a tensor that came from Flex"))
+}
+
+/// A kernel's `[rows, cols]` result as a tensor of `B` (which is [`Flex`]), without a copy.
+pub(crate) fn from_vec<B: Backend>(values: Vec<f32>, rows: usize, cols: usize) -> Tensor<B, 2> {
+    tensor(FlexTensor::from_data(TensorData::new(values, [rows, cols])))
+}
+
+/// A 2-D tensor whose rows are each contiguous (row-major, perhaps a narrowed view of a
+/// wider matrix): `t` itself when it is one, else a contiguous copy.
+pub(crate) fn row_major(t: FlexTensor) -> FlexTensor {
+    match row_layout(&t) {
+        Some(_) => t,
+        None => t.to_contiguous(),
+    }
+}
+
+/// The rows of a tensor that [`row_major`] returned.
+pub(crate) fn rows(t: &FlexTensor) -> Rows<'_> {
+    let (offset, rows, cols, stride) = row_layout(t).expect("a row-major tensor");
+    Rows::new(&t.storage::<f32>()[offset..], rows, cols, stride)
+        .expect("the layout lies within the buffer")
+}
+
+/// `(start offset, rows, cols, row stride)` of a 2-D tensor whose rows are contiguous.
+fn row_layout(t: &FlexTensor) -> Option<(usize, usize, usize, usize)> {
+    let layout = t.layout();
+    let (shape, strides) = (layout.shape(), layout.strides());
+    if shape.num_dims() != 2 {
+        return None;
+    }
+    let (rows, cols) = (shape[0], shape[1]);
+    if cols > 1 && strides[1] != 1 {
+        return None;
+    }
+    let stride = match rows {
+        0 | 1 => cols,
+        _ => usize::try_from(strides[0]).ok().filter(|&s| s >= cols)?,
+    };
+    Some((layout.start_offset(), rows, cols, stride))
+}
+
+/// The values of `t` in row-major order, copied only when `t` is a view.
+pub(crate) fn contiguous(t: FlexTensor) -> FlexTensor {
+    t.to_contiguous()
+}
+
+/// The values of a tensor that [`contiguous`] returned.
+pub(crate) fn values(t: &FlexTensor) -> &[f32] {
+    t.as_slice::<f32>().expect("a contiguous f32 tensor")
+}
+
+/// The values of a boolean tensor, when `B` is [`Flex`].
+pub(crate) fn bools<B: Backend, const D: usize>(t: &Tensor<B, D, Bool>) -> Option<Vec<bool>> {
+    let t = (t as &dyn Any).downcast_ref::<Tensor<Flex, D, Bool>>()?;
+    let t = t.clone().into_primitive().to_contiguous();
+    let (start, end) = t.layout().contiguous_offsets()?;
+    Some(
+        t.storage::<u8>()[start..end]
+            .iter()
+            .map(|&b| b != 0)
+            .collect(),
+    )
+}
