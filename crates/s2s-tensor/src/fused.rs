@@ -817,5 +817,35 @@ mod tests {
                 "outputs",
             );
         }
+
+        /// On the plain backend (where flex runs `s2s_kernels`), inputs laid out in any way
+        /// (transposed, narrowed) give the results of Burn's own operations, which the
+        /// composed versions run on the autodiff backend.
+        #[test]
+        fn the_plain_backend_takes_inputs_of_any_layout() {
+            let (batch, d) = (3, 4);
+            let plain = |t: &Tensor<AB, 2>| t.clone().inner();
+            let transposed = |rows, cols, seed| input(cols, rows, seed).detach().swap_dims(0, 1);
+            let narrowed = |rows, cols, seed| input(rows, cols + 3, seed).detach().narrow(1, 2, cols);
+            let (p, r, h) = (transposed(batch, 3 * d, 1), narrowed(batch, 3 * d, 2), transposed(batch, d, 3));
+            assert_close(
+                &to_vec_f32(gru_cell(plain(&p), plain(&r), plain(&h))),
+                &to_vec_f32(gru_cell_composed(p, r, h)),
+                "gru",
+            );
+            let (p, r, c) = (narrowed(batch, 4 * d, 4), transposed(batch, 4 * d, 5), narrowed(batch, d, 6));
+            let (h_plain, c_plain) = lstm_cell(plain(&p), plain(&r), plain(&c));
+            let (h_burn, c_burn) = lstm_cell_composed(p, r, c);
+            assert_close(&to_vec_f32(h_plain), &to_vec_f32(h_burn), "lstm h");
+            assert_close(&to_vec_f32(c_plain), &to_vec_f32(c_burn), "lstm c");
+            let (src_len, lengths) = (3, [3, 1, 2]);
+            let (keys, q, v) = (transposed(src_len, batch * d, 7), narrowed(1, batch * d, 8), transposed(d, 1, 9));
+            let mask = crate::ops::length_mask::<Inner>(&lengths, src_len, &device());
+            assert_close(
+                &to_vec_f32(additive_attention(plain(&keys), plain(&q), plain(&v), mask.clone())),
+                &to_vec_f32(additive_attention_composed(keys, q, v, Tensor::from_inner(mask))),
+                "attention",
+            );
+        }
     }
 }
