@@ -12,11 +12,12 @@
 //!
 //! The forward pass runs the same tensor operations as the composed version
 //! ([`gru_cell_composed`], [`lstm_cell_composed`], [`additive_attention_composed`]) on the
-//! inner backend, so the outputs are the same (bit for bit on tch and wgpu; on flex the
-//! node's forward pass runs [`crate::activation`]'s vectorised `sigmoid` and `tanh`, which
-//! `Autodiff<Flex>` does not, and burn-flex's attention weights differ in the last bit
-//! anyway). The single node is used on `Autodiff<B>` for each
-//! backend compiled into this crate ([`Flex`](crate::backend::Flex),
+//! inner backend, so the outputs are the same, bit for bit on tch and wgpu. On plain
+//! [`Flex`](crate::backend::Flex), the forward passes (also in decoding, without autodiff)
+//! and the nodes' gradients run instead as one pass per row in `s2s_kernels::cells` and
+//! `s2s_kernels::attention` (this crate's private `flex` module hands them slices), within
+//! 1e-5 of Burn's operations, which `Autodiff<Flex>` runs in the composed versions. The
+//! single node is used on `Autodiff<B>` for each backend compiled into this crate ([`Flex`](crate::backend::Flex),
 //! [`Tch`](crate::backend::Tch), [`Wgpu`](crate::backend::Wgpu)), recognised by type at run
 //! time, so that the library stays generic over any [`Backend`]; every other backend, with or
 //! without autodiff, gets the composed version.
