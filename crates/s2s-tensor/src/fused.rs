@@ -17,10 +17,11 @@
 //! and the nodes' gradients run instead as one pass per row in `s2s_kernels::cells` and
 //! `s2s_kernels::attention` (this crate's private `flex` module hands them slices), within
 //! 1e-5 of Burn's operations, which `Autodiff<Flex>` runs in the composed versions. The
-//! single node is used on `Autodiff<B>` for each backend compiled into this crate ([`Flex`](crate::backend::Flex),
-//! [`Tch`](crate::backend::Tch), [`Wgpu`](crate::backend::Wgpu)), recognised by type at run
-//! time, so that the library stays generic over any [`Backend`]; every other backend, with or
-//! without autodiff, gets the composed version.
+//! single node is used on `Autodiff<B>` for each backend compiled into this crate
+//! ([`Flex`](crate::backend::Flex), [`Tch`](crate::backend::Tch),
+//! [`Wgpu`](crate::backend::Wgpu)), recognised by type at run time, so that the library
+//! stays generic over any [`Backend`]; every other backend, with or without autodiff, gets
+//! the composed version.
 //!
 //! # Shapes (cells)
 //! - `projected`, `recurrent`: `[batch, gates * d_hidden]`, the input's and the state's share
