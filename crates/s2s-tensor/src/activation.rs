@@ -36,7 +36,7 @@ pub fn tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 #[cfg(feature = "flex")]
 mod flex {
     use crate::backend::Flex;
-    use crate::flex::cast;
+    use crate::flex::{cast, tensor};
     use burn::backend::flex::FlexTensor;
     use burn::tensor::backend::Backend;
     use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
@@ -48,13 +48,10 @@ mod flex {
         f: fn(&mut [f32]),
     ) -> Result<Tensor<B, D>, Tensor<B, D>> {
         let x: Tensor<Flex, D> = cast(x)?;
-        let y = match x.into_primitive() {
-            TensorPrimitive::Float(t) if t.dtype() == DType::F32 => {
-                TensorPrimitive::Float(apply(t, f))
-            }
-            other => return Err(cast(Tensor::<Flex, D>::from_primitive(other)).expect("B is Flex")),
-        };
-        Ok(cast(Tensor::<Flex, D>::from_primitive(y)).expect("B is Flex"))
+        match x.into_primitive() {
+            TensorPrimitive::Float(t) if t.dtype() == DType::F32 => Ok(tensor(apply(t, f))),
+            other => Err(cast(Tensor::<Flex, D>::from_primitive(other)).expect("B is Flex")),
+        }
     }
 
     /// `f` over the tensor's values: in place when it owns a contiguous buffer, else into a

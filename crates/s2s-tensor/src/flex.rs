@@ -22,7 +22,7 @@ pub(crate) fn cast<T: 'static, U: 'static>(t: T) -> Result<U, T> {
 }
 
 /// The flex tensor behind `t`, when `B` is [`Flex`] and `t` holds `f32`.
-pub(crate) fn primitive<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<FlexTensor> {
+fn primitive<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<FlexTensor> {
     let t = (t as &dyn Any).downcast_ref::<Tensor<Flex, D>>()?;
     match t.clone().into_primitive() {
         TensorPrimitive::Float(t) if t.dtype() == DType::F32 => Some(t),
@@ -41,13 +41,41 @@ pub(crate) fn from_vec<B: Backend>(values: Vec<f32>, rows: usize, cols: usize) -
     tensor(FlexTensor::from_data(TensorData::new(values, [rows, cols])))
 }
 
-/// A 2-D tensor whose rows are each contiguous (row-major, perhaps a narrowed view of a
-/// wider matrix): `t` itself when it is one, else a contiguous copy.
-pub(crate) fn row_major(t: FlexTensor) -> FlexTensor {
-    match row_layout(&t) {
+/// The flex tensors behind `ts`, each with contiguous rows (row-major, perhaps a narrowed
+/// view of a wider matrix: read in place; any other layout is copied), when `B` is [`Flex`]
+/// and they hold `f32`.
+pub(crate) fn row_major<B: Backend, const N: usize>(
+    ts: [&Tensor<B, 2>; N],
+) -> Option<[FlexTensor; N]> {
+    each(ts, |t| match row_layout(&t) {
         Some(_) => t,
         None => t.to_contiguous(),
+    })
+}
+
+/// The flex tensors behind `ts`, contiguous (copied when a view), when `B` is [`Flex`] and
+/// they hold `f32`.
+pub(crate) fn contiguous<B: Backend, const N: usize>(
+    ts: [&Tensor<B, 2>; N],
+) -> Option<[FlexTensor; N]> {
+    each(ts, |t| t.to_contiguous())
+}
+
+/// The flex tensors behind `ts`, each passed through `layout`, when all are `f32` on [`Flex`].
+fn each<B: Backend, const N: usize>(
+    ts: [&Tensor<B, 2>; N],
+    layout: fn(FlexTensor) -> FlexTensor,
+) -> Option<[FlexTensor; N]> {
+    let flex = ts.map(primitive);
+    if flex.iter().any(Option::is_none) {
+        return None;
     }
+    Some(flex.map(|t| layout(t.expect("checked above"))))
+}
+
+/// `[rows, cols]` of a 2-D tensor.
+pub(crate) fn dims(t: &FlexTensor) -> [usize; 2] {
+    t.layout().shape().dims::<2>()
 }
 
 /// The rows of a tensor that [`row_major`] returned.
@@ -75,11 +103,6 @@ fn row_layout(t: &FlexTensor) -> Option<(usize, usize, usize, usize)> {
     Some((layout.start_offset(), rows, cols, stride))
 }
 
-/// The values of `t` in row-major order, copied only when `t` is a view.
-pub(crate) fn contiguous(t: FlexTensor) -> FlexTensor {
-    t.to_contiguous()
-}
-
 /// The values of a tensor that [`contiguous`] returned.
 pub(crate) fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("a contiguous f32 tensor")
@@ -96,4 +119,14 @@ pub(crate) fn bools<B: Backend, const D: usize>(t: &Tensor<B, D, Bool>) -> Optio
             .map(|&b| b != 0)
             .collect(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    /// The attention kernel masks padding with the score that `ops::masked_softmax` uses, so
+    /// that a row without a valid position gets the same uniform weights.
+    #[test]
+    fn the_kernels_mask_with_the_score_of_masked_softmax() {
+        assert_eq!(s2s_kernels::attention::MASK_VALUE, crate::ops::MASK_VALUE);
+    }
 }

@@ -513,7 +513,7 @@ where
 #[cfg(feature = "flex")]
 mod on_flex {
     use super::{GruForward, LstmForward};
-    use crate::flex::{bools, contiguous, from_vec, primitive, row_major, rows, values};
+    use crate::flex::{bools, contiguous, dims, from_vec, row_major, rows, values};
     use burn::tensor::backend::Backend;
     use burn::tensor::{Bool, Tensor};
     use s2s_kernels::{attention, cells};
@@ -525,11 +525,11 @@ mod on_flex {
         v: &Tensor<B, 2>,
         valid: &Tensor<B, 2, Bool>,
     ) -> Option<(Tensor<B, 2>, Tensor<B, 2>)> {
-        let keys = row_major(primitive(keys)?);
-        let [q, v] = [primitive(q)?, primitive(v)?].map(contiguous);
+        let [keys] = row_major([keys])?;
+        let [q, v] = contiguous([q, v])?;
         let valid = bools(valid)?;
-        let (src_len, d) = (rows(&keys).rows(), values(&v).len());
-        let batch = rows(&keys).cols() / d;
+        let ([src_len, width], d) = (dims(&keys), values(&v).len());
+        let batch = width / d;
         let att = attention::additive_attention(rows(&keys), values(&q), values(&v), &valid);
         Some((
             from_vec(att.weights, batch, src_len),
@@ -544,14 +544,8 @@ mod on_flex {
         hidden: &Tensor<B, 2>,
         v: &Tensor<B, 2>,
     ) -> Option<[Tensor<B, 2>; 3]> {
-        let [grad, weights, hidden, v] = [
-            primitive(grad)?,
-            primitive(weights)?,
-            primitive(hidden)?,
-            primitive(v)?,
-        ]
-        .map(contiguous);
-        let [batch, src_len] = grad.layout().shape().dims::<2>();
+        let [grad, weights, hidden, v] = contiguous([grad, weights, hidden, v])?;
+        let [batch, src_len] = dims(&grad);
         let d = values(&v).len();
         let g = attention::additive_attention_backward(
             values(&grad),
@@ -572,8 +566,8 @@ mod on_flex {
         r: &Tensor<B, 2>,
         h: &Tensor<B, 2>,
     ) -> Option<GruForward<B>> {
-        let [p, r, h] = [primitive(p)?, primitive(r)?, primitive(h)?].map(row_major);
-        let (b, d) = (rows(&h).rows(), rows(&h).cols());
+        let [p, r, h] = row_major([p, r, h])?;
+        let [b, d] = dims(&h);
         let step = cells::gru_step(rows(&p), rows(&r), rows(&h));
         Some(GruForward {
             h: from_vec(step.h, b, d),
@@ -591,15 +585,8 @@ mod on_flex {
         n: &Tensor<B, 2>,
         diff: &Tensor<B, 2>,
     ) -> Option<[Tensor<B, 2>; 3]> {
-        let [grad, r_n, rz, n, diff] = [
-            primitive(grad)?,
-            primitive(r_n)?,
-            primitive(rz)?,
-            primitive(n)?,
-            primitive(diff)?,
-        ]
-        .map(row_major);
-        let (b, d) = (rows(&n).rows(), rows(&n).cols());
+        let [grad, r_n, rz, n, diff] = row_major([grad, r_n, rz, n, diff])?;
+        let [b, d] = dims(&n);
         let g = cells::gru_step_backward(rows(&grad), rows(&r_n), rows(&rz), rows(&n), rows(&diff));
         Some([
             from_vec(g.p, b, 3 * d),
@@ -613,8 +600,8 @@ mod on_flex {
         r: &Tensor<B, 2>,
         c: &Tensor<B, 2>,
     ) -> Option<LstmForward<B>> {
-        let [p, r, c] = [primitive(p)?, primitive(r)?, primitive(c)?].map(row_major);
-        let (b, d) = (rows(&c).rows(), rows(&c).cols());
+        let [p, r, c] = row_major([p, r, c])?;
+        let [b, d] = dims(&c);
         let step = cells::lstm_step(rows(&p), rows(&r), rows(&c));
         Some(LstmForward {
             h: from_vec(step.h, b, d),
@@ -632,14 +619,8 @@ mod on_flex {
         c: &Tensor<B, 2>,
         tanh_c: &Tensor<B, 2>,
     ) -> Option<[Tensor<B, 2>; 2]> {
-        let [grad, act, c, tanh_c] = [
-            primitive(grad)?,
-            primitive(act)?,
-            primitive(c)?,
-            primitive(tanh_c)?,
-        ]
-        .map(row_major);
-        let (b, d) = (rows(&c).rows(), rows(&c).cols());
+        let [grad, act, c, tanh_c] = row_major([grad, act, c, tanh_c])?;
+        let [b, d] = dims(&c);
         let g = cells::lstm_step_backward(rows(&grad), rows(&act), rows(&c), rows(&tanh_c));
         Some([from_vec(g.gates, b, 4 * d), from_vec(g.c, b, d)])
     }
