@@ -93,19 +93,40 @@ impl<B: Backend> Encoder<B> {
     pub fn forward(&self, source: Tensor<B, 2, Int>, lengths: &[usize]) -> EncoderOutput<B> {
         let [batch, _] = source.dims();
         assert_eq!(batch, lengths.len(), "one length per source row");
-        let mut x = self.dropout.forward(self.embedding.forward(source));
         let mut final_states = Vec::with_capacity(self.forward_layers.len());
+        let mut x: Option<Tensor<B, 3>> = None;
         for (i, fwd) in self.forward_layers.iter().enumerate() {
-            if i > 0 {
-                x = self.dropout.forward(x);
-            }
-            let out = RnnLayer::forward_lengths(fwd, self.backward_layers.get(i), x, lengths);
-            x = out.outputs;
+            let bwd = self.backward_layers.get(i);
+            let out = match x.take() {
+                Some(x) => RnnLayer::forward_lengths(fwd, bwd, self.dropout.forward(x), lengths),
+                // Without dropout on the embeddings, the first layer looks up its projected
+                // inputs in a table of the projected embeddings.
+                None if dropout_is_identity::<B>(&self.dropout, &source.device()) => {
+                    RnnLayer::forward_lengths_embedded(
+                        fwd,
+                        bwd,
+                        self.embedding.weight.val(),
+                        source.clone(),
+                        lengths,
+                    )
+                }
+                None => {
+                    let embedded = self.embedding.forward(source.clone());
+                    RnnLayer::forward_lengths(fwd, bwd, self.dropout.forward(embedded), lengths)
+                }
+            };
+            x = Some(out.outputs);
             final_states.push((out.forward, out.backward));
         }
         EncoderOutput {
-            outputs: x,
+            outputs: x.expect("the encoder has a layer"),
             final_states,
         }
     }
+}
+
+/// Whether `dropout.forward` returns its input unchanged on this device's backend: always
+/// without autodiff (inference), and with a probability of 0.
+pub(crate) fn dropout_is_identity<B: Backend>(dropout: &Dropout, device: &B::Device) -> bool {
+    dropout.prob == 0.0 || !B::ad_enabled(device)
 }

@@ -1,7 +1,7 @@
 //! The attention encoder-decoder and its step API.
 
 use crate::attention::{mix, Attention, AttentionConfig, AttentionKind};
-use crate::encoder::{Encoder, EncoderConfig};
+use crate::encoder::{dropout_is_identity, Encoder, EncoderConfig};
 use crate::linear::{linear_rows, matmul_rows};
 use crate::rnn::{CellKind, RnnLayer, RnnLayerConfig, RnnState};
 use burn::config::Config;
@@ -197,6 +197,14 @@ pub struct DecodingCache<B: Backend> {
     pub embedded: Tensor<B, 2>,
     /// The output projection's rows for the last decoder layer's state `[d_decoder, tgt_vocab]`.
     pub output_state: Tensor<B, 2>,
+}
+
+/// How the teacher-forced pass feeds the target embeddings to the output layer.
+enum EmbeddingShare<B: Backend> {
+    /// The embeddings themselves, `[batch, steps, d_embed]` (after dropout).
+    Features(Tensor<B, 3>),
+    /// The target ids `[batch * steps]`, whose projected embeddings are looked up.
+    Ids(Tensor<B, 1, Int>),
 }
 
 impl<B: Backend> Memory<B> {
@@ -592,16 +600,27 @@ impl<B: Backend> Seq2Seq<B> {
         target_input: Tensor<B, 2, Int>,
     ) -> Tensor<B, 3> {
         let [batch, steps] = target_input.dims();
+        let device = target_input.device();
         let (memory, mut state) = self.start(source, lengths);
-        let embedded = self.dropout.forward(self.embedding.forward(target_input));
         let (w_emb, w_ctx) = self.embedding_weights();
         let g = w_emb.dims()[1];
-        let projected = (embedded
-            .clone()
-            .reshape([batch * steps, self.d_embed])
-            .matmul(w_emb)
-            + self.decoder_layers[0].bias_ih.val().unsqueeze())
-        .reshape([batch, steps, g]);
+        let bias_ih = self.decoder_layers[0].bias_ih.val().unsqueeze();
+        // The embedding's share of the first layer's input projection and of the output
+        // layer: without dropout, rows of `embedding @ w` looked up per position (one small
+        // product per batch); with dropout, each position's embedding multiplied.
+        let (projected, embedded) = if dropout_is_identity::<B>(&self.dropout, &device) {
+            let ids = target_input.reshape([batch * steps]);
+            let table = self.embedding.weight.val().matmul(w_emb) + bias_ih;
+            (table.select(0, ids.clone()), EmbeddingShare::Ids(ids))
+        } else {
+            let embedded = self.dropout.forward(self.embedding.forward(target_input));
+            let flat = embedded.clone().reshape([batch * steps, self.d_embed]);
+            (
+                flat.matmul(w_emb) + bias_ih,
+                EmbeddingShare::Features(embedded),
+            )
+        };
+        let projected = projected.reshape([batch, steps, g]);
         // The context enters the recurrence only through `w_ctx`, so its share is mixed from
         // `values = outputs @ w_ctx`, one product over every source position, rather than
         // multiplied per step (see [`DecodingCache`]); the contexts the output layer reads are
@@ -617,8 +636,28 @@ impl<B: Backend> Seq2Seq<B> {
             weights.push(w);
         }
         let contexts = Tensor::stack::<3>(weights, 1).matmul(memory.outputs);
-        let features = Tensor::cat(vec![Tensor::stack(hs, 1), contexts, embedded], 2);
-        linear_rows(&self.output, features)
+        match embedded {
+            EmbeddingShare::Features(embedded) => linear_rows(
+                &self.output,
+                Tensor::cat(vec![Tensor::stack(hs, 1), contexts, embedded], 2),
+            ),
+            EmbeddingShare::Ids(ids) => {
+                let features = Tensor::cat(vec![Tensor::stack(hs, 1), contexts], 2);
+                let d_features = features.dims()[2];
+                let out_w = self.output.weight.val();
+                let vocab = out_w.dims()[1];
+                let mut table = self.embedding.weight.val().matmul(out_w.clone().narrow(
+                    0,
+                    d_features,
+                    self.d_embed,
+                ));
+                if let Some(bias) = &self.output.bias {
+                    table = table + bias.val().unsqueeze();
+                }
+                matmul_rows(features, out_w.narrow(0, 0, d_features))
+                    + table.select(0, ids).reshape([batch, steps, vocab])
+            }
+        }
     }
 
     /// Forward pass with scheduled sampling: at step `t`, row `b` is fed the model's own
@@ -715,6 +754,50 @@ mod tests {
             let flags = vec![vec![false; 2]; 4];
             let scheduled = ops::to_vec_f32(model.forward_scheduled(src, &[3, 2], tgt, &flags));
             assert!(close(&full, &scheduled, 1e-5));
+        }
+
+        /// Without dropout the teacher-forced pass looks the target embeddings' projections
+        /// up, where the step loop multiplies the embeddings: both give the same gradients
+        /// for the parameters on those paths.
+        #[test]
+        fn teacher_forced_gradients_equal_step_loop_gradients() {
+            type AB = TestAutodiffBackend;
+            let device = device();
+            for cell in [CellKind::Gru, CellKind::Lstm] {
+                let config = Seq2SeqConfig::new(12, 10)
+                    .with_d_embed(6)
+                    .with_d_hidden(8)
+                    .with_d_decoder(12)
+                    .with_d_attention(7)
+                    .with_cell(cell);
+                let (model, probe) = s2s_tensor::backend::seeded::<AB, _>(&device, 5, || {
+                    let normal = burn::tensor::Distribution::Normal(0.0, 1.0);
+                    let model: Seq2Seq<AB> = config.init(&device);
+                    (model, Tensor::<AB, 3>::random([2, 4, 10], normal, &device))
+                });
+                let src = ops::id_matrix::<AB>(&[vec![4, 5, 6], vec![7, 8, 0]], 3, &device);
+                let tgt = ops::id_matrix::<AB>(&[vec![1, 4, 5, 6], vec![1, 7, 0, 0]], 4, &device);
+                let gradients = |logits: Tensor<AB, 3>| {
+                    let grads = (logits * probe.clone()).sum().backward();
+                    let v = |t: Option<Tensor<TB, 2>>| ops::to_vec_f32(t.expect("a gradient"));
+                    let layer = &model.decoder_layers[0];
+                    let bias = model.output.bias.as_ref().expect("an output bias");
+                    vec![
+                        v(model.embedding.weight.grad(&grads)),
+                        v(model.encoder.embedding.weight.grad(&grads)),
+                        v(layer.weight_ih.grad(&grads)),
+                        v(layer.bias_ih.grad(&grads).map(|b| b.unsqueeze())),
+                        v(model.output.weight.grad(&grads)),
+                        v(bias.grad(&grads).map(|b| b.unsqueeze())),
+                    ]
+                };
+                let forward = gradients(model.forward(src.clone(), &[3, 2], tgt.clone()));
+                let flags = vec![vec![false; 2]; 4];
+                let stepped = gradients(model.forward_scheduled(src, &[3, 2], tgt, &flags));
+                for (i, (a, b)) in forward.iter().zip(&stepped).enumerate() {
+                    assert!(close(a, b, 1e-5), "{cell:?}, gradient {i}: {a:?} vs {b:?}");
+                }
+            }
         }
 
         /// The decoding cache changes the order of the products, not the step's results:

@@ -8,7 +8,7 @@
 
 use burn::config::Config;
 use burn::module::{Initializer, Module, Param};
-use burn::tensor::{backend::Backend, Tensor};
+use burn::tensor::{backend::Backend, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// The recurrent cell type.
@@ -131,6 +131,22 @@ fn reversal_indices(lengths: &[usize], seq: usize) -> Vec<usize> {
     idx
 }
 
+/// For each direction, the flattened `[batch, seq]` position that feeds input row `(t, b)`
+/// (at `t * batch + b`): position `t` of row `b`, or of row `b` reversed within its length for
+/// the backward direction (see [`reversal_indices`]).
+fn input_rows(lengths: &[usize], seq: usize, dirs: usize) -> Vec<Vec<usize>> {
+    let batch = lengths.len();
+    let reverse = reversal_indices(lengths, seq);
+    (0..dirs)
+        .map(|d| {
+            (0..seq)
+                .flat_map(|t| (0..batch).map(move |b| b * seq + t))
+                .map(|i| if d == 0 { i } else { reverse[i] })
+                .collect()
+        })
+        .collect()
+}
+
 /// What [`RnnLayer::forward_lengths`] returns.
 #[derive(Debug, Clone)]
 pub struct DirectionsOutput<B: Backend> {
@@ -233,52 +249,136 @@ impl<B: Backend> RnnLayer<B> {
         lengths: &[usize],
     ) -> DirectionsOutput<B> {
         let [batch, seq, d_input] = input.dims();
+        let layers = Self::directions(forward, backward, batch, seq, lengths);
+        if seq == 0 {
+            return Self::empty_output(&layers, batch, &input.device());
+        }
+        let flat = input.reshape([batch * seq, d_input]);
+        let rows = input_rows(lengths, seq, layers.len());
+        let projected: Vec<Tensor<B, 3>> = layers
+            .iter()
+            .zip(rows)
+            .map(|(layer, rows)| {
+                let x = s2s_tensor::ops::gather_rows(flat.clone(), &rows);
+                layer.project_input(x.reshape([seq, batch, d_input]))
+            })
+            .collect();
+        let gates = forward.cell.gates() * forward.d_hidden;
+        // [seq, dirs * batch, gates * d_hidden]
+        let projected =
+            Tensor::stack::<4>(projected, 1).reshape([seq, layers.len() * batch, gates]);
+        Self::run_projected(&layers, projected, lengths)
+    }
+
+    /// [`forward_lengths`](Self::forward_lengths) over the embeddings of token ids, without
+    /// the embeddings: the input projection is linear, so `embedding[id] @ w + b` is row `id`
+    /// of `embedding @ w + b`. One small product per batch builds that table for every
+    /// direction, and each position looks its row up, where the input projection would
+    /// multiply every position's embedding. The gradient reaches the embedding and the input
+    /// weights through the table. The result equals `forward_lengths` on
+    /// `embedding.select(ids)` up to rounding.
+    ///
+    /// # Shapes
+    /// - `embedding`: `[vocab, d_input]`; `tokens`: `[batch, seq]` ids below `vocab`
+    /// - returns as [`forward_lengths`](Self::forward_lengths)
+    ///
+    /// # Panics
+    /// As [`forward_lengths`](Self::forward_lengths).
+    pub fn forward_lengths_embedded(
+        forward: &Self,
+        backward: Option<&Self>,
+        embedding: Tensor<B, 2>,
+        tokens: Tensor<B, 2, Int>,
+        lengths: &[usize],
+    ) -> DirectionsOutput<B> {
+        let [batch, seq] = tokens.dims();
+        let layers = Self::directions(forward, backward, batch, seq, lengths);
+        let dirs = layers.len();
+        let device = tokens.device();
+        if seq == 0 {
+            return Self::empty_output(&layers, batch, &device);
+        }
+        let vocab = embedding.dims()[0];
+        let gates = forward.cell.gates() * forward.d_hidden;
+        // [vocab, dirs * gates] read as [vocab * dirs, gates]: row `id * dirs + d` is token
+        // `id` projected by direction `d`.
+        let weight = Tensor::cat(layers.iter().map(|l| l.weight_ih.val()).collect(), 1);
+        let bias = Tensor::cat(layers.iter().map(|l| l.bias_ih.val()).collect(), 0);
+        let table = (embedding.matmul(weight) + bias.unsqueeze()).reshape([vocab * dirs, gates]);
+        // Position of every (t, d, b) input row in the flattened tokens, and its direction.
+        let rows = input_rows(lengths, seq, dirs);
+        let positions: Vec<usize> = (0..seq)
+            .flat_map(|t| {
+                rows.iter()
+                    .flat_map(move |r| &r[t * batch..(t + 1) * batch])
+            })
+            .copied()
+            .collect();
+        let direction: Vec<usize> = (0..seq * dirs)
+            .flat_map(|i| std::iter::repeat_n(i % dirs, batch))
+            .collect();
+        let ids = tokens
+            .reshape([batch * seq])
+            .select(0, s2s_tensor::ops::index_tensor::<B>(&positions, &device))
+            .mul_scalar(dirs as i64)
+            + s2s_tensor::ops::index_tensor::<B>(&direction, &device);
+        let projected = table.select(0, ids).reshape([seq, dirs * batch, gates]);
+        Self::run_projected(&layers, projected, lengths)
+    }
+
+    /// The result for sequences of length 0: no outputs, zero final states.
+    fn empty_output(layers: &[&Self], batch: usize, device: &B::Device) -> DirectionsOutput<B> {
+        let (cell, d_hidden) = (layers[0].cell, layers[0].d_hidden);
+        let zero = || RnnState::zeros(cell, batch, d_hidden, device);
+        DirectionsOutput {
+            outputs: Tensor::zeros([batch, 0, layers.len() * d_hidden], device),
+            forward: zero(),
+            backward: (layers.len() > 1).then(zero),
+        }
+    }
+
+    /// The layers of both directions, after checking that they match each other and the batch.
+    fn directions<'a>(
+        forward: &'a Self,
+        backward: Option<&'a Self>,
+        batch: usize,
+        seq: usize,
+        lengths: &[usize],
+    ) -> Vec<&'a Self> {
         assert_eq!(batch, lengths.len(), "one length per row");
         assert!(
             lengths.iter().all(|&l| l <= seq),
             "a length exceeds the sequence"
         );
         let layers: Vec<&Self> = std::iter::once(forward).chain(backward).collect();
-        let (cell, d_hidden) = (forward.cell, forward.d_hidden);
         assert!(
             layers
                 .iter()
-                .all(|l| l.cell == cell && l.d_hidden == d_hidden),
+                .all(|l| l.cell == forward.cell && l.d_hidden == forward.d_hidden),
             "both directions need the same cell and size"
         );
+        layers
+    }
+
+    /// The recurrence of [`forward_lengths`](Self::forward_lengths) over projected inputs.
+    ///
+    /// Time-major throughout, with the directions side by side in one `dirs * batch` row
+    /// block per step: every per-step tensor is then a contiguous 2-D `[dirs * batch, _]`
+    /// block, which backends without fast strided 3-D kernels (burn-flex) need.
+    ///
+    /// # Shapes
+    /// - `projected`: `[seq, dirs * batch, gates * d_hidden]`, rows in the order of
+    ///   [`input_rows`] (direction-major within a step)
+    fn run_projected(
+        layers: &[&Self],
+        projected: Tensor<B, 3>,
+        lengths: &[usize],
+    ) -> DirectionsOutput<B> {
+        let [seq, rows, gates] = projected.dims();
+        let (cell, d_hidden) = (layers[0].cell, layers[0].d_hidden);
         let dirs = layers.len();
-        let device = input.device();
-        if seq == 0 {
-            let zero = || RnnState::zeros(cell, batch, d_hidden, &device);
-            return DirectionsOutput {
-                outputs: Tensor::zeros([batch, 0, dirs * d_hidden], &device),
-                forward: zero(),
-                backward: backward.map(|_| zero()),
-            };
-        }
-        // Time-major throughout, with the directions side by side in one `dirs * batch` row
-        // block per step: every per-step tensor is then a contiguous 2-D `[dirs * batch, _]`
-        // block, which backends without fast strided 3-D kernels (burn-flex) need.
-        let reverse = reversal_indices(lengths, seq);
-        let flat = input.reshape([batch * seq, d_input]);
-        let projected: Vec<Tensor<B, 3>> = layers
-            .iter()
-            .enumerate()
-            .map(|(d, layer)| {
-                // Input row (t, b): position t of row b, or of row b reversed within its
-                // length for the backward direction.
-                let rows: Vec<usize> = (0..seq)
-                    .flat_map(|t| (0..batch).map(move |b| b * seq + t))
-                    .map(|i| if d == 0 { i } else { reverse[i] })
-                    .collect();
-                let x = s2s_tensor::ops::gather_rows(flat.clone(), &rows);
-                layer.project_input(x.reshape([seq, batch, d_input]))
-            })
-            .collect();
-        let gates = cell.gates() * d_hidden;
-        let rows = dirs * batch;
-        // [seq, dirs * batch, gates * d_hidden]
-        let projected = Tensor::stack::<4>(projected, 1).reshape([seq, rows, gates]);
+        let batch = lengths.len();
+        let device = projected.device();
         let weight_hh = Tensor::stack::<3>(layers.iter().map(|l| l.weight_hh.val()).collect(), 0);
         // [dirs * batch, gates * d_hidden]: each direction's bias repeated over its rows.
         let bias_hh = Tensor::cat(
@@ -512,6 +612,86 @@ mod tests {
                     proptest::prop_assert_eq!(want.c.is_some(), have.c.is_some());
                     if let (Some(w), Some(h)) = (want.c, have.c) {
                         proptest::prop_assert!(close(ops::to_vec_f32(h), ops::to_vec_f32(w)));
+                    }
+                }
+            }
+        }
+
+        proptest::proptest! {
+            #![proptest_config(proptest::prelude::ProptestConfig::with_cases(cases(8)))]
+            /// Looking the projected embeddings up gives what projecting the looked-up
+            /// embeddings gives: outputs, final states, and the gradients of the embedding
+            /// table and of every weight of both directions.
+            #[test]
+            fn embedded_lookup_equals_projected_embeddings(
+                lengths in proptest::collection::vec(0usize..5, 1..4),
+                lstm in proptest::bool::ANY,
+                bidirectional in proptest::bool::ANY,
+                seed in 0u64..1000,
+            ) {
+                type AB = TestAutodiffBackend;
+                let cell = if lstm { CellKind::Lstm } else { CellKind::Gru };
+                let device = device();
+                let (vocab, seq) = (6, lengths.iter().copied().max().unwrap_or(0) + 1);
+                let (fwd, bwd, table, ids, probe) =
+                    s2s_tensor::backend::seeded::<AB, _>(&device, seed, || {
+                        let config = RnnLayerConfig::new(3, 4).with_cell(cell);
+                        let normal = burn::tensor::Distribution::Normal(0.0, 1.0);
+                        let dirs = if bidirectional { 2 } else { 1 };
+                        (
+                            config.init::<AB>(&device),
+                            config.init::<AB>(&device),
+                            Tensor::<AB, 2>::random([vocab, 3], normal, &device),
+                            Tensor::<AB, 2, Int>::random(
+                                [lengths.len(), seq],
+                                burn::tensor::Distribution::Uniform(0.0, vocab as f64),
+                                &device,
+                            ),
+                            Tensor::<AB, 3>::random([lengths.len(), seq, dirs * 4], normal, &device),
+                        )
+                    });
+                let bwd = bidirectional.then_some(&bwd);
+                // Every value that the two paths compute, and their gradients.
+                let run = |embedded: bool| {
+                    let table = table.clone().require_grad();
+                    let out = if embedded {
+                        RnnLayer::forward_lengths_embedded(&fwd, bwd, table.clone(), ids.clone(), &lengths)
+                    } else {
+                        let [batch, seq] = ids.dims();
+                        let x = table.clone().select(0, ids.clone().reshape([batch * seq]));
+                        RnnLayer::forward_lengths(&fwd, bwd, x.reshape([batch, seq, 3]), &lengths)
+                    };
+                    let mut states = vec![out.forward.clone()];
+                    states.extend(out.backward.clone());
+                    let mut loss = (out.outputs.clone() * probe.clone()).sum();
+                    let mut values = ops::to_vec_f32(out.outputs.inner());
+                    for s in states {
+                        loss = loss + s.h.clone().sum();
+                        values.extend(ops::to_vec_f32(s.h.inner()));
+                        if let Some(c) = s.c {
+                            loss = loss + c.clone().mul_scalar(0.5).sum();
+                            values.extend(ops::to_vec_f32(c.inner()));
+                        }
+                    }
+                    let grads = loss.backward();
+                    let grad = |t: Option<Tensor<TB, 2>>| ops::to_vec_f32(t.expect("a gradient"));
+                    let mut all = vec![values, grad(table.grad(&grads))];
+                    for layer in std::iter::once(&fwd).chain(bwd) {
+                        all.push(grad(layer.weight_ih.grad(&grads)));
+                        all.push(grad(layer.weight_hh.grad(&grads)));
+                        all.push(grad(layer.bias_ih.grad(&grads).map(|b| b.unsqueeze())));
+                        all.push(grad(layer.bias_hh.grad(&grads).map(|b| b.unsqueeze())));
+                    }
+                    all
+                };
+                let (want, have) = (run(false), run(true));
+                for (i, (w, h)) in want.iter().zip(&have).enumerate() {
+                    proptest::prop_assert_eq!(w.len(), h.len());
+                    for (x, y) in w.iter().zip(h) {
+                        proptest::prop_assert!(
+                            (x - y).abs() <= 1e-5 * (1.0 + x.abs()),
+                            "part {} (0: values, 1: table gradient, then weights): {} vs {}", i, x, y
+                        );
                     }
                 }
             }
