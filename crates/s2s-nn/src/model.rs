@@ -758,12 +758,15 @@ mod tests {
 
         /// Without dropout the teacher-forced pass looks the target embeddings' projections
         /// up, where the step loop multiplies the embeddings: both give the same gradients
-        /// for the parameters on those paths.
+        /// for the parameters on those paths. (The lookup does not depend on the cell; one
+        /// cell keeps the test short on wgpu's software driver, and the encoder's lookup is
+        /// tested for both cells in `rnn`.)
         #[test]
         fn teacher_forced_gradients_equal_step_loop_gradients() {
             type AB = TestAutodiffBackend;
             let device = device();
-            for cell in [CellKind::Gru, CellKind::Lstm] {
+            {
+                let cell = CellKind::Gru;
                 let config = Seq2SeqConfig::new(12, 10)
                     .with_d_embed(6)
                     .with_d_hidden(8)
