@@ -440,19 +440,12 @@ impl<B: Backend> Seq2Seq<B> {
     /// The [`DecodingCache`] of encoder outputs `d_memory` wide, without the values.
     fn decoding_cache(&self, d_memory: usize) -> DecodingCache<B> {
         let (w_emb, w_ctx) = self.embedding_weights();
-        let out_w = self.output.weight.val();
-        let d_out = out_w.dims()[0];
-        debug_assert_eq!(d_out, self.d_decoder + d_memory + self.d_embed);
-        let out_h = out_w.clone().narrow(0, 0, self.d_decoder);
-        let out_ctx = out_w.clone().narrow(0, self.d_decoder, d_memory);
-        let out_emb = out_w.narrow(0, self.d_decoder + d_memory, self.d_embed);
+        let (out_state_context, out_emb, out_bias) = self.output_weights();
+        debug_assert_eq!(out_state_context.dims()[0], self.d_decoder + d_memory);
+        let out_h = out_state_context.clone().narrow(0, 0, self.d_decoder);
+        let out_ctx = out_state_context.narrow(0, self.d_decoder, d_memory);
         let context_weights = Tensor::cat(vec![w_ctx, out_ctx], 1);
         let bias_ih = self.decoder_layers[0].bias_ih.val();
-        let vocab = out_emb.dims()[1];
-        let out_bias = match &self.output.bias {
-            Some(b) => b.val(),
-            None => Tensor::zeros([vocab], &bias_ih.device()),
-        };
         let bias = Tensor::cat(vec![bias_ih, out_bias], 0).unsqueeze::<2>();
         let embedded = self
             .embedding
@@ -466,6 +459,24 @@ impl<B: Backend> Seq2Seq<B> {
             embedded,
             output_state: out_h,
         }
+    }
+
+    /// The output layer's weight rows for the decoder state and the context (`[d_decoder +
+    /// d_memory, tgt_vocab]`), its rows for the embedding (`[d_embed, tgt_vocab]`), and its
+    /// bias (zeros without one).
+    fn output_weights(&self) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 1>) {
+        let w = self.output.weight.val();
+        let [rows, vocab] = w.dims();
+        let d_features = rows - self.d_embed;
+        let bias = match &self.output.bias {
+            Some(b) => b.val(),
+            None => Tensor::zeros([vocab], &w.device()),
+        };
+        (
+            w.clone().narrow(0, 0, d_features),
+            w.narrow(0, d_features, self.d_embed),
+            bias,
+        )
     }
 
     /// The part of the first decoder layer's input weights that multiplies the embedding.
@@ -643,18 +654,10 @@ impl<B: Backend> Seq2Seq<B> {
             ),
             EmbeddingShare::Ids(ids) => {
                 let features = Tensor::cat(vec![Tensor::stack(hs, 1), contexts], 2);
-                let d_features = features.dims()[2];
-                let out_w = self.output.weight.val();
-                let vocab = out_w.dims()[1];
-                let mut table = self.embedding.weight.val().matmul(out_w.clone().narrow(
-                    0,
-                    d_features,
-                    self.d_embed,
-                ));
-                if let Some(bias) = &self.output.bias {
-                    table = table + bias.val().unsqueeze();
-                }
-                matmul_rows(features, out_w.narrow(0, 0, d_features))
+                let (out_state_context, out_emb, out_bias) = self.output_weights();
+                let vocab = out_emb.dims()[1];
+                let table = self.embedding.weight.val().matmul(out_emb) + out_bias.unsqueeze();
+                matmul_rows(features, out_state_context)
                     + table.select(0, ids).reshape([batch, steps, vocab])
             }
         }
