@@ -15,7 +15,7 @@
 
 use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::{Parser, Subcommand, ValueEnum};
 use s2s_benches::{bench_model, cmudict, named_params, peak_rss_mib, CountingDecoder};
@@ -27,7 +27,7 @@ use s2s_tensor::backend::{self as backends, Autodiff, BackendKind};
 use s2s_tensor::ops;
 use s2s_train::loss::masked_cross_entropy;
 use s2s_train::trainer::clip_global_norm;
-use s2s_train::{batch_gradients, Checkpoint, CheckpointMeta};
+use s2s_train::{batch_gradients, AdamConfig, Checkpoint, CheckpointMeta};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -416,7 +416,7 @@ fn train_steps<AB: AutodiffBackend>(
     phases: bool,
 ) -> Result<(f64, Vec<f64>)> {
     let sync = || AB::sync(device).map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"));
-    let mut optim = AdamConfig::new().init::<AB, Seq2Seq<AB>>();
+    let mut optim = AdamConfig::new().init::<AB>(workers);
     let mut tokens = 0usize;
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); PHASES.len()];
     let mut start = Instant::now();

@@ -12,6 +12,7 @@
 
 pub mod attention;
 pub mod cells;
+pub mod optim;
 
 /// `sigmoid` of every value, in place.
 pub fn sigmoid_in_place(values: &mut [f32]) {

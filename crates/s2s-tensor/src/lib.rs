@@ -22,6 +22,7 @@
 pub use burn;
 
 pub mod activation;
+pub mod adam;
 pub mod backend;
 #[cfg(feature = "flex")]
 mod flex;

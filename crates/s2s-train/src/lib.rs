@@ -29,12 +29,14 @@
 pub mod checkpoint;
 pub mod loss;
 pub mod metrics;
+pub mod optim;
 pub mod parallel;
 pub mod schedule;
 pub mod trainer;
 
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta};
 pub use metrics::Scores;
+pub use optim::{Adam, AdamConfig};
 pub use parallel::{batch_gradients, BatchGradients};
 pub use schedule::{Decay, LrSchedule, TeacherForcing};
 pub use trainer::{

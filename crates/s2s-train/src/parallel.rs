@@ -30,7 +30,7 @@ pub struct BatchGradients {
 /// (wgpu) lost gradient contributions when three threads did so on one device (a wrong
 /// embedding gradient in this module's test; one and two workers happened to pass). libtorch
 /// and flex are safe.
-fn single_threaded_autodiff<B: AutodiffBackend>(device: &B::Device) -> bool {
+pub(crate) fn single_threaded_autodiff<B: AutodiffBackend>(device: &B::Device) -> bool {
     B::name(device).contains("cubecl<")
 }
 

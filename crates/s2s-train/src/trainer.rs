@@ -3,11 +3,12 @@
 use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointMeta, FORMAT};
 use crate::loss::masked_nll_sum;
 use crate::metrics::{score, Scores};
+use crate::optim::AdamConfig;
 use crate::parallel::batch_gradients;
 use crate::schedule::{Decay, LrSchedule, TeacherForcing};
 use burn::config::Config;
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -311,7 +312,7 @@ pub fn train<B: AutodiffBackend>(
         }
         model = model.with_embedding_rows(source, &vectors.rows)?;
     }
-    let mut optim = AdamConfig::new().init::<B, Seq2Seq<B>>();
+    let mut optim = AdamConfig::new().init::<B>(config.workers);
     let train_examples = codec.encode_pairs(train_pairs);
     let valid_examples = codec.encode_pairs(valid_pairs);
     let valid_refs = group_references(valid_pairs);

@@ -8,7 +8,6 @@
 //! made with real margins, as in use.
 
 use burn::module::AutodiffModule;
-use burn::optim::{AdamConfig, Optimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use s2s_data::batch::plan_training_batches;
 use s2s_data::corpus::{read_cmudict, CmudictOptions};
@@ -18,7 +17,7 @@ use s2s_nn::{Seq2Seq, Seq2SeqConfig};
 use s2s_tensor::backend::{Autodiff, Flex};
 use s2s_tensor::ops;
 use s2s_train::trainer::clip_global_norm;
-use s2s_train::{batch_gradients, train, Checkpoint, TrainConfig};
+use s2s_train::{batch_gradients, train, AdamConfig, Checkpoint, TrainConfig};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -123,7 +122,7 @@ fn train_steps<AB: AutodiffBackend>(
     batches: &[Vec<Example>],
     device: &AB::Device,
 ) -> (Vec<f32>, Seq2Seq<AB>) {
-    let mut optim = AdamConfig::new().init::<AB, Seq2Seq<AB>>();
+    let mut optim = AdamConfig::new().init::<AB>(2);
     let mut losses = Vec::new();
     for batch in batches {
         let refs: Vec<&Example> = batch.iter().collect();
