@@ -66,6 +66,11 @@ impl BeamSearch {
     }
 }
 
+/// Rows of finished sentences are left in the batch, and computed for nothing, while they
+/// are at most one in this many rows: dropping them means copying the memory (encoder
+/// outputs, attention keys and the decoding cache's values) of every remaining row.
+const DEAD_ROWS_KEPT: usize = 4;
+
 #[derive(Clone)]
 struct Beam {
     tokens: Vec<u32>,
@@ -162,22 +167,37 @@ impl<B: Backend, M: StepDecoder<B>> Strategy<B, M> for BeamSearch {
             if active.is_empty() {
                 break;
             }
-            let tokens: Vec<usize> = active
+            // The rows of each sentence in the layout: the block of its first row. Rows of
+            // sentences that have finished (left in place, see below) get `<eos>`, and their
+            // results are not read.
+            let mut block_start = vec![usize::MAX; sentences.len()];
+            for (row, &s) in memory_rows.iter().enumerate().rev() {
+                block_start[s] = row;
+            }
+            let tokens: Vec<usize> = memory_rows
                 .iter()
-                .flat_map(|&s| sentences[s].beams.iter())
-                .map(|b| b.tokens.last().map_or(Vocab::SOS as usize, |&t| t as usize))
+                .enumerate()
+                .map(|(row, &s)| {
+                    sentences[s]
+                        .beams
+                        .get(row - block_start[s])
+                        .and_then(|b| b.tokens.last())
+                        .map_or(
+                            if step == 0 { Vocab::SOS } else { Vocab::EOS } as usize,
+                            |&t| t as usize,
+                        )
+                })
                 .collect();
             let mut out =
                 step_logprobs(model, &memory, &tokens, state, self.keep_attention, &device);
             state = out.state;
             let v = out.vocab;
-            let mut parents: Vec<usize> = Vec::new();
+            // The new beams' rows in this step's layout, per sentence.
+            let mut parents: Vec<Vec<usize>> = vec![Vec::new(); sentences.len()];
             let mut still_active = Vec::with_capacity(active.len());
-            let mut first_row = 0;
             for &s in &active {
                 let sentence = &mut sentences[s];
-                let rows = first_row..first_row + sentence.beams.len();
-                first_row = rows.end;
+                let rows = block_start[s]..block_start[s] + sentence.beams.len();
                 for (b, row) in rows.clone().enumerate() {
                     let logp = &mut out.logp[row * v..(row + 1) * v];
                     self.processors.apply(&sentence.beams[b].tokens, logp);
@@ -297,23 +317,41 @@ impl<B: Backend, M: StepDecoder<B>> Strategy<B, M> for BeamSearch {
                 if sentence.is_done(n_best, self.length_penalty) {
                     sentence.beams.clear();
                 } else {
-                    parents.extend(new_parents);
+                    parents[s] = new_parents;
                     still_active.push(s);
                 }
             }
             active = still_active;
             if !active.is_empty() {
-                let rows: Vec<usize> = active
-                    .iter()
-                    .flat_map(|&s| std::iter::repeat_n(s, sentences[s].beams.len()))
-                    .collect();
-                if rows == memory_rows {
-                    state = model.select_state_rows(state, &parents);
+                let live: usize = active.iter().map(|&s| sentences[s].beams.len()).sum();
+                let same_blocks = active.iter().all(|&s| {
+                    let len = sentences[s].beams.len();
+                    memory_rows.get(block_start[s] + len - 1) == Some(&s)
+                        && memory_rows.get(block_start[s] + len) != Some(&s)
+                });
+                if same_blocks && memory_rows.len() - live <= memory_rows.len() / DEAD_ROWS_KEPT {
+                    // Every open sentence keeps its rows: reorder the state alone. Rows of
+                    // finished sentences stay where they are (see `DEAD_ROWS_KEPT`).
+                    let rows: Vec<usize> = memory_rows
+                        .iter()
+                        .enumerate()
+                        .map(|(row, &s)| {
+                            parents[s].get(row - block_start[s]).copied().unwrap_or(row)
+                        })
+                        .collect();
+                    state = model.select_state_rows(state, &rows);
                 } else {
-                    let (m, st) = model.select_rows(&memory, state, &parents);
+                    let rows: Vec<usize> = active
+                        .iter()
+                        .flat_map(|&s| parents[s].iter().copied())
+                        .collect();
+                    let (m, st) = model.select_rows(&memory, state, &rows);
                     memory = m;
                     state = st;
-                    memory_rows = rows;
+                    memory_rows = active
+                        .iter()
+                        .flat_map(|&s| std::iter::repeat_n(s, sentences[s].beams.len()))
+                        .collect();
                 }
             }
         }

@@ -92,6 +92,7 @@ s2s_tensor::for_each_backend! {
         fn batched_beam_equals_sentence_by_sentence(
             src in sources(), seed in 0u64..1000, beam in 2usize..6, n_best in 1usize..4,
             lp in penalty(), min_len in 0usize..3, ratio in prop::option::of(1.0f32..3.0),
+            batch in 1usize..8,
         ) {
             let m = model(seed, seed % 2 == 0);
             let mut s = BeamSearch::new(beam, MAX_LEN);
@@ -99,7 +100,9 @@ s2s_tensor::for_each_backend! {
             s.length_penalty = lp;
             s.min_len = min_len;
             s.max_len_ratio = ratio;
-            let batched = decode(&m, &s, &src, 3);
+            // Batches of four or more also run with the rows of finished sentences left in
+            // place (up to a quarter of the rows), the larger ones after dropping them.
+            let batched = decode(&m, &s, &src, batch);
             same(&batched, &one_at_a_time(&m, &s, &src))?;
             for (x, hyps) in src.iter().zip(&batched) {
                 prop_assert!(!hyps.is_empty() && hyps.len() <= n_best.min(beam));
