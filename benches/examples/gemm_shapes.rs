@@ -1,6 +1,7 @@
 //! Single-thread matrix-product rates of the backends on the G2P model's step shapes:
 //! `[rows, 256] @ [256, gates]` with the weight row-major (as the layers store it), as a
-//! column-major view, and the transposed product `W^T @ h^T`.
+//! column-major view, and the transposed product `W^T @ h^T` (on row-major copies, on views,
+//! and with the copies of `h^T` and of the result counted).
 //!
 //! `cargo run --release -p s2s-benches --features s2s-benches/flex,s2s-benches/tch --example
 //! gemm_shapes` (libtorch needs `LD_LIBRARY_PATH` set to the virtualenv's `torch/lib`).
@@ -39,12 +40,20 @@ fn run<B: Backend>(name: &str, device: &B::Device) {
         let b = time(reps, || h.clone().matmul(w_col.clone()));
         let c = time(reps, || wt.clone().matmul(ht.clone()));
         let d = time(reps, || w.clone().transpose().matmul(h.clone().transpose()));
+        // What using it in `h @ W`'s place costs in all: `h^T` laid out row-major, the product,
+        // and the result laid out `[rows, gates]` again (`W^T` made once, outside the loop).
+        let e = time(reps, || {
+            let ht = Tensor::<B, 2>::from_data(h.clone().transpose().into_data(), device);
+            let out = wt.clone().matmul(ht).transpose();
+            Tensor::<B, 2>::from_data(out.into_data(), device)
+        });
         println!(
-            "{name} {m}x{k}x{n}: h @ W {a:.0} us ({:.1} GFLOP/s), h @ W (column-major) {b:.0} us ({:.1}), W^T @ h^T {c:.0} us ({:.1}), the same on views {d:.0} us ({:.1})",
+            "{name} {m}x{k}x{n}: h @ W {a:.0} us ({:.1} GFLOP/s), h @ W (column-major) {b:.0} us ({:.1}), W^T @ h^T {c:.0} us ({:.1}), the same on views {d:.0} us ({:.1}), with the copies in and out {e:.0} us ({:.1})",
             gflops(a),
             gflops(b),
             gflops(c),
-            gflops(d)
+            gflops(d),
+            gflops(e)
         );
     }
 }
