@@ -52,37 +52,39 @@ pub struct AdamUpdate {
 pub fn adam(p: &[f32], g: &[f32], moments: Option<(&[f32], &[f32])>, s: AdamStep) -> AdamUpdate {
     let n = p.len();
     assert_eq!(g.len(), n, "adam: gradient and parameter differ in length");
-    let mut out = AdamUpdate {
-        param: vec![0.0; n],
-        moment_1: vec![0.0; n],
-        moment_2: vec![0.0; n],
-    };
     let (a1, a2) = (1.0 - s.beta_1, 1.0 - s.beta_2);
-    match moments {
+    let (moment_1, moment_2): (Vec<f32>, Vec<f32>) = match moments {
         Some((m, v)) => {
             assert!(
                 m.len() == n && v.len() == n,
                 "adam: moments differ in length"
             );
-            for ((o, g), m) in out.moment_1.iter_mut().zip(g).zip(m) {
-                *o = m * s.beta_1 + g * a1;
-            }
-            for ((o, g), v) in out.moment_2.iter_mut().zip(g).zip(v) {
-                *o = v * s.beta_2 + g * g * a2;
-            }
+            (
+                g.iter()
+                    .zip(m)
+                    .map(|(g, m)| m * s.beta_1 + g * a1)
+                    .collect(),
+                g.iter()
+                    .zip(v)
+                    .map(|(g, v)| v * s.beta_2 + g * g * a2)
+                    .collect(),
+            )
         }
-        None => {
-            for ((m, v), g) in out.moment_1.iter_mut().zip(&mut out.moment_2).zip(g) {
-                *m = g * a1;
-                *v = g * g * a2;
-            }
-        }
+        None => (
+            g.iter().map(|g| g * a1).collect(),
+            g.iter().map(|g| g * g * a2).collect(),
+        ),
+    };
+    let param = p
+        .iter()
+        .zip(moment_1.iter().zip(&moment_2))
+        .map(|(p, (m, v))| p - (m * s.factor) / (v.sqrt() + s.epsilon) * s.lr)
+        .collect();
+    AdamUpdate {
+        param,
+        moment_1,
+        moment_2,
     }
-    let moments = out.moment_1.iter().zip(&out.moment_2);
-    for ((o, p), (m, v)) in out.param.iter_mut().zip(p).zip(moments) {
-        *o = p - (m * s.factor) / (v.sqrt() + s.epsilon) * s.lr;
-    }
-    out
 }
 
 #[cfg(test)]

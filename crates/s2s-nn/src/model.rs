@@ -768,41 +768,39 @@ mod tests {
         fn teacher_forced_gradients_equal_step_loop_gradients() {
             type AB = TestAutodiffBackend;
             let device = device();
-            {
-                let cell = CellKind::Gru;
-                let config = Seq2SeqConfig::new(12, 10)
-                    .with_d_embed(6)
-                    .with_d_hidden(8)
-                    .with_d_decoder(12)
-                    .with_d_attention(7)
-                    .with_cell(cell);
-                let (model, probe) = s2s_tensor::backend::seeded::<AB, _>(&device, 5, || {
-                    let normal = burn::tensor::Distribution::Normal(0.0, 1.0);
-                    let model: Seq2Seq<AB> = config.init(&device);
-                    (model, Tensor::<AB, 3>::random([2, 4, 10], normal, &device))
-                });
-                let src = ops::id_matrix::<AB>(&[vec![4, 5, 6], vec![7, 8, 0]], 3, &device);
-                let tgt = ops::id_matrix::<AB>(&[vec![1, 4, 5, 6], vec![1, 7, 0, 0]], 4, &device);
-                let gradients = |logits: Tensor<AB, 3>| {
-                    let grads = (logits * probe.clone()).sum().backward();
-                    let v = |t: Option<Tensor<TB, 2>>| ops::to_vec_f32(t.expect("a gradient"));
-                    let layer = &model.decoder_layers[0];
-                    let bias = model.output.bias.as_ref().expect("an output bias");
-                    vec![
-                        v(model.embedding.weight.grad(&grads)),
-                        v(model.encoder.embedding.weight.grad(&grads)),
-                        v(layer.weight_ih.grad(&grads)),
-                        v(layer.bias_ih.grad(&grads).map(|b| b.unsqueeze())),
-                        v(model.output.weight.grad(&grads)),
-                        v(bias.grad(&grads).map(|b| b.unsqueeze())),
-                    ]
-                };
-                let forward = gradients(model.forward(src.clone(), &[3, 2], tgt.clone()));
-                let flags = vec![vec![false; 2]; 4];
-                let stepped = gradients(model.forward_scheduled(src, &[3, 2], tgt, &flags));
-                for (i, (a, b)) in forward.iter().zip(&stepped).enumerate() {
-                    assert!(close(a, b, 1e-5), "{cell:?}, gradient {i}: {a:?} vs {b:?}");
-                }
+            let cell = CellKind::Gru;
+            let config = Seq2SeqConfig::new(12, 10)
+                .with_d_embed(6)
+                .with_d_hidden(8)
+                .with_d_decoder(12)
+                .with_d_attention(7)
+                .with_cell(cell);
+            let (model, probe) = s2s_tensor::backend::seeded::<AB, _>(&device, 5, || {
+                let normal = burn::tensor::Distribution::Normal(0.0, 1.0);
+                let model: Seq2Seq<AB> = config.init(&device);
+                (model, Tensor::<AB, 3>::random([2, 4, 10], normal, &device))
+            });
+            let src = ops::id_matrix::<AB>(&[vec![4, 5, 6], vec![7, 8, 0]], 3, &device);
+            let tgt = ops::id_matrix::<AB>(&[vec![1, 4, 5, 6], vec![1, 7, 0, 0]], 4, &device);
+            let gradients = |logits: Tensor<AB, 3>| {
+                let grads = (logits * probe.clone()).sum().backward();
+                let v = |t: Option<Tensor<TB, 2>>| ops::to_vec_f32(t.expect("a gradient"));
+                let layer = &model.decoder_layers[0];
+                let bias = model.output.bias.as_ref().expect("an output bias");
+                vec![
+                    v(model.embedding.weight.grad(&grads)),
+                    v(model.encoder.embedding.weight.grad(&grads)),
+                    v(layer.weight_ih.grad(&grads)),
+                    v(layer.bias_ih.grad(&grads).map(|b| b.unsqueeze())),
+                    v(model.output.weight.grad(&grads)),
+                    v(bias.grad(&grads).map(|b| b.unsqueeze())),
+                ]
+            };
+            let forward = gradients(model.forward(src.clone(), &[3, 2], tgt.clone()));
+            let flags = vec![vec![false; 2]; 4];
+            let stepped = gradients(model.forward_scheduled(src, &[3, 2], tgt, &flags));
+            for (i, (a, b)) in forward.iter().zip(&stepped).enumerate() {
+                assert!(close(a, b, 1e-5), "{cell:?}, gradient {i}: {a:?} vs {b:?}");
             }
         }
 

@@ -60,8 +60,7 @@ pub struct Adam<B: AutodiffBackend> {
     threads: usize,
 }
 
-/// One parameter's update: its values and gradient flattened, and its moments so far (after
-/// [`run`](Self::run): the new values and moments).
+/// One parameter's update: its values and gradient flattened, and its moments so far.
 struct Job<B: Backend> {
     id: ParamId,
     param: Tensor<B, 1>,
@@ -69,22 +68,28 @@ struct Job<B: Backend> {
     moments: Option<Moments<B>>,
 }
 
+/// A parameter's new values and moments.
+struct Updated<B: Backend> {
+    id: ParamId,
+    param: Tensor<B, 1>,
+    moments: Moments<B>,
+}
+
 impl<B: Backend> Job<B> {
-    fn run(self, config: &AdamConfig, lr: f64) -> Self {
+    fn run(self, config: &AdamConfig, lr: f64) -> Updated<B> {
         let steps = self.moments.as_ref().map_or(0, |m| m.steps) + 1;
         let (b1, b2, eps) = (config.beta_1, config.beta_2, config.epsilon);
         let step = AdamStep::new(b1, b2, eps, lr as f32, steps);
         let moments = self.moments.map(|m| (m.moment_1, m.moment_2));
-        let out = adam_update(self.param, self.grad.clone(), moments, step);
-        Job {
+        let out = adam_update(self.param, self.grad, moments, step);
+        Updated {
             id: self.id,
             param: out.param,
-            grad: self.grad,
-            moments: Some(Moments {
+            moments: Moments {
                 steps,
                 moment_1: out.moment_1,
                 moment_2: out.moment_2,
-            }),
+            },
         }
     }
 }
@@ -107,7 +112,7 @@ impl<B: AutodiffBackend> Adam<B> {
             _ => 1,
         };
         let config = &self.config;
-        let run = |jobs: Vec<Job<B::InnerBackend>>| -> Vec<Job<B::InnerBackend>> {
+        let run = |jobs: Vec<Job<B::InnerBackend>>| -> Vec<Updated<B::InnerBackend>> {
             jobs.into_iter().map(|job| job.run(config, lr)).collect()
         };
         let results = if threads <= 1 {
@@ -127,10 +132,9 @@ impl<B: AutodiffBackend> Adam<B> {
             })
         };
         let mut updated = HashMap::with_capacity(results.len());
-        for job in results {
-            self.moments
-                .insert(job.id, job.moments.expect("a job that ran has moments"));
-            updated.insert(job.id, job.param);
+        for done in results {
+            self.moments.insert(done.id, done.moments);
+            updated.insert(done.id, done.param);
         }
         module.map(&mut Replace::<B> { updated })
     }
