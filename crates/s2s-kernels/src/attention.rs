@@ -9,7 +9,7 @@
 //! - weights: `[batch, src_len]`; `hidden = sigmoid(keys + q)`: `[src_len * batch, d]`
 
 use crate::cells::Rows;
-use crate::sigmoid_in_place;
+use crate::sigmoid_slice;
 
 /// The score given to padding before the softmax: far enough below any real score that its
 /// weight is exactly zero, and finite, so that a row with no valid position gets uniform
@@ -30,53 +30,59 @@ pub struct Attention {
 /// # Panics
 /// When the shapes disagree.
 pub fn additive_attention(keys: Rows, q: &[f32], v: &[f32], valid: &[bool]) -> Attention {
-    let (src_len, width, d) = (keys.rows(), keys.cols(), v.len());
-    assert!(
-        d > 0 && width.is_multiple_of(d) && q.len() == width,
-        "additive_attention: keys of width {width}, a query of {} and v of {d}",
-        q.len()
-    );
-    let batch = width / d;
-    assert_eq!(
-        valid.len(),
-        batch * src_len,
-        "additive_attention: the mask's size"
-    );
-    let mut hidden = vec![0.0; src_len * width];
-    // Source-major scores, `[src_len, batch]`, then the softmax over each batch row.
-    let mut scores = vec![0.0; src_len * batch];
-    for s in 0..src_len {
-        let row = &mut hidden[s * width..(s + 1) * width];
-        for ((o, k), q) in row.iter_mut().zip(keys.row(s)).zip(q) {
-            *o = k + q;
-        }
-        sigmoid_in_place(row);
-        for (b, score) in scores[s * batch..(s + 1) * batch].iter_mut().enumerate() {
-            *score = 2.0 * dot(&row[b * d..(b + 1) * d], v);
-        }
-    }
-    let mut weights = vec![0.0; batch * src_len];
-    for (b, w) in weights.chunks_mut(src_len.max(1)).enumerate() {
-        for (s, w) in w.iter_mut().enumerate() {
-            *w = match valid[b * src_len + s] {
-                true => scores[s * batch + b],
-                false => MASK_VALUE,
-            };
-        }
-        let max = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        for x in w.iter_mut() {
-            *x = (*x - max).exp();
-        }
-        let sum: f32 = w.iter().sum();
-        for x in w.iter_mut() {
-            *x /= sum;
-        }
-    }
-    Attention { weights, hidden }
+    crate::vectorized(
+        #[inline(always)]
+        || {
+            let (src_len, width, d) = (keys.rows(), keys.cols(), v.len());
+            assert!(
+                d > 0 && width.is_multiple_of(d) && q.len() == width,
+                "additive_attention: keys of width {width}, a query of {} and v of {d}",
+                q.len()
+            );
+            let batch = width / d;
+            assert_eq!(
+                valid.len(),
+                batch * src_len,
+                "additive_attention: the mask's size"
+            );
+            let mut hidden = vec![0.0; src_len * width];
+            // Source-major scores, `[src_len, batch]`, then the softmax over each batch row.
+            let mut scores = vec![0.0; src_len * batch];
+            for s in 0..src_len {
+                let row = &mut hidden[s * width..(s + 1) * width];
+                for ((o, k), q) in row.iter_mut().zip(keys.row(s)).zip(q) {
+                    *o = k + q;
+                }
+                sigmoid_slice(row);
+                for (b, score) in scores[s * batch..(s + 1) * batch].iter_mut().enumerate() {
+                    *score = 2.0 * dot(&row[b * d..(b + 1) * d], v);
+                }
+            }
+            let mut weights = vec![0.0; batch * src_len];
+            for (b, w) in weights.chunks_mut(src_len.max(1)).enumerate() {
+                for (s, w) in w.iter_mut().enumerate() {
+                    *w = match valid[b * src_len + s] {
+                        true => scores[s * batch + b],
+                        false => MASK_VALUE,
+                    };
+                }
+                let max = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                for x in w.iter_mut() {
+                    *x = (*x - max).exp();
+                }
+                let sum: f32 = w.iter().sum();
+                for x in w.iter_mut() {
+                    *x /= sum;
+                }
+            }
+            Attention { weights, hidden }
+        },
+    )
 }
 
 /// `a . b`, summed in eight lanes so that the loop vectorises (a single `f32` sum would have
 /// to run in order).
+#[inline(always)]
 fn dot(a: &[f32], b: &[f32]) -> f32 {
     const LANES: usize = 8;
     let mut acc = [0.0f32; LANES];
@@ -118,55 +124,60 @@ pub fn additive_attention_backward(
     v: &[f32],
     src_len: usize,
 ) -> AttentionGrads {
-    let d = v.len();
-    let batch = match src_len {
-        0 => 0,
-        _ => weights.len() / src_len,
-    };
-    assert!(
-        grad.len() == weights.len() && weights.len() == batch * src_len,
-        "additive_attention_backward: a gradient of {} for {} weights",
-        grad.len(),
-        weights.len()
-    );
-    assert_eq!(
-        hidden.len(),
-        src_len * batch * d,
-        "additive_attention_backward: hidden"
-    );
-    // Softmax: d score = w (dw - sum(dw w)), with the scores' factor 2; source-major.
-    let mut dscores = vec![0.0; src_len * batch];
-    for b in 0..batch {
-        let (g, w) = (
-            &grad[b * src_len..(b + 1) * src_len],
-            &weights[b * src_len..(b + 1) * src_len],
-        );
-        let dot: f32 = g.iter().zip(w).map(|(g, w)| g * w).sum();
-        for s in 0..src_len {
-            dscores[s * batch + b] = 2.0 * w[s] * (g[s] - dot);
-        }
-    }
-    let width = batch * d;
-    let mut out = AttentionGrads {
-        keys: vec![0.0; src_len * width],
-        q: vec![0.0; width],
-        v: vec![0.0; d],
-    };
-    for (k, (&ds, h)) in dscores.iter().zip(hidden.chunks(d.max(1))).enumerate() {
-        for (dv, h) in out.v.iter_mut().zip(h) {
-            *dv += ds * h;
-        }
-        let dpre = &mut out.keys[k * d..(k + 1) * d];
-        for ((o, h), v) in dpre.iter_mut().zip(h).zip(v) {
-            *o = ds * v * (h - h * h);
-        }
-    }
-    for row in out.keys.chunks(width.max(1)) {
-        for (q, k) in out.q.iter_mut().zip(row) {
-            *q += k;
-        }
-    }
-    out
+    crate::vectorized(
+        #[inline(always)]
+        || {
+            let d = v.len();
+            let batch = match src_len {
+                0 => 0,
+                _ => weights.len() / src_len,
+            };
+            assert!(
+                grad.len() == weights.len() && weights.len() == batch * src_len,
+                "additive_attention_backward: a gradient of {} for {} weights",
+                grad.len(),
+                weights.len()
+            );
+            assert_eq!(
+                hidden.len(),
+                src_len * batch * d,
+                "additive_attention_backward: hidden"
+            );
+            // Softmax: d score = w (dw - sum(dw w)), with the scores' factor 2; source-major.
+            let mut dscores = vec![0.0; src_len * batch];
+            for b in 0..batch {
+                let (g, w) = (
+                    &grad[b * src_len..(b + 1) * src_len],
+                    &weights[b * src_len..(b + 1) * src_len],
+                );
+                let dot: f32 = g.iter().zip(w).map(|(g, w)| g * w).sum();
+                for s in 0..src_len {
+                    dscores[s * batch + b] = 2.0 * w[s] * (g[s] - dot);
+                }
+            }
+            let width = batch * d;
+            let mut out = AttentionGrads {
+                keys: vec![0.0; src_len * width],
+                q: vec![0.0; width],
+                v: vec![0.0; d],
+            };
+            for (k, (&ds, h)) in dscores.iter().zip(hidden.chunks(d.max(1))).enumerate() {
+                for (dv, h) in out.v.iter_mut().zip(h) {
+                    *dv += ds * h;
+                }
+                let dpre = &mut out.keys[k * d..(k + 1) * d];
+                for ((o, h), v) in dpre.iter_mut().zip(h).zip(v) {
+                    *o = ds * v * (h - h * h);
+                }
+            }
+            for row in out.keys.chunks(width.max(1)) {
+                for (q, k) in out.q.iter_mut().zip(row) {
+                    *q += k;
+                }
+            }
+            out
+        },
+    )
 }
 
 #[cfg(test)]

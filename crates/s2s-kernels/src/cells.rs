@@ -9,7 +9,7 @@
 //! The equations, gate layout and saved values are those of `s2s_tensor::fused`, which
 //! calls these on burn-flex: gate order `r z n` (GRU) and `i f g o` (LSTM), as in PyTorch.
 
-use crate::{sigmoid_in_place, tanh_in_place};
+use crate::{sigmoid_slice, tanh_slice};
 
 /// The rows of a row-major matrix inside a slice: row `i` is
 /// `values[i * stride..i * stride + cols]` (a narrowed view of a wider matrix has a stride
@@ -82,36 +82,41 @@ pub struct GruStep {
 /// # Panics
 /// When the shapes disagree.
 pub fn gru_step(p: Rows, r: Rows, h: Rows) -> GruStep {
-    let (rows, d) = (h.rows(), h.cols());
-    assert_gates("gru_step", [p, r], rows, 3 * d);
-    let mut out = GruStep {
-        h: vec![0.0; rows * d],
-        rz: vec![0.0; rows * 2 * d],
-        n: vec![0.0; rows * d],
-        diff: vec![0.0; rows * d],
-    };
-    for b in 0..rows {
-        let (p, r, h) = (p.row(b), r.row(b), h.row(b));
-        let rz = &mut out.rz[b * 2 * d..(b + 1) * 2 * d];
-        for ((o, x), y) in rz.iter_mut().zip(&p[..2 * d]).zip(&r[..2 * d]) {
-            *o = x + y;
-        }
-        sigmoid_in_place(rz);
-        let (reset, update) = rz.split_at(d);
-        let n = &mut out.n[b * d..(b + 1) * d];
-        for (((o, x), y), g) in n.iter_mut().zip(&p[2 * d..]).zip(&r[2 * d..]).zip(reset) {
-            *o = x + g * y;
-        }
-        tanh_in_place(n);
-        let rows_out = out.h[b * d..(b + 1) * d]
-            .iter_mut()
-            .zip(&mut out.diff[b * d..(b + 1) * d]);
-        for ((((o, diff), n), h), z) in rows_out.zip(&*n).zip(h).zip(update) {
-            *diff = h - n;
-            *o = n + z * *diff;
-        }
-    }
-    out
+    crate::vectorized(
+        #[inline(always)]
+        || {
+            let (rows, d) = (h.rows(), h.cols());
+            assert_gates("gru_step", [p, r], rows, 3 * d);
+            let mut out = GruStep {
+                h: vec![0.0; rows * d],
+                rz: vec![0.0; rows * 2 * d],
+                n: vec![0.0; rows * d],
+                diff: vec![0.0; rows * d],
+            };
+            for b in 0..rows {
+                let (p, r, h) = (p.row(b), r.row(b), h.row(b));
+                let rz = &mut out.rz[b * 2 * d..(b + 1) * 2 * d];
+                for ((o, x), y) in rz.iter_mut().zip(&p[..2 * d]).zip(&r[..2 * d]) {
+                    *o = x + y;
+                }
+                sigmoid_slice(rz);
+                let (reset, update) = rz.split_at(d);
+                let n = &mut out.n[b * d..(b + 1) * d];
+                for (((o, x), y), g) in n.iter_mut().zip(&p[2 * d..]).zip(&r[2 * d..]).zip(reset) {
+                    *o = x + g * y;
+                }
+                tanh_slice(n);
+                let rows_out = out.h[b * d..(b + 1) * d]
+                    .iter_mut()
+                    .zip(&mut out.diff[b * d..(b + 1) * d]);
+                for ((((o, diff), n), h), z) in rows_out.zip(&*n).zip(h).zip(update) {
+                    *diff = h - n;
+                    *o = n + z * *diff;
+                }
+            }
+            out
+        },
+    )
 }
 
 /// The gradients of a GRU step.
@@ -131,37 +136,43 @@ pub struct GruGrads {
 /// # Panics
 /// When the shapes disagree.
 pub fn gru_step_backward(grad: Rows, r_n: Rows, rz: Rows, n: Rows, diff: Rows) -> GruGrads {
-    let (rows, d) = (grad.rows(), grad.cols());
-    assert_gates("gru_step_backward", [r_n, n], rows, d);
-    assert_gates("gru_step_backward", [diff, grad], rows, d);
-    assert_gates("gru_step_backward", [rz, rz], rows, 2 * d);
-    let mut out = GruGrads {
-        p: vec![0.0; rows * 3 * d],
-        r: vec![0.0; rows * 3 * d],
-        h: vec![0.0; rows * d],
-    };
-    for b in 0..rows {
-        let (g, r_n, rz, n, diff) = (grad.row(b), r_n.row(b), rz.row(b), n.row(b), diff.row(b));
-        let (reset, update) = rz.split_at(d);
-        let dp = &mut out.p[b * 3 * d..(b + 1) * 3 * d];
-        let dr = &mut out.r[b * 3 * d..(b + 1) * 3 * d];
-        let dh = &mut out.h[b * d..(b + 1) * d];
-        let (dp_rz, dp_n) = dp.split_at_mut(2 * d);
-        let (dp_r, dp_z) = dp_rz.split_at_mut(d);
-        let (dr_rz, dr_n) = dr.split_at_mut(2 * d);
-        for j in 0..d {
-            let (g, z, n) = (g[j], update[j], n[j]);
-            dh[j] = g * z;
-            // Through h' = n + z (h - n) to n, then through tanh.
-            let dn_pre = (g - g * z) * (1.0 - n * n);
-            dp_n[j] = dn_pre;
-            dr_n[j] = dn_pre * reset[j];
-            dp_r[j] = dn_pre * r_n[j] * reset[j] * (1.0 - reset[j]);
-            dp_z[j] = g * diff[j] * z * (1.0 - z);
-        }
-        dr_rz.copy_from_slice(dp_rz);
-    }
-    out
+    crate::vectorized(
+        #[inline(always)]
+        || {
+            let (rows, d) = (grad.rows(), grad.cols());
+            assert_gates("gru_step_backward", [r_n, n], rows, d);
+            assert_gates("gru_step_backward", [diff, grad], rows, d);
+            assert_gates("gru_step_backward", [rz, rz], rows, 2 * d);
+            let mut out = GruGrads {
+                p: vec![0.0; rows * 3 * d],
+                r: vec![0.0; rows * 3 * d],
+                h: vec![0.0; rows * d],
+            };
+            for b in 0..rows {
+                let (g, r_n, rz, n, diff) =
+                    (grad.row(b), r_n.row(b), rz.row(b), n.row(b), diff.row(b));
+                let (reset, update) = rz.split_at(d);
+                let dp = &mut out.p[b * 3 * d..(b + 1) * 3 * d];
+                let dr = &mut out.r[b * 3 * d..(b + 1) * 3 * d];
+                let dh = &mut out.h[b * d..(b + 1) * d];
+                let (dp_rz, dp_n) = dp.split_at_mut(2 * d);
+                let (dp_r, dp_z) = dp_rz.split_at_mut(d);
+                let (dr_rz, dr_n) = dr.split_at_mut(2 * d);
+                for j in 0..d {
+                    let (g, z, n) = (g[j], update[j], n[j]);
+                    dh[j] = g * z;
+                    // Through h' = n + z (h - n) to n, then through tanh.
+                    let dn_pre = (g - g * z) * (1.0 - n * n);
+                    dp_n[j] = dn_pre;
+                    dr_n[j] = dn_pre * reset[j];
+                    dp_r[j] = dn_pre * r_n[j] * reset[j] * (1.0 - reset[j]);
+                    dp_z[j] = g * diff[j] * z * (1.0 - z);
+                }
+                dr_rz.copy_from_slice(dp_rz);
+            }
+            out
+        },
+    )
 }
 
 /// The LSTM step's results, `[rows, _]` each, contiguous.
@@ -184,41 +195,46 @@ pub struct LstmStep {
 /// # Panics
 /// When the shapes disagree.
 pub fn lstm_step(p: Rows, r: Rows, c: Rows) -> LstmStep {
-    let (rows, d) = (c.rows(), c.cols());
-    assert_gates("lstm_step", [p, r], rows, 4 * d);
-    let mut out = LstmStep {
-        h: vec![0.0; rows * d],
-        c: vec![0.0; rows * d],
-        act: vec![0.0; rows * 4 * d],
-        tanh_c: vec![0.0; rows * d],
-    };
-    for b in 0..rows {
-        let (p, r, c) = (p.row(b), r.row(b), c.row(b));
-        let act = &mut out.act[b * 4 * d..(b + 1) * 4 * d];
-        for ((o, x), y) in act.iter_mut().zip(p).zip(r) {
-            *o = x + y;
-        }
-        // tanh(g) = 2 sigmoid(2 g) - 1: one sigmoid over all four blocks.
-        for v in &mut act[2 * d..3 * d] {
-            *v *= 2.0;
-        }
-        sigmoid_in_place(act);
-        let (i, rest) = act.split_at(d);
-        let (f, rest) = rest.split_at(d);
-        let (g, o) = rest.split_at(d);
-        let h_out = &mut out.h[b * d..(b + 1) * d];
-        let c_out = &mut out.c[b * d..(b + 1) * d];
-        for j in 0..d {
-            c_out[j] = f[j] * c[j] + i[j] * (2.0 * g[j] - 1.0);
-        }
-        let tanh_c = &mut out.tanh_c[b * d..(b + 1) * d];
-        tanh_c.copy_from_slice(c_out);
-        tanh_in_place(tanh_c);
-        for ((h, o), t) in h_out.iter_mut().zip(o).zip(&*tanh_c) {
-            *h = o * t;
-        }
-    }
-    out
+    crate::vectorized(
+        #[inline(always)]
+        || {
+            let (rows, d) = (c.rows(), c.cols());
+            assert_gates("lstm_step", [p, r], rows, 4 * d);
+            let mut out = LstmStep {
+                h: vec![0.0; rows * d],
+                c: vec![0.0; rows * d],
+                act: vec![0.0; rows * 4 * d],
+                tanh_c: vec![0.0; rows * d],
+            };
+            for b in 0..rows {
+                let (p, r, c) = (p.row(b), r.row(b), c.row(b));
+                let act = &mut out.act[b * 4 * d..(b + 1) * 4 * d];
+                for ((o, x), y) in act.iter_mut().zip(p).zip(r) {
+                    *o = x + y;
+                }
+                // tanh(g) = 2 sigmoid(2 g) - 1: one sigmoid over all four blocks.
+                for v in &mut act[2 * d..3 * d] {
+                    *v *= 2.0;
+                }
+                sigmoid_slice(act);
+                let (i, rest) = act.split_at(d);
+                let (f, rest) = rest.split_at(d);
+                let (g, o) = rest.split_at(d);
+                let h_out = &mut out.h[b * d..(b + 1) * d];
+                let c_out = &mut out.c[b * d..(b + 1) * d];
+                for j in 0..d {
+                    c_out[j] = f[j] * c[j] + i[j] * (2.0 * g[j] - 1.0);
+                }
+                let tanh_c = &mut out.tanh_c[b * d..(b + 1) * d];
+                tanh_c.copy_from_slice(c_out);
+                tanh_slice(tanh_c);
+                for ((h, o), t) in h_out.iter_mut().zip(o).zip(&*tanh_c) {
+                    *h = o * t;
+                }
+            }
+            out
+        },
+    )
 }
 
 /// The gradients of an LSTM step.
@@ -236,39 +252,44 @@ pub struct LstmGrads {
 /// # Panics
 /// When the shapes disagree.
 pub fn lstm_step_backward(grad: Rows, act: Rows, c: Rows, tanh_c: Rows) -> LstmGrads {
-    let (rows, d) = (c.rows(), c.cols());
-    assert_gates("lstm_step_backward", [grad, grad], rows, 2 * d);
-    assert_gates("lstm_step_backward", [act, act], rows, 4 * d);
-    assert_gates("lstm_step_backward", [tanh_c, tanh_c], rows, d);
-    let mut out = LstmGrads {
-        gates: vec![0.0; rows * 4 * d],
-        c: vec![0.0; rows * d],
-    };
-    for b in 0..rows {
-        let (grad, act, c, tanh_c) = (grad.row(b), act.row(b), c.row(b), tanh_c.row(b));
-        let (dh, dc_out) = grad.split_at(d);
-        let (i, rest) = act.split_at(d);
-        let (f, rest) = rest.split_at(d);
-        let (g, o) = rest.split_at(d);
-        let gates = &mut out.gates[b * 4 * d..(b + 1) * 4 * d];
-        let (di, rest) = gates.split_at_mut(d);
-        let (df, rest) = rest.split_at_mut(d);
-        let (dg, dout) = rest.split_at_mut(d);
-        let dc_prev = &mut out.c[b * d..(b + 1) * d];
-        for j in 0..d {
-            let t = tanh_c[j];
-            // The output's c' gradient plus the share that reaches c' through h' = o tanh(c').
-            let dc = dc_out[j] + dh[j] * o[j] * (1.0 - t * t);
-            dc_prev[j] = dc * f[j];
-            // d/d(pre) of sigmoid(pre) is act (1 - act); the g block's pre-activation was
-            // doubled and its value is 2 act - 1, a factor 4 in all.
-            di[j] = dc * (2.0 * g[j] - 1.0) * i[j] * (1.0 - i[j]);
-            df[j] = dc * c[j] * f[j] * (1.0 - f[j]);
-            dg[j] = dc * i[j] * g[j] * (1.0 - g[j]) * 4.0;
-            dout[j] = dh[j] * t * o[j] * (1.0 - o[j]);
-        }
-    }
-    out
+    crate::vectorized(
+        #[inline(always)]
+        || {
+            let (rows, d) = (c.rows(), c.cols());
+            assert_gates("lstm_step_backward", [grad, grad], rows, 2 * d);
+            assert_gates("lstm_step_backward", [act, act], rows, 4 * d);
+            assert_gates("lstm_step_backward", [tanh_c, tanh_c], rows, d);
+            let mut out = LstmGrads {
+                gates: vec![0.0; rows * 4 * d],
+                c: vec![0.0; rows * d],
+            };
+            for b in 0..rows {
+                let (grad, act, c, tanh_c) = (grad.row(b), act.row(b), c.row(b), tanh_c.row(b));
+                let (dh, dc_out) = grad.split_at(d);
+                let (i, rest) = act.split_at(d);
+                let (f, rest) = rest.split_at(d);
+                let (g, o) = rest.split_at(d);
+                let gates = &mut out.gates[b * 4 * d..(b + 1) * 4 * d];
+                let (di, rest) = gates.split_at_mut(d);
+                let (df, rest) = rest.split_at_mut(d);
+                let (dg, dout) = rest.split_at_mut(d);
+                let dc_prev = &mut out.c[b * d..(b + 1) * d];
+                for j in 0..d {
+                    let t = tanh_c[j];
+                    // The output's c' gradient plus the share that reaches c' through h' = o tanh(c').
+                    let dc = dc_out[j] + dh[j] * o[j] * (1.0 - t * t);
+                    dc_prev[j] = dc * f[j];
+                    // d/d(pre) of sigmoid(pre) is act (1 - act); the g block's pre-activation was
+                    // doubled and its value is 2 act - 1, a factor 4 in all.
+                    di[j] = dc * (2.0 * g[j] - 1.0) * i[j] * (1.0 - i[j]);
+                    df[j] = dc * c[j] * f[j] * (1.0 - f[j]);
+                    dg[j] = dc * i[j] * g[j] * (1.0 - g[j]) * 4.0;
+                    dout[j] = dh[j] * t * o[j] * (1.0 - o[j]);
+                }
+            }
+            out
+        },
+    )
 }
 
 fn assert_gates(what: &str, gates: [Rows; 2], rows: usize, cols: usize) {

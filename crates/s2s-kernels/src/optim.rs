@@ -50,41 +50,46 @@ pub struct AdamUpdate {
 /// # Panics
 /// If the slices differ in length.
 pub fn adam(p: &[f32], g: &[f32], moments: Option<(&[f32], &[f32])>, s: AdamStep) -> AdamUpdate {
-    let n = p.len();
-    assert_eq!(g.len(), n, "adam: gradient and parameter differ in length");
-    let (a1, a2) = (1.0 - s.beta_1, 1.0 - s.beta_2);
-    let (moment_1, moment_2): (Vec<f32>, Vec<f32>) = match moments {
-        Some((m, v)) => {
-            assert!(
-                m.len() == n && v.len() == n,
-                "adam: moments differ in length"
-            );
-            (
-                g.iter()
-                    .zip(m)
-                    .map(|(g, m)| m * s.beta_1 + g * a1)
-                    .collect(),
-                g.iter()
-                    .zip(v)
-                    .map(|(g, v)| v * s.beta_2 + g * g * a2)
-                    .collect(),
-            )
-        }
-        None => (
-            g.iter().map(|g| g * a1).collect(),
-            g.iter().map(|g| g * g * a2).collect(),
-        ),
-    };
-    let param = p
-        .iter()
-        .zip(moment_1.iter().zip(&moment_2))
-        .map(|(p, (m, v))| p - (m * s.factor) / (v.sqrt() + s.epsilon) * s.lr)
-        .collect();
-    AdamUpdate {
-        param,
-        moment_1,
-        moment_2,
-    }
+    crate::vectorized(
+        #[inline(always)]
+        || {
+            let n = p.len();
+            assert_eq!(g.len(), n, "adam: gradient and parameter differ in length");
+            let (a1, a2) = (1.0 - s.beta_1, 1.0 - s.beta_2);
+            let (moment_1, moment_2): (Vec<f32>, Vec<f32>) = match moments {
+                Some((m, v)) => {
+                    assert!(
+                        m.len() == n && v.len() == n,
+                        "adam: moments differ in length"
+                    );
+                    (
+                        g.iter()
+                            .zip(m)
+                            .map(|(g, m)| m * s.beta_1 + g * a1)
+                            .collect(),
+                        g.iter()
+                            .zip(v)
+                            .map(|(g, v)| v * s.beta_2 + g * g * a2)
+                            .collect(),
+                    )
+                }
+                None => (
+                    g.iter().map(|g| g * a1).collect(),
+                    g.iter().map(|g| g * g * a2).collect(),
+                ),
+            };
+            let param = p
+                .iter()
+                .zip(moment_1.iter().zip(&moment_2))
+                .map(|(p, (m, v))| p - (m * s.factor) / (v.sqrt() + s.epsilon) * s.lr)
+                .collect();
+            AdamUpdate {
+                param,
+                moment_1,
+                moment_2,
+            }
+        },
+    )
 }
 
 #[cfg(test)]
