@@ -619,19 +619,30 @@ impl<B: Backend> Seq2Seq<B> {
         // The embedding's share of the first layer's input projection and of the output
         // layer: without dropout, rows of `embedding @ w` looked up per position (one small
         // product per batch); with dropout, each position's embedding multiplied.
+        // Without dropout each step looks its rows up on its own: the gradient of a lookup
+        // is added into a table-sized tensor, where slicing the steps out of one lookup of
+        // every position would write full-size zero tensors in the backward pass (see
+        // `ops::split_steps`).
         let (projected, embedded) = if dropout_is_identity::<B>(&self.dropout, &device) {
-            let ids = target_input.reshape([batch * steps]);
             let table = self.embedding.weight.val().matmul(w_emb) + bias_ih;
-            (table.select(0, ids.clone()), EmbeddingShare::Ids(ids))
+            let projected: Vec<Tensor<B, 2>> = (0..steps)
+                .map(|t| {
+                    let ids = target_input.clone().narrow(1, t, 1).reshape([batch]);
+                    table.clone().select(0, ids)
+                })
+                .collect();
+            let ids = target_input.reshape([batch * steps]);
+            (projected, EmbeddingShare::Ids(ids))
         } else {
             let embedded = self.dropout.forward(self.embedding.forward(target_input));
             let flat = embedded.clone().reshape([batch * steps, self.d_embed]);
-            (
-                flat.matmul(w_emb) + bias_ih,
-                EmbeddingShare::Features(embedded),
-            )
+            let projected = (flat.matmul(w_emb) + bias_ih).reshape([batch, steps, g]);
+            let projected = ops::split_steps(projected, 1)
+                .into_iter()
+                .map(|p| p.squeeze_dim(1))
+                .collect();
+            (projected, EmbeddingShare::Features(embedded))
         };
-        let projected = projected.reshape([batch, steps, g]);
         // The context enters the recurrence only through `w_ctx`, so its share is mixed from
         // `values = outputs @ w_ctx`, one product over every source position, rather than
         // multiplied per step (see [`DecodingCache`]); the contexts the output layer reads are
@@ -639,9 +650,9 @@ impl<B: Backend> Seq2Seq<B> {
         let values = matmul_rows(memory.outputs.clone(), w_ctx);
         let mut hs = Vec::with_capacity(steps);
         let mut weights = Vec::with_capacity(steps);
-        for p in ops::split_steps(projected, 1) {
+        for p in projected {
             let w = self.attention_weights(&memory, &state);
-            let (h, next) = self.run_layers(p.squeeze_dim(1) + mix(&w, values.clone()), state);
+            let (h, next) = self.run_layers(p + mix(&w, values.clone()), state);
             state = next;
             hs.push(h);
             weights.push(w);

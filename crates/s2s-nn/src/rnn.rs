@@ -267,7 +267,12 @@ impl<B: Backend> RnnLayer<B> {
         // [seq, dirs * batch, gates * d_hidden]
         let projected =
             Tensor::stack::<4>(projected, 1).reshape([seq, layers.len() * batch, gates]);
-        Self::run_projected(&layers, projected, lengths)
+        let rows = layers.len() * batch;
+        let steps = s2s_tensor::ops::split_steps(projected, 0)
+            .into_iter()
+            .map(|p| p.reshape([rows, gates]))
+            .collect();
+        Self::run_projected(&layers, steps, lengths)
     }
 
     /// [`forward_lengths`](Self::forward_lengths) over the embeddings of token ids, without
@@ -322,8 +327,18 @@ impl<B: Backend> RnnLayer<B> {
             .select(0, s2s_tensor::ops::index_tensor::<B>(&positions, &device))
             .mul_scalar(dirs as i64)
             + s2s_tensor::ops::index_tensor::<B>(&direction, &device);
-        let projected = table.select(0, ids).reshape([seq, dirs * batch, gates]);
-        Self::run_projected(&layers, projected, lengths)
+        // Each step looks its rows up on its own: the gradient of a lookup is added into a
+        // table-sized tensor, where slicing the steps out of one lookup of every position
+        // would write full-size zero tensors in the backward pass (see `ops::split_steps`).
+        let rows = dirs * batch;
+        let steps = (0..seq)
+            .map(|t| {
+                table
+                    .clone()
+                    .select(0, ids.clone().narrow(0, t * rows, rows))
+            })
+            .collect();
+        Self::run_projected(&layers, steps, lengths)
     }
 
     /// The result for sequences of length 0: no outputs, zero final states.
@@ -367,18 +382,19 @@ impl<B: Backend> RnnLayer<B> {
     /// block, which backends without fast strided 3-D kernels (burn-flex) need.
     ///
     /// # Shapes
-    /// - `projected`: `[seq, dirs * batch, gates * d_hidden]`, rows in the order of
-    ///   [`input_rows`] (direction-major within a step)
+    /// - `steps`: `seq` tensors `[dirs * batch, gates * d_hidden]`, rows in the order of
+    ///   [`input_rows`] (direction-major within a step); `seq >= 1`
     fn run_projected(
         layers: &[&Self],
-        projected: Tensor<B, 3>,
+        steps: Vec<Tensor<B, 2>>,
         lengths: &[usize],
     ) -> DirectionsOutput<B> {
-        let [seq, rows, gates] = projected.dims();
+        let seq = steps.len();
+        let [rows, gates] = steps[0].dims();
         let (cell, d_hidden) = (layers[0].cell, layers[0].d_hidden);
         let dirs = layers.len();
         let batch = lengths.len();
-        let device = projected.device();
+        let device = steps[0].device();
         let weight_hh = Tensor::stack::<3>(layers.iter().map(|l| l.weight_hh.val()).collect(), 0);
         // [dirs * batch, gates * d_hidden]: each direction's bias repeated over its rows.
         let bias_hh = Tensor::cat(
@@ -394,14 +410,14 @@ impl<B: Backend> RnnLayer<B> {
         // Index 0 holds the initial (zero) state, index t + 1 the state after step t.
         let mut hs = vec![h.clone()];
         let mut cs: Vec<Tensor<B, 2>> = c.iter().cloned().collect();
-        for p in s2s_tensor::ops::split_steps(projected, 0) {
+        for p in steps {
             let recurrent = h
                 .clone()
                 .reshape([dirs, batch, d_hidden])
                 .matmul(weight_hh.clone())
                 .reshape([rows, gates])
                 + bias_hh.clone();
-            let (h_new, c_new) = cell_update(cell, p.reshape([rows, gates]), recurrent, h, c);
+            let (h_new, c_new) = cell_update(cell, p, recurrent, h, c);
             h = h_new;
             c = c_new;
             hs.push(h.clone());
