@@ -617,12 +617,11 @@ impl<B: Backend> Seq2Seq<B> {
         let g = w_emb.dims()[1];
         let bias_ih = self.decoder_layers[0].bias_ih.val().unsqueeze();
         // The embedding's share of the first layer's input projection and of the output
-        // layer: without dropout, rows of `embedding @ w` looked up per position (one small
-        // product per batch); with dropout, each position's embedding multiplied.
-        // Without dropout each step looks its rows up on its own: the gradient of a lookup
-        // is added into a table-sized tensor, where slicing the steps out of one lookup of
-        // every position would write full-size zero tensors in the backward pass (see
-        // `ops::split_steps`).
+        // layer: without dropout, rows of `embedding @ w` looked up (one small product per
+        // batch), each step's rows by a lookup of its own: the gradient of a lookup is added
+        // into a table-sized tensor, where slicing the steps out of one lookup of every
+        // position would write full-size zero tensors in the backward pass (see
+        // `ops::split_steps`); with dropout, each position's embedding multiplied.
         let (projected, embedded) = if dropout_is_identity::<B>(&self.dropout, &device) {
             let table = self.embedding.weight.val().matmul(w_emb) + bias_ih;
             let projected: Vec<Tensor<B, 2>> = (0..steps)
