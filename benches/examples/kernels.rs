@@ -44,7 +44,9 @@ fn main() {
     let valid = vec![true; b * src_len];
     let att = additive_attention(rows(&keys, b * d), &q, &v, &valid);
     let grad_w = values(b * src_len, 9);
-    let params = values(1 << 18, 10);
+    let grad = values(1 << 18, 10);
+    let (mut params, mut moment_1) = (grad.clone(), grad.clone());
+    let mut moment_2: Vec<f32> = grad.iter().map(|g| g * g).collect();
     let step = AdamStep::new(0.9, 0.999, 1e-5, 1e-3, 2);
     let figures = [
         (
@@ -97,7 +99,7 @@ fn main() {
         (
             "adam (262,144 parameters)",
             time(reps / 10, || {
-                adam(&params, &params, Some((&params, &params)), step)
+                adam(&mut params, &grad, &mut moment_1, &mut moment_2, step)
             }),
         ),
     ];

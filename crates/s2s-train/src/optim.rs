@@ -11,10 +11,10 @@
 //! without a gradient in a step keeps its values and its moments.
 
 use burn::config::Config;
-use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{AutodiffModule, ModuleMapper, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::Tensor;
+use burn::tensor::{Shape, Tensor};
 use s2s_tensor::adam::{adam_update, AdamStep};
 use std::collections::HashMap;
 
@@ -63,6 +63,9 @@ pub struct Adam<B: AutodiffBackend> {
 /// One parameter's update: its values and gradient flattened, and its moments so far.
 struct Job<B: Backend> {
     id: ParamId,
+    /// The parameter's shape and whether it requires a gradient.
+    shape: Shape,
+    require_grad: bool,
     param: Tensor<B, 1>,
     grad: Tensor<B, 1>,
     moments: Option<Moments<B>>,
@@ -71,6 +74,8 @@ struct Job<B: Backend> {
 /// A parameter's new values and moments.
 struct Updated<B: Backend> {
     id: ParamId,
+    shape: Shape,
+    require_grad: bool,
     param: Tensor<B, 1>,
     moments: Moments<B>,
 }
@@ -84,6 +89,8 @@ impl<B: Backend> Job<B> {
         let out = adam_update(self.param, self.grad, moments, step);
         Updated {
             id: self.id,
+            shape: self.shape,
+            require_grad: self.require_grad,
             param: out.param,
             moments: Moments {
                 steps,
@@ -97,14 +104,17 @@ impl<B: Backend> Job<B> {
 impl<B: AutodiffBackend> Adam<B> {
     /// One step with learning rate `lr`: every parameter of `module` with a gradient in
     /// `grads` is updated; the others are left as they are.
+    ///
+    /// The parameters with a gradient are taken out of `module` for the update, so that a
+    /// backend that can write in place (libtorch) finds their values held by nothing else.
     pub fn step<M: AutodiffModule<B>>(&mut self, lr: f64, module: M, grads: GradientsParams) -> M {
-        let mut collect = Collect::<B> {
+        let mut take = Take::<B> {
             grads,
             moments: &mut self.moments,
             jobs: Vec::new(),
         };
-        module.visit(&mut collect);
-        let jobs = collect.jobs;
+        let module = module.map(&mut take);
+        let jobs = take.jobs;
         let threads = match jobs.first() {
             Some(job) if !crate::parallel::single_threaded_autodiff::<B>(&job.param.device()) => {
                 self.threads.min(jobs.len())
@@ -134,7 +144,7 @@ impl<B: AutodiffBackend> Adam<B> {
         let mut updated = HashMap::with_capacity(results.len());
         for done in results {
             self.moments.insert(done.id, done.moments);
-            updated.insert(done.id, done.param);
+            updated.insert(done.id, (done.param, done.shape, done.require_grad));
         }
         module.map(&mut Replace::<B> { updated })
     }
@@ -156,39 +166,47 @@ fn share_out<B: Backend>(mut jobs: Vec<Job<B>>, threads: usize) -> Vec<Vec<Job<B
     shares.into_iter().map(|(_, jobs)| jobs).collect()
 }
 
-/// Takes every parameter's gradient out of `grads`, with its moments.
-struct Collect<'a, B: AutodiffBackend> {
+/// Takes every parameter that has a gradient in `grads` out of the module, with its gradient
+/// and moments, and leaves a one-element stand-in for [`Replace`] to fill.
+struct Take<'a, B: AutodiffBackend> {
     grads: GradientsParams,
     moments: &'a mut HashMap<ParamId, Moments<B::InnerBackend>>,
     jobs: Vec<Job<B::InnerBackend>>,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for Collect<'_, B> {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        if let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) {
-            let n = grad.shape().num_elements();
-            self.jobs.push(Job {
-                id: param.id,
-                param: param.val().inner().reshape([n]),
-                grad: grad.reshape([n]),
-                moments: self.moments.remove(&param.id),
-            });
-        }
+impl<B: AutodiffBackend> ModuleMapper<B> for Take<'_, B> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) else {
+            return param;
+        };
+        let (id, tensor, mapper) = param.consume();
+        let shape = tensor.shape();
+        let n = shape.num_elements();
+        let stand_in = Tensor::empty([1; D], &tensor.device());
+        self.jobs.push(Job {
+            id,
+            shape,
+            require_grad: tensor.is_require_grad(),
+            param: tensor.inner().reshape([n]),
+            grad: grad.reshape([n]),
+            moments: self.moments.remove(&id),
+        });
+        Param::from_mapped_value(id, stand_in, mapper)
     }
 }
 
-/// Puts the updated values in place of the parameters' old ones.
+/// Puts the updated values in place of the stand-ins of [`Take`].
 struct Replace<B: AutodiffBackend> {
-    updated: HashMap<ParamId, Tensor<B::InnerBackend, 1>>,
+    updated: HashMap<ParamId, (Tensor<B::InnerBackend, 1>, Shape, bool)>,
 }
 
 impl<B: AutodiffBackend> ModuleMapper<B> for Replace<B> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let (id, tensor, mapper) = param.consume();
         let tensor = match self.updated.remove(&id) {
-            Some(values) => {
-                let mut new = Tensor::from_inner(values.reshape(tensor.shape()));
-                if tensor.is_require_grad() {
+            Some((values, shape, require_grad)) => {
+                let mut new = Tensor::from_inner(values.reshape(shape));
+                if require_grad {
                     new = new.require_grad();
                 }
                 new
@@ -202,7 +220,7 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Replace<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::module::Module;
+    use burn::module::{Module, ModuleVisitor};
     use burn::optim::Optimizer;
     use burn::tensor::Distribution;
     use s2s_nn::{CellKind, Seq2Seq, Seq2SeqConfig};

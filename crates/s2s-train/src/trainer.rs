@@ -143,7 +143,12 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for GradVisitor<'_, B> {
         match self.scale {
             None => {
                 if let Some(g) = self.grads.get::<B::InnerBackend, D>(param.id) {
-                    self.squares.push(g.square().sum());
+                    // The sum of squares as the product of a row and a column: no squared
+                    // copy of a parameter-sized gradient.
+                    let n = g.shape().num_elements();
+                    let row = g.reshape([1, n]);
+                    let square = row.clone().matmul(row.transpose());
+                    self.squares.push(square.reshape([1]));
                 }
             }
             Some(c) => {
