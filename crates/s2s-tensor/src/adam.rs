@@ -144,11 +144,11 @@ mod on_flex {
 #[cfg(feature = "tch")]
 mod on_tch {
     use super::{AdamState, AdamStep};
+    use crate::backend::cast;
     use crate::backend::Tch;
     use burn::backend::libtorch::TchTensor;
     use burn::tensor::backend::Backend;
     use burn::tensor::{Tensor, TensorPrimitive};
-    use std::any::Any;
 
     /// Whether `B` is [`Tch`].
     pub(super) fn is_tch<B: Backend>() -> bool {
@@ -159,8 +159,7 @@ mod on_tch {
     /// [`Tch`], and whether it is the only reference to its values (Burn's own test before
     /// it writes in place).
     fn torch<B: Backend>(t: Tensor<B, 1>) -> (tch::Tensor, bool) {
-        let t = (Box::new(t) as Box<dyn Any>)
-            .downcast::<Tensor<Tch, 1>>()
+        let t = cast::<_, Tensor<Tch, 1>>(t)
             .unwrap_or_else(|_| unreachable!("called only when B is Tch"));
         match t.into_primitive() {
             TensorPrimitive::Float(t) => {
@@ -174,9 +173,7 @@ mod on_tch {
     /// A libtorch tensor as a tensor of `B`, which the caller knows to be [`Tch`].
     fn burn<B: Backend>(t: tch::Tensor) -> Tensor<B, 1> {
         let t = Tensor::<Tch, 1>::from_primitive(TensorPrimitive::Float(TchTensor::new(t)));
-        *(Box::new(t) as Box<dyn Any>)
-            .downcast::<Tensor<B, 1>>()
-            .unwrap_or_else(|_| unreachable!("called only when B is Tch"))
+        cast(t).unwrap_or_else(|_| unreachable!("called only when B is Tch"))
     }
 
     /// The values of `t` to be written in place: its own when nothing else holds them, else

@@ -436,3 +436,11 @@ pub fn set_intra_op_threads(kind: BackendKind, n: usize) {
         }
     }
 }
+
+/// `t` as a `U` when `T` is `U`; `t` back otherwise.
+pub(crate) fn cast<T: 'static, U: 'static>(t: T) -> Result<U, T> {
+    let any: Box<dyn std::any::Any> = Box::new(t);
+    any.downcast::<U>()
+        .map(|u| *u)
+        .map_err(|any| *any.downcast::<T>().expect("the input's own type"))
+}

@@ -13,13 +13,7 @@ use burn::tensor::{Bool, DType, Tensor, TensorData, TensorPrimitive};
 use s2s_kernels::cells::Rows;
 use std::any::Any;
 
-/// `t` as a `U` when `T` is `U`; `t` back otherwise.
-pub(crate) fn cast<T: 'static, U: 'static>(t: T) -> Result<U, T> {
-    let any: Box<dyn Any> = Box::new(t);
-    any.downcast::<U>()
-        .map(|u| *u)
-        .map_err(|any| *any.downcast::<T>().expect("the input's own type"))
-}
+pub(crate) use crate::backend::cast;
 
 /// The flex tensor behind `t`, when `B` is [`Flex`] and `t` holds `f32`.
 fn primitive<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<FlexTensor> {

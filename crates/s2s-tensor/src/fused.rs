@@ -282,8 +282,7 @@ fn autodiff_of<B: Backend, X: Backend>(tensor: &Tensor<B, 2>) -> Option<Tensor<A
 
 /// `tensor` as a tensor of `B`, which the caller knows to be the same type.
 fn same_type<X: Backend, B: Backend>(tensor: Tensor<Autodiff<X>, 2>) -> Tensor<B, 2> {
-    *(Box::new(tensor) as Box<dyn Any>)
-        .downcast::<Tensor<B, 2>>()
+    crate::backend::cast(tensor)
         .unwrap_or_else(|_| unreachable!("called only once `B` was found to be Autodiff<X>"))
 }
 
