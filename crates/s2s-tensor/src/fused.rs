@@ -377,15 +377,12 @@ impl<X: Backend> Backward<X, 3> for LstmBackward {
         let grad = inner::<X>(grads.consume::<X>(&ops.node));
         let d = c.dims()[1];
         let [p_node, r_node, c_node] = ops.parents;
+        let direct: Option<[Tensor<X, 2>; 2]> = None;
         #[cfg(feature = "flex")]
-        if let Some([dpre, dc]) = on_flex::lstm_backward(&grad, &act, &c, &tanh_c) {
-            register!(grads, r_node, dpre.clone());
-            register!(grads, p_node, dpre);
-            register!(grads, c_node, dc);
-            return;
-        }
+        let direct = direct.or_else(|| on_flex::lstm_backward(&grad, &act, &c, &tanh_c));
         #[cfg(feature = "tch")]
-        if let Some([dpre, dc]) = on_tch::lstm_backward(&grad, &act, &c, &tanh_c) {
+        let direct = direct.or_else(|| on_tch::lstm_backward(&grad, &act, &c, &tanh_c));
+        if let Some([dpre, dc]) = direct {
             register!(grads, r_node, dpre.clone());
             register!(grads, p_node, dpre);
             register!(grads, c_node, dc);
