@@ -144,36 +144,17 @@ mod on_flex {
 #[cfg(feature = "tch")]
 mod on_tch {
     use super::{AdamState, AdamStep};
-    use crate::backend::cast;
-    use crate::backend::Tch;
-    use burn::backend::libtorch::TchTensor;
+    use crate::backend::{from_tch, tch_of, Tch};
     use burn::tensor::backend::Backend;
-    use burn::tensor::{Tensor, TensorPrimitive};
+    use burn::tensor::Tensor;
 
     /// Whether `B` is [`Tch`].
     pub(super) fn is_tch<B: Backend>() -> bool {
         std::any::TypeId::of::<B>() == std::any::TypeId::of::<Tch>()
     }
 
-    /// The libtorch tensor behind `t`, which the caller knows to be a float tensor of
-    /// [`Tch`], and whether it is the only reference to its values (Burn's own test before
-    /// it writes in place).
     fn torch<B: Backend>(t: Tensor<B, 1>) -> (tch::Tensor, bool) {
-        let t = cast::<_, Tensor<Tch, 1>>(t)
-            .unwrap_or_else(|_| unreachable!("called only when B is Tch"));
-        match t.into_primitive() {
-            TensorPrimitive::Float(t) => {
-                let unique = t.can_mut();
-                (t.tensor, unique)
-            }
-            TensorPrimitive::QFloat(_) => unreachable!("parameters are not quantized"),
-        }
-    }
-
-    /// A libtorch tensor as a tensor of `B`, which the caller knows to be [`Tch`].
-    fn burn<B: Backend>(t: tch::Tensor) -> Tensor<B, 1> {
-        let t = Tensor::<Tch, 1>::from_primitive(TensorPrimitive::Float(TchTensor::new(t)));
-        cast(t).unwrap_or_else(|_| unreachable!("called only when B is Tch"))
+        tch_of(t).unwrap_or_else(|| unreachable!("called only when B is Tch, on float tensors"))
     }
 
     /// The values of `t` to be written in place: its own when nothing else holds them, else
@@ -221,9 +202,9 @@ mod on_tch {
         let mut p = writable(param);
         let _ = p.addcdiv_(&m, &g);
         AdamState {
-            param: burn(p),
-            moment_1: burn(m),
-            moment_2: burn(v),
+            param: from_tch(p),
+            moment_1: from_tch(m),
+            moment_2: from_tch(v),
         }
     }
 }

@@ -444,3 +444,32 @@ pub(crate) fn cast<T: 'static, U: 'static>(t: T) -> Result<U, T> {
         .map(|u| *u)
         .map_err(|any| *any.downcast::<T>().expect("the input's own type"))
 }
+
+/// The libtorch tensor behind a float tensor of `B` when `B` is [`Tch`], with whether it is
+/// the only reference to its values (Burn's own test before it writes in place).
+#[cfg(feature = "tch")]
+pub(crate) fn tch_of<B: burn::tensor::backend::Backend, const D: usize>(
+    t: burn::tensor::Tensor<B, D>,
+) -> Option<(tch::Tensor, bool)> {
+    match cast::<_, burn::tensor::Tensor<Tch, D>>(t)
+        .ok()?
+        .into_primitive()
+    {
+        burn::tensor::TensorPrimitive::Float(t) => {
+            let unique = t.can_mut();
+            Some((t.tensor, unique))
+        }
+        burn::tensor::TensorPrimitive::QFloat(_) => None,
+    }
+}
+
+/// A libtorch tensor as a tensor of `B`, which the caller knows to be [`Tch`].
+#[cfg(feature = "tch")]
+pub(crate) fn from_tch<B: burn::tensor::backend::Backend, const D: usize>(
+    t: tch::Tensor,
+) -> burn::tensor::Tensor<B, D> {
+    let t = burn::tensor::Tensor::<Tch, D>::from_primitive(burn::tensor::TensorPrimitive::Float(
+        burn::backend::libtorch::TchTensor::new(t),
+    ));
+    cast(t).unwrap_or_else(|_| unreachable!("called only when B is Tch"))
+}

@@ -645,21 +645,12 @@ mod on_flex {
 #[cfg(feature = "tch")]
 mod on_tch {
     use super::LstmForward;
-    use crate::backend::{cast, Tch};
-    use burn::backend::libtorch::TchTensor;
+    use crate::backend::{from_tch, tch_of};
     use burn::tensor::backend::Backend;
-    use burn::tensor::{Tensor, TensorPrimitive};
+    use burn::tensor::Tensor;
 
     fn torch<B: Backend>(t: &Tensor<B, 2>) -> Option<tch::Tensor> {
-        match cast::<_, Tensor<Tch, 2>>(t.clone()).ok()?.into_primitive() {
-            TensorPrimitive::Float(t) => Some(t.tensor),
-            TensorPrimitive::QFloat(_) => None,
-        }
-    }
-
-    fn burn<B: Backend>(t: tch::Tensor) -> Tensor<B, 2> {
-        let t = Tensor::<Tch, 2>::from_primitive(TensorPrimitive::Float(TchTensor::new(t)));
-        cast(t).unwrap_or_else(|_| unreachable!("called only when B is Tch"))
+        tch_of(t.clone()).map(|(t, _)| t)
     }
 
     pub(super) fn lstm_forward<B: Backend>(
@@ -679,10 +670,10 @@ mod on_tch {
         let tanh_c = c_new.tanh();
         let h = gate(3, 1) * &tanh_c;
         Some(LstmForward {
-            h: burn(h),
-            c: burn(c_new),
-            act: burn(act),
-            tanh_c: burn(tanh_c),
+            h: from_tch(h),
+            c: from_tch(c_new),
+            act: from_tch(act),
+            tanh_c: from_tch(tanh_c),
         })
     }
 
@@ -708,7 +699,7 @@ mod on_tch {
         let _ = tch::Tensor::tanh_backward_grad_input(&block(2, 1), &block(2, 1), &gate(2, 1));
         let _ = tch::Tensor::sigmoid_backward_grad_input(&block(3, 1), &block(3, 1), &gate(3, 1));
         let dc_prev = dc * gate(1, 1);
-        Some([burn(dgates), burn(dc_prev)])
+        Some([from_tch(dgates), from_tch(dc_prev)])
     }
 }
 
