@@ -12,11 +12,11 @@
 //!
 //! The forward pass runs the same tensor operations as the composed version
 //! ([`gru_cell_composed`], [`lstm_cell_composed`], [`additive_attention_composed`]) on the
-//! inner backend, so the outputs are the same, bit for bit on wgpu and for the attention on
-//! tch. The GRU and LSTM steps on [`Tch`](crate::backend::Tch) (with or without autodiff)
-//! call libtorch directly, in fewer kernels and allocations (in-place gate activations,
-//! `addcmul`, libtorch's fused `sigmoid_backward`/`tanh_backward`), within 1e-5 of Burn's
-//! operations. On plain
+//! inner backend, so the outputs are the same, bit for bit on wgpu. On
+//! [`Tch`](crate::backend::Tch) (with or without autodiff) all three call libtorch directly,
+//! in fewer kernels and allocations (in-place gate activations, `addcmul`, libtorch's fused
+//! `sigmoid_backward`/`tanh_backward`, its one-kernel softmax and softmax gradient), within
+//! 1e-5 of Burn's operations. On plain
 //! [`Flex`](crate::backend::Flex), the forward passes (also in decoding, without autodiff)
 //! and the nodes' gradients run instead as one pass per row in `s2s_kernels::cells` and
 //! `s2s_kernels::attention` (this crate's private `flex` module hands them slices), within
@@ -116,6 +116,10 @@ fn attention_forward<B: Backend>(
 ) -> (Tensor<B, 2>, Tensor<B, 2>) {
     #[cfg(feature = "flex")]
     if let Some(out) = on_flex::attention_forward(&keys, &q, &v, &valid) {
+        return out;
+    }
+    #[cfg(feature = "tch")]
+    if let Some(out) = on_tch::attention_forward(&keys, &q, &v, &valid) {
         return out;
     }
     let [src_len, width] = keys.dims();
@@ -452,8 +456,12 @@ impl<X: Backend> Backward<X, 3> for AttentionBackward {
         let [weights, hidden, v] = ops.state.map(inner::<X>);
         let grad = inner::<X>(grads.consume::<X>(&ops.node));
         let [keys_node, q_node, v_node] = ops.parents;
+        let direct: Option<[Tensor<X, 2>; 3]> = None;
         #[cfg(feature = "flex")]
-        if let Some([dkeys, dq, dv]) = on_flex::attention_backward(&grad, &weights, &hidden, &v) {
+        let direct = direct.or_else(|| on_flex::attention_backward(&grad, &weights, &hidden, &v));
+        #[cfg(feature = "tch")]
+        let direct = direct.or_else(|| on_tch::attention_backward(&grad, &weights, &hidden, &v));
+        if let Some([dkeys, dq, dv]) = direct {
             register!(grads, v_node, dv);
             register!(grads, q_node, dq);
             register!(grads, keys_node, dkeys);
@@ -645,20 +653,74 @@ mod on_flex {
     }
 }
 
-/// The GRU and LSTM steps on libtorch in fewer kernels and allocations than Burn's
-/// operations: in-place activations on the gate blocks, `addcmul`, products written into the
-/// blocks of one gradient tensor, and libtorch's fused `sigmoid_backward`/`tanh_backward`.
-/// Here the `g` block of the LSTM's `act` holds `tanh(g)` itself. Each function answers
-/// `None` unless `B` is [`Tch`](crate::backend::Tch).
+/// The GRU and LSTM steps and the attention weights on libtorch in fewer kernels and
+/// allocations than Burn's operations: in-place activations on the gate blocks, `addcmul`,
+/// products written into the blocks of one gradient tensor, libtorch's fused
+/// `sigmoid_backward`/`tanh_backward` and its one-kernel softmax and softmax gradient. Here
+/// the `g` block of the LSTM's `act` holds `tanh(g)` itself. Each function answers `None`
+/// unless `B` is [`Tch`](crate::backend::Tch).
 #[cfg(feature = "tch")]
 mod on_tch {
     use super::{GruForward, LstmForward};
-    use crate::backend::{from_tch, tch_of};
+    use crate::backend::{cast, from_tch, tch_of, Tch};
+    use crate::ops::MASK_VALUE;
     use burn::tensor::backend::Backend;
-    use burn::tensor::Tensor;
+    use burn::tensor::{Bool, Tensor};
 
     fn torch<B: Backend>(t: &Tensor<B, 2>) -> Option<tch::Tensor> {
         tch_of(t.clone()).map(|(t, _)| t)
+    }
+
+    /// The attention weights and `sigmoid(keys + q)`: 8 kernels, against 11.
+    pub(super) fn attention_forward<B: Backend>(
+        keys: &Tensor<B, 2>,
+        q: &Tensor<B, 2>,
+        v: &Tensor<B, 2>,
+        valid: &Tensor<B, 2, Bool>,
+    ) -> Option<(Tensor<B, 2>, Tensor<B, 2>)> {
+        let (keys, q, v) = (torch(keys)?, torch(q)?, torch(v)?);
+        let valid = cast::<_, Tensor<Tch, 2, Bool>>(valid.clone())
+            .ok()?
+            .into_primitive()
+            .tensor;
+        let (src_len, d) = (keys.size()[0], v.size()[0]);
+        let batch = keys.size()[1] / d;
+        let mut hidden = (&keys + &q).reshape([src_len * batch, d]);
+        let _ = hidden.sigmoid_();
+        // The factor 2 on `v` rather than on the scores: a power of two, so the same values.
+        let mut scores = hidden
+            .mm(&v.g_mul_scalar(2.0))
+            .view([src_len, batch])
+            .tr()
+            .contiguous();
+        let _ = scores.masked_fill_(&valid.logical_not(), f64::from(MASK_VALUE));
+        let weights = scores.softmax(1, tch::Kind::Float);
+        Some((from_tch(weights), from_tch(hidden)))
+    }
+
+    /// The gradients of the keys, the query and `v`: 9 kernels, against 12.
+    pub(super) fn attention_backward<B: Backend>(
+        grad: &Tensor<B, 2>,
+        weights: &Tensor<B, 2>,
+        hidden: &Tensor<B, 2>,
+        v: &Tensor<B, 2>,
+    ) -> Option<[Tensor<B, 2>; 3]> {
+        let (grad, weights, hidden, v) = (torch(grad)?, torch(weights)?, torch(hidden)?, torch(v)?);
+        let [batch, src_len] = [grad.size()[0], grad.size()[1]];
+        let d = v.size()[0];
+        // Zero where masked, as the weights are; source-major like `hidden`.
+        let dscores =
+            tch::Tensor::internal_softmax_backward_data(&grad, &weights, 1, tch::Kind::Float)
+                .tr()
+                .contiguous()
+                .view([src_len * batch, 1]);
+        let mut dv = hidden.tr().mm(&dscores);
+        let _ = dv.g_mul_scalar_(2.0);
+        let dpre = &dscores * v.reshape([1, d]).g_mul_scalar(2.0);
+        let _ = tch::Tensor::sigmoid_backward_grad_input(&dpre, &dpre, &hidden);
+        let dpre = dpre.view([src_len, batch * d]);
+        let dq = dpre.sum_dim_intlist(0, true, tch::Kind::Float);
+        Some([from_tch(dpre), from_tch(dq), from_tch(dv)])
     }
 
     /// 6 kernels, against 9 for Burn's operations.
