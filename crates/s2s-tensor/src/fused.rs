@@ -667,8 +667,13 @@ mod on_tch {
     use burn::tensor::backend::Backend;
     use burn::tensor::{Bool, Tensor};
 
-    fn torch<B: Backend>(t: &Tensor<B, 2>) -> Option<tch::Tensor> {
-        tch_of(t.clone()).map(|(t, _)| t)
+    /// The libtorch tensors behind `tensors`, when `B` is [`Tch`].
+    fn torch<B: Backend, const N: usize>(tensors: [&Tensor<B, 2>; N]) -> Option<[tch::Tensor; N]> {
+        let mut out = Vec::with_capacity(N);
+        for t in tensors {
+            out.push(tch_of(t.clone())?.0);
+        }
+        out.try_into().ok()
     }
 
     /// The attention weights and `sigmoid(keys + q)`: 8 kernels, against 11.
@@ -678,7 +683,7 @@ mod on_tch {
         v: &Tensor<B, 2>,
         valid: &Tensor<B, 2, Bool>,
     ) -> Option<(Tensor<B, 2>, Tensor<B, 2>)> {
-        let (keys, q, v) = (torch(keys)?, torch(q)?, torch(v)?);
+        let [keys, q, v] = torch([keys, q, v])?;
         let valid = cast::<_, Tensor<Tch, 2, Bool>>(valid.clone())
             .ok()?
             .into_primitive()
@@ -705,7 +710,7 @@ mod on_tch {
         hidden: &Tensor<B, 2>,
         v: &Tensor<B, 2>,
     ) -> Option<[Tensor<B, 2>; 3]> {
-        let (grad, weights, hidden, v) = (torch(grad)?, torch(weights)?, torch(hidden)?, torch(v)?);
+        let [grad, weights, hidden, v] = torch([grad, weights, hidden, v])?;
         let [batch, src_len] = [grad.size()[0], grad.size()[1]];
         let d = v.size()[0];
         // Zero where masked, as the weights are; source-major like `hidden`.
@@ -729,7 +734,7 @@ mod on_tch {
         r: &Tensor<B, 2>,
         h: &Tensor<B, 2>,
     ) -> Option<GruForward<B>> {
-        let (p, r, h) = (torch(p)?, torch(r)?, torch(h)?);
+        let [p, r, h] = torch([p, r, h])?;
         let d = h.size()[1];
         let mut rz = p.narrow(1, 0, 2 * d) + r.narrow(1, 0, 2 * d);
         let _ = rz.sigmoid_();
@@ -757,8 +762,7 @@ mod on_tch {
         n: &Tensor<B, 2>,
         diff: &Tensor<B, 2>,
     ) -> Option<[Tensor<B, 2>; 3]> {
-        let (grad, r_n, rz) = (torch(grad)?, torch(r_n)?, torch(rz)?);
-        let (n, diff) = (torch(n)?, torch(diff)?);
+        let [grad, r_n, rz, n, diff] = torch([grad, r_n, rz, n, diff])?;
         let d = n.size()[1];
         let (reset, update) = (rz.narrow(1, 0, d), rz.narrow(1, d, d));
         let dh = &grad * &update;
@@ -781,7 +785,7 @@ mod on_tch {
         r: &Tensor<B, 2>,
         c: &Tensor<B, 2>,
     ) -> Option<LstmForward<B>> {
-        let (p, r, c) = (torch(p)?, torch(r)?, torch(c)?);
+        let [p, r, c] = torch([p, r, c])?;
         let d = c.size()[1];
         let act = &p + &r;
         let gate = |k: i64, n: i64| act.narrow(1, k * d, n * d);
@@ -806,7 +810,7 @@ mod on_tch {
         c: &Tensor<B, 2>,
         tanh_c: &Tensor<B, 2>,
     ) -> Option<[Tensor<B, 2>; 2]> {
-        let (grad, act, c, tanh_c) = (torch(grad)?, torch(act)?, torch(c)?, torch(tanh_c)?);
+        let [grad, act, c, tanh_c] = torch([grad, act, c, tanh_c])?;
         let d = c.size()[1];
         let gate = |k: i64, n: i64| act.narrow(1, k * d, n * d);
         let dh = grad.narrow(1, 0, d);
