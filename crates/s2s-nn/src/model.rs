@@ -3,7 +3,7 @@
 use crate::attention::{mix, Attention, AttentionConfig, AttentionKind};
 use crate::encoder::{dropout_is_identity, Encoder, EncoderConfig};
 use crate::linear::{linear_rows, matmul_rows};
-use crate::rnn::{CellKind, RnnLayer, RnnLayerConfig, RnnState};
+use crate::rnn::{CellKind, RnnLayer, RnnLayerConfig, RnnState, StepWeights};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
@@ -491,19 +491,28 @@ impl<B: Backend> Seq2Seq<B> {
 
     /// Advances the decoder layers from the first layer's projected input (`[batch, gates *
     /// d_decoder]`); returns the last layer's output and the new state.
+    /// `weights`: each layer's [`StepWeights`] in a loop over a whole sequence (training).
     fn run_layers(
         &self,
         projected: Tensor<B, 2>,
         state: DecoderState<B>,
+        weights: Option<&[StepWeights<B>]>,
     ) -> (Tensor<B, 2>, DecoderState<B>) {
         let mut new_layers = Vec::with_capacity(state.layers.len());
         let mut layers = state.layers.into_iter();
-        let first =
-            self.decoder_layers[0].step_projected(projected, layers.next().expect("layer 0"));
+        let (layer, s) = (&self.decoder_layers[0], layers.next().expect("layer 0"));
+        let first = match weights {
+            Some(w) => layer.step_projected_with(&w[0], projected, s),
+            None => layer.step_projected(projected, s),
+        };
         let mut x = first.h.clone();
         new_layers.push(first);
-        for (layer, s) in self.decoder_layers[1..].iter().zip(layers) {
-            let next = layer.step(self.dropout.forward(x), s);
+        for (k, (layer, s)) in self.decoder_layers.iter().zip(layers).enumerate().skip(1) {
+            let input = self.dropout.forward(x);
+            let next = match weights {
+                Some(w) => layer.step_with(&w[k], input, s),
+                None => layer.step(input, s),
+            };
             x = next.h.clone();
             new_layers.push(next);
         }
@@ -529,7 +538,7 @@ impl<B: Backend> Seq2Seq<B> {
         let weights = self.attention_weights(memory, &state);
         let context = mix(&weights, memory.outputs.clone());
         let projected = embedding_projected + context.clone().matmul(context_weights.clone());
-        let (x, state) = self.run_layers(projected, state);
+        let (x, state) = self.run_layers(projected, state, None);
         (x, context, weights, state)
     }
 
@@ -588,7 +597,7 @@ impl<B: Backend> Seq2Seq<B> {
         let pre = cache.embedded.clone().select(0, tokens) + context_share;
         let g = self.decoder_layers[0].weight_ih.dims()[1];
         let vocab = cache.output_state.dims()[1];
-        let (h, state) = self.run_layers(pre.clone().narrow(1, 0, g), state);
+        let (h, state) = self.run_layers(pre.clone().narrow(1, 0, g), state, None);
         let logits = h.matmul(cache.output_state.clone()) + pre.narrow(1, g, vocab);
         StepOutput {
             logits,
@@ -649,9 +658,15 @@ impl<B: Backend> Seq2Seq<B> {
         let values = matmul_rows(memory.outputs.clone(), w_ctx);
         let mut hs = Vec::with_capacity(steps);
         let mut weights = Vec::with_capacity(steps);
+        let layer_weights: Vec<_> = self
+            .decoder_layers
+            .iter()
+            .map(RnnLayer::step_weights)
+            .collect();
         for p in projected {
             let w = self.attention_weights(&memory, &state);
-            let (h, next) = self.run_layers(p + mix(&w, values.clone()), state);
+            let (h, next) =
+                self.run_layers(p + mix(&w, values.clone()), state, Some(&layer_weights));
             state = next;
             hs.push(h);
             weights.push(w);
@@ -802,6 +817,8 @@ mod tests {
                     v(model.encoder.embedding.weight.grad(&grads)),
                     v(layer.weight_ih.grad(&grads)),
                     v(layer.bias_ih.grad(&grads).map(|b| b.unsqueeze())),
+                    v(layer.weight_hh.grad(&grads)),
+                    v(layer.bias_hh.grad(&grads).map(|b| b.unsqueeze())),
                     v(model.output.weight.grad(&grads)),
                     v(bias.grad(&grads).map(|b| b.unsqueeze())),
                 ]

@@ -9,6 +9,7 @@
 use burn::config::Config;
 use burn::module::{Initializer, Module, Param};
 use burn::tensor::{backend::Backend, Int, Tensor};
+use s2s_tensor::step_product::StepProduct;
 use serde::{Deserialize, Serialize};
 
 /// The recurrent cell type.
@@ -158,6 +159,14 @@ pub struct DirectionsOutput<B: Backend> {
     pub backward: Option<RnnState<B>>,
 }
 
+/// A layer's input and recurrent weights prepared for a loop of steps over one sequence
+/// ([`RnnLayer::step_weights`]).
+#[derive(Clone, Debug)]
+pub struct StepWeights<B: Backend> {
+    input: StepProduct<B>,
+    recurrent: StepProduct<B>,
+}
+
 /// One recurrent layer (a single direction).
 #[derive(Module, Debug)]
 pub struct RnnLayer<B: Backend> {
@@ -216,14 +225,60 @@ impl<B: Backend> RnnLayer<B> {
     pub fn step_projected(&self, projected: Tensor<B, 2>, state: RnnState<B>) -> RnnState<B> {
         let recurrent =
             state.h.clone().matmul(self.weight_hh.val()) + self.bias_hh.val().unsqueeze();
-        let (h, c) = cell_update(self.cell, projected, recurrent, state.h, state.c);
-        RnnState { h, c }
+        self.update(projected, recurrent, state)
     }
 
     /// One time step from a raw input `[batch, d_input]`.
     pub fn step(&self, input: Tensor<B, 2>, state: RnnState<B>) -> RnnState<B> {
         let projected = input.matmul(self.weight_ih.val()) + self.bias_ih.val().unsqueeze();
         self.step_projected(projected, state)
+    }
+
+    /// The layer's weights for a loop of [`step_projected_with`](Self::step_projected_with)
+    /// or [`step_with`](Self::step_with) calls over one sequence: the same results as
+    /// [`step_projected`](Self::step_projected) and [`step`](Self::step), but in training
+    /// each weight's gradient is made once for all steps (see [`StepProduct`]).
+    pub fn step_weights(&self) -> StepWeights<B> {
+        let product = |w: &Param<Tensor<B, 2>>, b: &Param<Tensor<B, 1>>| {
+            StepProduct::new(w.val().unsqueeze(), b.val().unsqueeze())
+        };
+        StepWeights {
+            input: product(&self.weight_ih, &self.bias_ih),
+            recurrent: product(&self.weight_hh, &self.bias_hh),
+        }
+    }
+
+    /// [`step_projected`](Self::step_projected) with weights from
+    /// [`step_weights`](Self::step_weights).
+    pub fn step_projected_with(
+        &self,
+        weights: &StepWeights<B>,
+        projected: Tensor<B, 2>,
+        state: RnnState<B>,
+    ) -> RnnState<B> {
+        let recurrent = weights.recurrent.apply(state.h.clone());
+        self.update(projected, recurrent, state)
+    }
+
+    /// [`step`](Self::step) with weights from [`step_weights`](Self::step_weights).
+    pub fn step_with(
+        &self,
+        weights: &StepWeights<B>,
+        input: Tensor<B, 2>,
+        state: RnnState<B>,
+    ) -> RnnState<B> {
+        let projected = weights.input.apply(input);
+        self.step_projected_with(weights, projected, state)
+    }
+
+    fn update(
+        &self,
+        projected: Tensor<B, 2>,
+        recurrent: Tensor<B, 2>,
+        state: RnnState<B>,
+    ) -> RnnState<B> {
+        let (h, c) = cell_update(self.cell, projected, recurrent, state.h, state.c);
+        RnnState { h, c }
     }
 
     /// Runs `forward` and, when given, `backward` (the reverse direction) over a padded batch,
@@ -390,19 +445,16 @@ impl<B: Backend> RnnLayer<B> {
         lengths: &[usize],
     ) -> DirectionsOutput<B> {
         let seq = steps.len();
-        let [rows, gates] = steps[0].dims();
+        let rows = steps[0].dims()[0];
         let (cell, d_hidden) = (layers[0].cell, layers[0].d_hidden);
         let dirs = layers.len();
         let batch = lengths.len();
         let device = steps[0].device();
-        let weight_hh = Tensor::stack::<3>(layers.iter().map(|l| l.weight_hh.val()).collect(), 0);
-        // [dirs * batch, gates * d_hidden]: each direction's bias repeated over its rows.
-        let bias_hh = Tensor::cat(
-            layers
-                .iter()
-                .map(|l| l.bias_hh.val().unsqueeze::<2>().repeat_dim(0, batch))
-                .collect(),
-            0,
+        // Each direction's recurrent weight and bias over its block of rows; in training, the
+        // weights' gradients are made once for all steps (see `StepProduct`).
+        let recurrent = StepProduct::new(
+            Tensor::stack(layers.iter().map(|l| l.weight_hh.val()).collect(), 0),
+            Tensor::stack(layers.iter().map(|l| l.bias_hh.val()).collect(), 0),
         );
         let zeros = || Tensor::<B, 2>::zeros([rows, d_hidden], &device);
         let mut h = zeros();
@@ -411,13 +463,7 @@ impl<B: Backend> RnnLayer<B> {
         let mut hs = vec![h.clone()];
         let mut cs: Vec<Tensor<B, 2>> = c.iter().cloned().collect();
         for p in steps {
-            let recurrent = h
-                .clone()
-                .reshape([dirs, batch, d_hidden])
-                .matmul(weight_hh.clone())
-                .reshape([rows, gates])
-                + bias_hh.clone();
-            let (h_new, c_new) = cell_update(cell, p, recurrent, h, c);
+            let (h_new, c_new) = cell_update(cell, p, recurrent.apply(h.clone()), h, c);
             h = h_new;
             c = c_new;
             hs.push(h.clone());

@@ -149,7 +149,7 @@ trait OneNode {
 fn one_node<B: Backend, N: OneNode>(node: N, inputs: [&Tensor<B, 2>; 3]) -> Option<Tensor<B, 2>> {
     macro_rules! on {
         ($x:ty) => {
-            if let [Some(a), Some(b), Some(c)] = inputs.map(autodiff_of::<B, $x>) {
+            if let [Some(a), Some(b), Some(c)] = inputs.map(autodiff_of::<B, $x, 2>) {
                 return Some(same_type(node.record::<$x>([a, b, c])));
             }
         };
@@ -290,14 +290,18 @@ fn lstm_forward<B: Backend>(p: Tensor<B, 2>, r: Tensor<B, 2>, c: Tensor<B, 2>) -
 }
 
 /// `tensor` as a tensor of `Autodiff<X>`, when `B` is that backend.
-fn autodiff_of<B: Backend, X: Backend>(tensor: &Tensor<B, 2>) -> Option<Tensor<Autodiff<X>, 2>> {
+pub(crate) fn autodiff_of<B: Backend, X: Backend, const D: usize>(
+    tensor: &Tensor<B, D>,
+) -> Option<Tensor<Autodiff<X>, D>> {
     (tensor as &dyn Any)
-        .downcast_ref::<Tensor<Autodiff<X>, 2>>()
+        .downcast_ref::<Tensor<Autodiff<X>, D>>()
         .cloned()
 }
 
 /// `tensor` as a tensor of `B`, which the caller knows to be the same type.
-fn same_type<X: Backend, B: Backend>(tensor: Tensor<Autodiff<X>, 2>) -> Tensor<B, 2> {
+pub(crate) fn same_type<X: Backend, B: Backend, const D: usize>(
+    tensor: Tensor<Autodiff<X>, D>,
+) -> Tensor<B, D> {
     crate::backend::cast(tensor)
         .unwrap_or_else(|_| unreachable!("called only once `B` was found to be Autodiff<X>"))
 }

@@ -5,7 +5,9 @@
 //! backend by default; further backends come behind cargo features) and provides the
 //! sequence helpers shared by the model and the decoders: masks built from lengths, masked
 //! softmax, gathering rows by index (used to reorder beams), and `sigmoid`/`tanh` with
-//! vectorised kernels on flex.
+//! vectorised kernels on flex; and, for training, single autodiff nodes with hand-written
+//! gradients for the recurrent cells and the attention ([`fused`]) and a per-step product
+//! whose weight gradient is made once per sequence ([`step_product`]).
 //!
 //! ```
 //! use s2s_tensor::{backend::DefaultBackend, ops};
@@ -28,3 +30,4 @@ pub mod backend;
 mod flex;
 pub mod fused;
 pub mod ops;
+pub mod step_product;
