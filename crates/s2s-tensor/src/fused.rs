@@ -138,6 +138,20 @@ fn attention_forward<B: Backend>(
     (weights, hidden)
 }
 
+/// Invokes the macro `$on` with each concrete backend compiled into this crate, in the order
+/// flex, tch, wgpu.
+macro_rules! each_compiled_backend {
+    ($on:ident) => {
+        #[cfg(feature = "flex")]
+        $on!(crate::backend::Flex);
+        #[cfg(feature = "tch")]
+        $on!(crate::backend::Tch);
+        #[cfg(feature = "wgpu")]
+        $on!(crate::backend::Wgpu);
+    };
+}
+pub(crate) use each_compiled_backend;
+
 /// A cell update or attention step recorded as one node on `Autodiff<X>`, for any inner
 /// backend `X`.
 trait OneNode {
@@ -154,12 +168,7 @@ fn one_node<B: Backend, N: OneNode>(node: N, inputs: [&Tensor<B, 2>; 3]) -> Opti
             }
         };
     }
-    #[cfg(feature = "flex")]
-    on!(crate::backend::Flex);
-    #[cfg(feature = "tch")]
-    on!(crate::backend::Tch);
-    #[cfg(feature = "wgpu")]
-    on!(crate::backend::Wgpu);
+    each_compiled_backend!(on);
     let _ = (node, inputs);
     None
 }

@@ -30,7 +30,7 @@
     allow(dead_code, unused_imports, unused_macros, unused_variables)
 )]
 
-use crate::fused::{autodiff_of, same_type};
+use crate::fused::{autodiff_of, each_compiled_backend, same_type};
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -85,12 +85,7 @@ impl<B: Backend> StepProduct<B> {
                 }
             };
         }
-        #[cfg(feature = "flex")]
-        on!(crate::backend::Flex);
-        #[cfg(feature = "tch")]
-        on!(crate::backend::Tch);
-        #[cfg(feature = "wgpu")]
-        on!(crate::backend::Wgpu);
+        each_compiled_backend!(on);
         Self {
             weight,
             bias,
@@ -121,12 +116,7 @@ impl<B: Backend> StepProduct<B> {
                     }
                 };
             }
-            #[cfg(feature = "flex")]
-            on!(crate::backend::Flex);
-            #[cfg(feature = "tch")]
-            on!(crate::backend::Tch);
-            #[cfg(feature = "wgpu")]
-            on!(crate::backend::Wgpu);
+            each_compiled_backend!(on);
             unreachable!("a fused product is applied on the backend it was made on");
         }
         product(x, self.weight.clone(), self.bias.clone())
