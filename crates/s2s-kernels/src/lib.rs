@@ -11,8 +11,9 @@
 //! attention and theirs: one pass per row instead of a kernel per operation.
 //!
 //! Every public kernel runs its loops through `pulp`'s run-time dispatch, compiled for AVX2
-//! and FMA where the CPU has them and for the target's baseline otherwise (SSE2 on x86-64),
-//! with the same results on both.
+//! and FMA where the CPU has them (and for AVX-512 when `pulp`'s `x86-v4` feature is on, as
+//! `s2s-tensor`'s `flex` feature turns it on) and for the target's baseline otherwise (SSE2
+//! on x86-64), with the same results on all.
 
 pub mod attention;
 pub mod cells;
