@@ -178,18 +178,14 @@ fn one_node<B: Backend, N: OneNode>(node: N, inputs: [&Tensor<B, 2>; 3]) -> Opti
 /// crate), rather than running the composed versions.
 pub fn fuses<B: Backend>() -> bool {
     let id = std::any::TypeId::of::<B>();
-    #[cfg(feature = "flex")]
-    if id == std::any::TypeId::of::<Autodiff<crate::backend::Flex>>() {
-        return true;
+    macro_rules! on {
+        ($x:ty) => {
+            if id == std::any::TypeId::of::<Autodiff<$x>>() {
+                return true;
+            }
+        };
     }
-    #[cfg(feature = "tch")]
-    if id == std::any::TypeId::of::<Autodiff<crate::backend::Tch>>() {
-        return true;
-    }
-    #[cfg(feature = "wgpu")]
-    if id == std::any::TypeId::of::<Autodiff<crate::backend::Wgpu>>() {
-        return true;
-    }
+    each_compiled_backend!(on);
     let _ = id;
     false
 }
