@@ -1,10 +1,9 @@
 //! Attention over the encoder outputs: Bahdanau (additive) and Luong (dot, general).
 
-use crate::linear::linear_rows;
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{backend::Backend, Bool, Tensor};
+use burn::tensor::{backend::Backend, Bool, Int, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 /// The scoring function.
@@ -128,16 +127,25 @@ impl<B: Backend> Attention<B> {
     ///   (general) or the memory itself, source-major (dot)
     pub fn keys(&self, memory: Tensor<B, 3>) -> Tensor<B, 3> {
         let [batch, src_len, d_key] = memory.dims();
-        // Reshaping the swapped view copies it into source-major order.
-        let memory = memory
-            .swap_dims(0, 1)
-            .reshape([src_len * batch, d_key])
-            .reshape([src_len, batch, d_key]);
-        match (&self.key, self.kind) {
-            (Some(k), AttentionKind::Bahdanau) => linear_rows(k, memory).mul_scalar(2.0),
-            (Some(k), _) => linear_rows(k, memory),
-            (None, _) => memory,
-        }
+        // The rows projected in the memory's batch-major order, then gathered into
+        // source-major order: the gather's gradient is a scatter of whole rows into a
+        // contiguous tensor. Swapping the dimensions instead would make the memory's gradient
+        // a strided view, which burn-flex adds to the memory's other gradients, like the
+        // forward pass's copy of a swapped view, with a scalar walk over every element.
+        let order: Vec<i64> = (0..src_len)
+            .flat_map(|s| (0..batch).map(move |b| (b * src_len + s) as i64))
+            .collect();
+        let device = memory.device();
+        let order =
+            Tensor::<B, 1, Int>::from_data(TensorData::new(order, [src_len * batch]), &device);
+        let rows = memory.reshape([batch * src_len, d_key]);
+        let projected = match (&self.key, self.kind) {
+            (Some(k), AttentionKind::Bahdanau) => k.forward(rows).mul_scalar(2.0),
+            (Some(k), _) => k.forward(rows),
+            (None, _) => rows,
+        };
+        let d = projected.dims()[1];
+        projected.select(0, order).reshape([src_len, batch, d])
     }
 
     /// Attends from `query` over the source.
