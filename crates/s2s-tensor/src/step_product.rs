@@ -41,7 +41,7 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorPrimitive};
 use std::any::Any;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 /// `x @ weight + bias` for the input `x` of every step of a sequence (see the module docs).
 #[derive(Clone)]
@@ -147,6 +147,8 @@ struct Shared<X: Backend> {
     weight: FloatTensor<X>,
     bias: FloatTensor<X>,
     pending: Mutex<Vec<(FloatTensor<X>, FloatTensor<X>)>>,
+    /// See [`Shared::weight_t`].
+    weight_t: OnceLock<FloatTensor<X>>,
 }
 
 impl<X: Backend> fmt::Debug for Shared<X> {
@@ -162,6 +164,32 @@ impl<X: Backend> Shared<X> {
 
     fn bias(&self) -> Tensor<X, 2> {
         Tensor::from_primitive(TensorPrimitive::Float(self.bias.clone()))
+    }
+
+    /// The weight transposed, `[groups, d_out, d_in]`, contiguous: made at the first step's
+    /// gradient and kept for the others. The gradient's product with the transposed view of
+    /// the weight made burn-flex's `gemm` repack the whole weight at every step, which cost
+    /// about as much as the product itself on a small batch.
+    fn weight_t(&self) -> Tensor<X, 3> {
+        let t = self.weight_t.get_or_init(|| {
+            let weight = self.weight();
+            let [groups, d_in, d_out] = weight.dims();
+            let each: Vec<Tensor<X, 2>> = (0..groups)
+                .map(|k| {
+                    // Reshaping the transposed view to one dimension makes it contiguous,
+                    // with a 2-D copy on every backend.
+                    weight
+                        .clone()
+                        .narrow(0, k, 1)
+                        .reshape([d_in, d_out])
+                        .transpose()
+                        .reshape([d_out * d_in])
+                        .reshape([d_out, d_in])
+                })
+                .collect();
+            Tensor::stack::<3>(each, 0).into_primitive().tensor()
+        });
+        Tensor::from_primitive(TensorPrimitive::Float(t.clone()))
     }
 }
 
@@ -231,6 +259,7 @@ fn collect<X: Backend>(
                 weight: weight.primitive.clone(),
                 bias: bias.primitive,
                 pending: Mutex::new(Vec::new()),
+                weight_t: OnceLock::new(),
             });
             let out = prep.finish(shared.clone(), weight.primitive);
             Some(Collected {
@@ -255,15 +284,15 @@ impl<X: Backend> Backward<X, 2> for Step {
         let g = grads.consume::<X>(&ops.node);
         let [x_node, w_node] = ops.parents;
         if let Some(node) = x_node {
-            let weight = shared.weight();
-            let [groups, d_in, d_out] = weight.dims();
+            let weight_t = shared.weight_t();
+            let [groups, d_out, d_in] = weight_t.dims();
             let g: Tensor<X, 2> = Tensor::from_primitive(TensorPrimitive::Float(g.clone()));
             let n = g.dims()[0];
             let dx = if groups == 1 {
-                g.matmul(weight.reshape([d_in, d_out]).transpose())
+                g.matmul(weight_t.reshape([d_out, d_in]))
             } else {
                 g.reshape([groups, n / groups, d_out])
-                    .matmul(weight.swap_dims(1, 2))
+                    .matmul(weight_t)
                     .reshape([n, d_in])
             };
             grads.register::<X>(node.id, dx.into_primitive().tensor());
