@@ -3,7 +3,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{backend::Backend, Bool, Int, Tensor, TensorData};
+use burn::tensor::{backend::Backend, Bool, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// The scoring function.
@@ -132,12 +132,9 @@ impl<B: Backend> Attention<B> {
         // contiguous tensor. Swapping the dimensions instead would make the memory's gradient
         // a strided view, which burn-flex adds to the memory's other gradients, like the
         // forward pass's copy of a swapped view, with a scalar walk over every element.
-        let order: Vec<i64> = (0..src_len)
-            .flat_map(|s| (0..batch).map(move |b| (b * src_len + s) as i64))
+        let order: Vec<usize> = (0..src_len)
+            .flat_map(|s| (0..batch).map(move |b| b * src_len + s))
             .collect();
-        let device = memory.device();
-        let order =
-            Tensor::<B, 1, Int>::from_data(TensorData::new(order, [src_len * batch]), &device);
         let rows = memory.reshape([batch * src_len, d_key]);
         let projected = match (&self.key, self.kind) {
             (Some(k), AttentionKind::Bahdanau) => k.forward(rows).mul_scalar(2.0),
@@ -145,7 +142,7 @@ impl<B: Backend> Attention<B> {
             (None, _) => rows,
         };
         let d = projected.dims()[1];
-        projected.select(0, order).reshape([src_len, batch, d])
+        s2s_tensor::ops::gather_rows(projected, &order).reshape([src_len, batch, d])
     }
 
     /// Attends from `query` over the source.
