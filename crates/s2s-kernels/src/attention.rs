@@ -9,7 +9,7 @@
 //! - weights: `[batch, src_len]`; `hidden = sigmoid(keys + q)`: `[src_len * batch, d]`
 
 use crate::cells::Rows;
-use crate::sigmoid_slice;
+use crate::{sigmoid_f32, sigmoid_slice};
 
 /// The score given to padding before the softmax: far enough below any real score that its
 /// weight is exactly zero, and finite, so that a row with no valid position gets uniform
@@ -58,26 +58,111 @@ pub fn additive_attention(keys: Rows, q: &[f32], v: &[f32], valid: &[bool]) -> A
                     *score = 2.0 * dot(&row[b * d..(b + 1) * d], v);
                 }
             }
-            let mut weights = vec![0.0; batch * src_len];
-            for (b, w) in weights.chunks_mut(src_len.max(1)).enumerate() {
-                for (s, w) in w.iter_mut().enumerate() {
-                    *w = match valid[b * src_len + s] {
-                        true => scores[s * batch + b],
-                        false => MASK_VALUE,
-                    };
-                }
-                let max = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                for x in w.iter_mut() {
-                    *x = (*x - max).exp();
-                }
-                let sum: f32 = w.iter().sum();
-                for x in w.iter_mut() {
-                    *x /= sum;
-                }
+            Attention {
+                weights: masked_softmax(&scores, valid, batch, src_len),
+                hidden,
             }
-            Attention { weights, hidden }
         },
     )
+}
+
+/// The attention weights alone, as decoding needs them: [`additive_attention`] without
+/// `hidden` (`sigmoid(keys + q)` is summed against `v` as it is computed, never stored), and
+/// with each block of keys shared by consecutive query rows, so that the several rows of one
+/// source (beam search, several samples) need no copies of its keys.
+///
+/// # Shapes
+/// - `keys`: `[src_len, sources * d]`, source-major; `q`: `[batch * d]`, where `batch` is a
+///   multiple of `sources` and query row `b` meets key block `b / (batch / sources)`
+/// - `valid`: `[batch, src_len]`; returns the weights `[batch, src_len]`
+///
+/// # Panics
+/// When the shapes disagree.
+pub fn additive_attention_weights(keys: Rows, q: &[f32], v: &[f32], valid: &[bool]) -> Vec<f32> {
+    crate::vectorized(
+        #[inline(always)]
+        || {
+            let (src_len, width, d) = (keys.rows(), keys.cols(), v.len());
+            assert!(
+                d > 0 && width.is_multiple_of(d) && q.len().is_multiple_of(d),
+                "additive_attention_weights: keys of width {width}, a query of {} and v of {d}",
+                q.len()
+            );
+            let (sources, batch) = (width / d, q.len() / d);
+            assert!(
+                sources > 0 && batch.is_multiple_of(sources),
+                "additive_attention_weights: {batch} query rows for {sources} key blocks"
+            );
+            assert_eq!(
+                valid.len(),
+                batch * src_len,
+                "additive_attention_weights: the mask's size"
+            );
+            let repeat = batch / sources;
+            let mut scores = vec![0.0; src_len * batch];
+            for s in 0..src_len {
+                let keys = keys.row(s);
+                for (b, (score, q)) in scores[s * batch..(s + 1) * batch]
+                    .iter_mut()
+                    .zip(q.chunks_exact(d))
+                    .enumerate()
+                {
+                    let key = &keys[(b / repeat) * d..(b / repeat + 1) * d];
+                    *score = 2.0 * sigmoid_dot(key, q, v);
+                }
+            }
+            masked_softmax(&scores, valid, batch, src_len)
+        },
+    )
+}
+
+/// The softmax over each row's valid positions of source-major `scores` (`[src_len,
+/// batch]`): `[batch, src_len]`, exactly zero at padding.
+#[inline(always)]
+fn masked_softmax(scores: &[f32], valid: &[bool], batch: usize, src_len: usize) -> Vec<f32> {
+    let mut weights = vec![0.0; batch * src_len];
+    for (b, w) in weights.chunks_mut(src_len.max(1)).enumerate() {
+        for (s, w) in w.iter_mut().enumerate() {
+            *w = match valid[b * src_len + s] {
+                true => scores[s * batch + b],
+                false => MASK_VALUE,
+            };
+        }
+        let max = w.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        for x in w.iter_mut() {
+            *x = (*x - max).exp();
+        }
+        let sum: f32 = w.iter().sum();
+        for x in w.iter_mut() {
+            *x /= sum;
+        }
+    }
+    weights
+}
+
+/// `sigmoid(k + q) . v`, in eight lanes like [`dot`].
+#[inline(always)]
+fn sigmoid_dot(k: &[f32], q: &[f32], v: &[f32]) -> f32 {
+    const LANES: usize = 8;
+    let mut acc = [0.0f32; LANES];
+    let (k_chunks, q_chunks, v_chunks) = (
+        k.chunks_exact(LANES),
+        q.chunks_exact(LANES),
+        v.chunks_exact(LANES),
+    );
+    let tail: f32 = k_chunks
+        .remainder()
+        .iter()
+        .zip(q_chunks.remainder())
+        .zip(v_chunks.remainder())
+        .map(|((k, q), v)| sigmoid_f32(k + q) * v)
+        .sum();
+    for ((k, q), v) in k_chunks.zip(q_chunks).zip(v_chunks) {
+        for l in 0..LANES {
+            acc[l] += sigmoid_f32(k[l] + q[l]) * v[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 /// `a . b`, summed in eight lanes so that the loop vectorises (a single `f32` sum would have
@@ -183,6 +268,48 @@ pub fn additive_attention_backward(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The weights alone equal [`additive_attention`]'s, bit for bit, with the keys of each
+    /// source copied for each of its query rows; with one row per source as well.
+    #[test]
+    fn weights_alone_share_each_sources_keys() {
+        let (src_len, sources, d) = (4, 3, 11);
+        let value = |i: usize, seed: usize| (((i * 5 + seed * 17) as f32) * 0.29).sin() * 3.0;
+        let keys: Vec<f32> = (0..src_len * sources * d).map(|i| value(i, 1)).collect();
+        let v: Vec<f32> = (0..d).map(|i| value(i, 3)).collect();
+        for repeat in [1, 2, 5] {
+            let batch = sources * repeat;
+            let q: Vec<f32> = (0..batch * d).map(|i| value(i, 2)).collect();
+            let lengths: Vec<usize> = (0..batch).map(|b| [4, 2, 0][b / repeat]).collect();
+            let valid: Vec<bool> = lengths
+                .iter()
+                .flat_map(|&n| (0..src_len).map(move |s| s < n))
+                .collect();
+            // Every source's keys repeated for its rows: `[src_len, batch * d]`.
+            let repeated: Vec<f32> = (0..src_len)
+                .flat_map(|s| {
+                    let keys = &keys;
+                    (0..batch).flat_map(move |b| {
+                        let start = (s * sources + b / repeat) * d;
+                        keys[start..start + d].iter().copied()
+                    })
+                })
+                .collect();
+            let full = additive_attention(
+                Rows::new(&repeated, src_len, batch * d, batch * d).unwrap(),
+                &q,
+                &v,
+                &valid,
+            );
+            let alone = additive_attention_weights(
+                Rows::new(&keys, src_len, sources * d, sources * d).unwrap(),
+                &q,
+                &v,
+                &valid,
+            );
+            assert_eq!(alone, full.weights, "repeat {repeat}");
+        }
+    }
 
     /// The weights and gradients against the equations in f64, with a padded position, a
     /// fully masked row and strided keys.

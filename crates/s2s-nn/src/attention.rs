@@ -149,8 +149,9 @@ impl<B: Backend> Attention<B> {
     ///
     /// # Shapes
     /// - `query`: `[batch, d_query]`
-    /// - `keys`: from [`keys`](Self::keys), `[src_len, batch, _]`
-    /// - `memory`: `[batch, src_len, d_key]`
+    /// - `keys`: from [`keys`](Self::keys), `[src_len, sources, _]`
+    /// - `memory`: `[sources, src_len, d_key]`, where `batch` is a multiple of `sources` (see
+    ///   [`weights`](Self::weights))
     /// - `valid`: `[batch, src_len]`, `false` at padding
     /// - returns the context `[batch, d_key]` and the weights `[batch, src_len]`
     pub fn forward(
@@ -168,17 +169,27 @@ impl<B: Backend> Attention<B> {
     /// The attention weights alone (masked softmax of the scores), for callers that mix
     /// something other than the memory with them.
     ///
+    /// Consecutive query rows may share a source: with keys for `sources` sources and `batch
+    /// = repeat * sources` query rows, row `b` attends over source `b / repeat` (beam
+    /// search's rows of one sentence read its keys without copies of them).
+    ///
     /// # Shapes
-    /// - as [`forward`](Self::forward); returns `[batch, src_len]`
+    /// - `query`: `[batch, d_query]`; `keys`: `[src_len, sources, _]`; `valid`: `[batch,
+    ///   src_len]`; returns `[batch, src_len]`
     pub fn weights(
         &self,
         query: Tensor<B, 2>,
         keys: Tensor<B, 3>,
         valid: Tensor<B, 2, Bool>,
     ) -> Tensor<B, 2> {
-        let [src_len, batch, d] = keys.dims();
-        // Each `[src_len, batch * d]` row of keys meets the same `[1, batch * d]` query row.
-        let flat = keys.reshape([src_len, batch * d]);
+        let [src_len, sources, d] = keys.dims();
+        let batch = query.dims()[0];
+        assert!(
+            sources > 0 && batch.is_multiple_of(sources),
+            "{batch} query rows for {sources} sources"
+        );
+        // Each `[src_len, sources * d]` row of keys meets the same `[1, batch * d]` query row.
+        let flat = keys.reshape([src_len, sources * d]);
         match self.kind {
             AttentionKind::Bahdanau => {
                 // v^T tanh(k + q) = 2 v^T sigmoid(2k + 2q) - sum(v); `keys` hold 2k. In
@@ -199,10 +210,13 @@ impl<B: Backend> Attention<B> {
             }
             AttentionKind::Dot | AttentionKind::General => {
                 // [src_len, batch]
-                let scores = (flat * query.reshape([1, batch * d]))
-                    .reshape([src_len, batch, d])
-                    .sum_dim(2)
-                    .reshape([src_len, batch]);
+                let products = match sources == batch {
+                    true => (flat * query.reshape([1, batch * d])).reshape([src_len, batch, d]),
+                    false => (flat.reshape([src_len, sources, 1, d])
+                        * query.reshape([1, sources, batch / sources, d]))
+                    .reshape([src_len, batch, d]),
+                };
+                let scores = products.sum_dim(2).reshape([src_len, batch]);
                 s2s_tensor::ops::masked_softmax(scores.swap_dims(0, 1), valid, 1)
             }
         }
@@ -210,13 +224,25 @@ impl<B: Backend> Attention<B> {
 }
 
 /// The attention-weighted sum of `values` over the source positions, one batched product.
+/// As in [`Attention::weights`], consecutive rows may share a source: with `values` of
+/// `sources` sources, row `b` of `batch = repeat * sources` mixes those of source `b /
+/// repeat` (one `[repeat, src_len] x [src_len, d]` product per source).
 ///
 /// # Shapes
-/// - `weights`: `[batch, src_len]`; `values`: `[batch, src_len, d]`; returns `[batch, d]`
+/// - `weights`: `[batch, src_len]`; `values`: `[sources, src_len, d]`; returns `[batch, d]`
 pub fn mix<B: Backend>(weights: &Tensor<B, 2>, values: Tensor<B, 3>) -> Tensor<B, 2> {
-    weights
-        .clone()
-        .unsqueeze_dim(1)
-        .matmul(values)
-        .squeeze_dim(1)
+    let [batch, src_len] = weights.dims();
+    let [sources, _, d] = values.dims();
+    match sources == batch {
+        true => weights
+            .clone()
+            .unsqueeze_dim(1)
+            .matmul(values)
+            .squeeze_dim(1),
+        false => weights
+            .clone()
+            .reshape([sources, batch / sources, src_len])
+            .matmul(values)
+            .reshape([batch, d]),
+    }
 }

@@ -154,17 +154,23 @@ impl Seq2SeqConfig {
     }
 }
 
-/// The encoder outputs prepared for attention, for a batch of sources.
+/// The encoder outputs prepared for attention, for a batch of decoder rows.
+///
+/// Consecutive decoder rows may share a source (the beams of one sentence): the encoder's
+/// products (`outputs`, `keys` and the cache's `values`) then have one row per source, and
+/// decoder row `b` reads source `b / repeat`, with `repeat = rows / sources`. The masks and
+/// lengths have one row per decoder row. [`select_rows`](Self::select_rows) keeps sources
+/// shared where it can.
 #[derive(Debug, Clone)]
 pub struct Memory<B: Backend> {
-    /// Encoder outputs `[batch, src_len, d_memory]`.
+    /// Encoder outputs `[sources, src_len, d_memory]`.
     pub outputs: Tensor<B, 3>,
     /// Attention keys from [`Attention::keys`] (computed once per batch), source-major:
-    /// `[src_len, batch, _]`.
+    /// `[src_len, sources, _]`.
     pub keys: Tensor<B, 3>,
-    /// `[batch, src_len]`, `false` at padding.
+    /// `[rows, src_len]`, `false` at padding.
     pub valid: Tensor<B, 2, Bool>,
-    /// True source lengths.
+    /// True source lengths, one per decoder row.
     pub lengths: Vec<usize>,
     /// What decoding precomputes for the step (see [`DecodingCache`]); `None` from
     /// [`Seq2Seq::start`], which the training passes use.
@@ -189,7 +195,7 @@ pub struct DecodingCache<B: Backend> {
     /// The context rows of the first layer's input weights and of the output projection, side
     /// by side: `[d_memory, gates * d_decoder + tgt_vocab]`.
     pub context_weights: Tensor<B, 2>,
-    /// Encoder outputs times `context_weights`: `[batch, src_len, gates * d_decoder +
+    /// Encoder outputs times `context_weights`: `[sources, src_len, gates * d_decoder +
     /// tgt_vocab]`, when built.
     pub values: Option<Tensor<B, 3>>,
     /// Every target embedding times the embedding rows of the same two weights, with both
@@ -208,25 +214,44 @@ enum EmbeddingShare<B: Backend> {
 }
 
 impl<B: Backend> Memory<B> {
-    /// Reorders (or repeats) batch rows: `out[i] = self[indices[i]]`.
+    /// Reorders (or repeats) decoder rows: `out[i] = self[indices[i]]`.
+    ///
+    /// When the new rows come in equal runs from one source each (the beams of each
+    /// sentence, as beam search keeps them), the sources are shared by the rows of a run: the
+    /// encoder's products are gathered per source, or not at all when the sources stay as
+    /// they are. Otherwise each row gets its own copy. On an autodiff backend rows share no
+    /// source.
     pub fn select_rows(&self, indices: &[usize]) -> Self {
         let lengths: Vec<usize> = indices.iter().map(|&i| self.lengths[i]).collect();
+        let sources = self.outputs.dims()[0];
+        let repeat = (self.lengths.len() / sources.max(1)).max(1);
+        let source_of: Vec<usize> = indices.iter().map(|&i| i / repeat).collect();
+        let run = match B::ad_enabled(&self.outputs.device()) {
+            true => 1,
+            false => shared_run(&source_of),
+        };
+        let picked: Vec<usize> = source_of.iter().step_by(run.max(1)).copied().collect();
+        let unchanged = picked.len() == sources && picked.iter().enumerate().all(|(i, &s)| i == s);
+        let gather = |t: &Tensor<B, 3>| match unchanged {
+            true => t.clone(),
+            false => ops::gather_rows(t.clone(), &picked),
+        };
         Memory {
-            outputs: ops::gather_rows(self.outputs.clone(), indices),
-            keys: self
-                .keys
-                .clone()
-                .select(1, ops::index_tensor::<B>(indices, &self.keys.device())),
+            outputs: gather(&self.outputs),
+            keys: match unchanged {
+                true => self.keys.clone(),
+                false => self
+                    .keys
+                    .clone()
+                    .select(1, ops::index_tensor::<B>(&picked, &self.keys.device())),
+            },
             // Rebuilt from the lengths rather than gathered: gathering a bool tensor yields a
             // `u8` tensor on burn-flex 0.21 that its `bool_not` rejects.
             valid: ops::length_mask(&lengths, self.valid.dims()[1], &self.valid.device()),
             lengths,
             cache: self.cache.as_ref().map(|c| DecodingCache {
                 context_weights: c.context_weights.clone(),
-                values: c
-                    .values
-                    .as_ref()
-                    .map(|v| ops::gather_rows(v.clone(), indices)),
+                values: c.values.as_ref().map(gather),
                 embedded: c.embedded.clone(),
                 output_state: c.output_state.clone(),
             }),
@@ -238,9 +263,24 @@ impl<B: Backend> Memory<B> {
         self.cache.as_ref().is_some_and(|c| c.values.is_some())
     }
 
-    /// Number of rows.
+    /// Number of decoder rows.
     pub fn batch_size(&self) -> usize {
-        self.outputs.dims()[0]
+        self.lengths.len()
+    }
+}
+
+/// The length of the runs in which `sources` (each row's source) repeats each of its values,
+/// when all runs have that length (`[4, 4, 4, 9, 9, 9]`: 3); otherwise 1.
+fn shared_run(sources: &[usize]) -> usize {
+    let Some(&first) = sources.first() else {
+        return 1;
+    };
+    let run = sources.iter().take_while(|&&s| s == first).count();
+    let equal_runs = sources.len().is_multiple_of(run)
+        && sources.chunks(run).all(|c| c.iter().all(|&s| s == c[0]));
+    match equal_runs && run > 1 {
+        true => run,
+        false => 1,
     }
 }
 
@@ -878,6 +918,59 @@ mod tests {
                     }
                     plain = a.state;
                     cached = b.state;
+                }
+            }
+        }
+
+        /// Rows that share a source (the beams of one sentence) read its encoder products in
+        /// place; their steps equal those of rows with copies of them, for every attention
+        /// kind, with and without the cache's values, across a selection that keeps the
+        /// sharing and one that narrows it to one source. (As for `cached_step_equals_plain_step`,
+        /// wgpu runs the first two settings.)
+        #[test]
+        fn shared_sources_equal_copied_rows() {
+            let device = device();
+            let settings = [
+                (CellKind::Gru, AttentionKind::Bahdanau, true),
+                (CellKind::Lstm, AttentionKind::General, false),
+                (CellKind::Gru, AttentionKind::Bahdanau, false),
+                (CellKind::Gru, AttentionKind::Dot, true),
+            ];
+            let run = cases(settings.len() as u32) as usize;
+            for (cell, attention, values) in settings.into_iter().take(run) {
+                let model = tiny(cell, attention, true, 1);
+                let src = ops::id_matrix::<TB>(&[vec![4, 5, 6], vec![7, 8, 0]], 3, &device);
+                let (memory, state) = model.start(src, &[3, 2]);
+                let memory = model.with_decoding_cache(&memory, values);
+                // Runs of three rows per source: shared. A seventh row breaks the runs: copied.
+                let shared = memory.select_rows(&[0, 0, 0, 1, 1, 1]);
+                let copied = memory.select_rows(&[0, 0, 0, 1, 1, 1, 0]);
+                assert_eq!(shared.outputs.dims()[0], 2, "three rows per source");
+                assert_eq!(copied.outputs.dims()[0], 7, "a row per copy");
+                let mut a = (shared, state.clone().select_rows(&[0, 0, 0, 1, 1, 1]));
+                let mut b = (copied, state.select_rows(&[0, 0, 0, 1, 1, 1, 0]));
+                let what = format!("{cell:?} {attention:?}, values {values}");
+                let v = ops::to_vec_f32;
+                for (step, tokens) in [[1, 1, 1, 1, 1, 1], [4, 7, 9, 5, 2, 8]].iter().enumerate() {
+                    let rows = tokens.len();
+                    // The copied rows have the seventh at the first step.
+                    let extra = (b.0.batch_size() > rows).then_some(&3);
+                    let b_tokens: Vec<usize> = tokens.iter().chain(extra).copied().collect();
+                    let x = model.step(&a.0, ops::index_tensor::<TB>(tokens, &device), a.1);
+                    let y = model.step(&b.0, ops::index_tensor::<TB>(&b_tokens, &device), b.1);
+                    let first = |t: Tensor<TB, 2>| v(t.narrow(0, 0, rows));
+                    assert!(close(&v(x.logits), &first(y.logits), 1e-5), "{what}: logits");
+                    assert!(close(&v(x.attention), &first(y.attention), 1e-5), "{what}: attention");
+                    for (p, q) in x.state.layers.iter().zip(&y.state.layers) {
+                        assert!(close(&v(p.h.clone()), &first(q.h.clone()), 1e-5), "{what}: state");
+                    }
+                    // Then the beams of the second source only, in another order.
+                    let next = [5, 4, 3, 5, 4, 3];
+                    a = (a.0.select_rows(&next), x.state.select_rows(&next));
+                    b = (b.0.select_rows(&next), y.state.select_rows(&next));
+                    if step == 0 {
+                        assert_eq!(a.0.outputs.dims()[0], 1, "one source left");
+                    }
                 }
             }
         }

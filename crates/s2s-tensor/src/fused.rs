@@ -82,8 +82,13 @@ pub fn lstm_cell<B: Backend>(
 /// source positions, masked: the caller passes doubled keys and query, so that this is
 /// `v^T tanh(k + q)` up to a constant, which the softmax ignores (see `s2s_nn::attention`).
 ///
+/// Several query rows may share one block of keys (the rows of one source in beam search):
+/// with `sources` key blocks and `batch = repeat * sources` query rows, row `b` meets block
+/// `b / repeat`. Without autodiff the keys are then read in place; on an autodiff backend
+/// (whose gradient is written for one row per block) they are first copied per row.
+///
 /// # Shapes
-/// - `keys`: `[src_len, batch * d]`, source-major; `q`: `[1, batch * d]`; `v`: `[d, 1]`
+/// - `keys`: `[src_len, sources * d]`, source-major; `q`: `[1, batch * d]`; `v`: `[d, 1]`
 /// - `valid`: `[batch, src_len]`, `false` at padding
 /// - returns `[batch, src_len]`
 pub fn additive_attention<B: Backend>(
@@ -92,18 +97,42 @@ pub fn additive_attention<B: Backend>(
     v: Tensor<B, 2>,
     valid: Tensor<B, 2, Bool>,
 ) -> Tensor<B, 2> {
+    let keys = match B::ad_enabled(&keys.device()) {
+        true => keys_per_row(keys, q.dims()[1], v.dims()[0]),
+        false => keys,
+    };
     one_node(AttentionNode { valid: &valid }, [&keys, &q, &v])
         .unwrap_or_else(|| additive_attention_composed(keys, q, v, valid))
 }
 
-/// [`additive_attention`] written with Burn's tensor operations, for any backend.
+/// [`additive_attention`] written with Burn's tensor operations, for any backend (on plain
+/// [`Flex`](crate::backend::Flex), one pass of `s2s_kernels::attention`).
 pub fn additive_attention_composed<B: Backend>(
     keys: Tensor<B, 2>,
     q: Tensor<B, 2>,
     v: Tensor<B, 2>,
     valid: Tensor<B, 2, Bool>,
 ) -> Tensor<B, 2> {
+    #[cfg(feature = "flex")]
+    if let Some(weights) = on_flex::attention_weights(&keys, &q, &v, &valid) {
+        return weights;
+    }
     attention_forward(keys, q, v, valid).0
+}
+
+/// `keys` (`[src_len, sources * d]`) with each block of `d` columns repeated for the query
+/// rows that share it, so that there is one block per row of a query `width` wide.
+fn keys_per_row<B: Backend>(keys: Tensor<B, 2>, width: usize, d: usize) -> Tensor<B, 2> {
+    let [src_len, keys_width] = keys.dims();
+    if keys_width == width || d == 0 {
+        return keys;
+    }
+    let (sources, batch) = (keys_width / d, width / d);
+    let blocks: Vec<usize> = (0..batch).map(|b| b / (batch / sources)).collect();
+    let blocks = crate::ops::index_tensor::<B>(&blocks, &keys.device());
+    keys.reshape([src_len, sources, d])
+        .select(1, blocks)
+        .reshape([src_len, width])
 }
 
 /// The attention weights and `sigmoid(keys + q)` (`[src_len * batch, d]`), which the
@@ -124,11 +153,18 @@ fn attention_forward<B: Backend>(
     }
     let [src_len, width] = keys.dims();
     let d = v.dims()[0];
-    let batch = width / d;
+    let (sources, batch) = (width / d, q.dims()[1] / d);
     // Through `[src_len, batch, d]`, as `s2s_nn` ran it before this node: reshaping the sum
     // straight to `[src_len * batch, d]` made burn-wgpu's forward pass give results 1e-3
     // apart for the same input in two calls (`alone_equals_in_padded_batch`, seed saved).
-    let hidden = sigmoid(keys + q).reshape([src_len, batch, d]);
+    let hidden = match sources == batch {
+        true => sigmoid(keys + q).reshape([src_len, batch, d]),
+        // Each block of keys broadcast over the rows that share it.
+        false => sigmoid(
+            keys.reshape([src_len, sources, 1, d]) + q.reshape([1, sources, batch / sources, d]),
+        )
+        .reshape([src_len, batch, d]),
+    };
     let scores = linear(hidden.clone().reshape([src_len * batch, d]), v, None)
         .reshape([src_len, batch, 1])
         .reshape([src_len, batch])
@@ -563,14 +599,34 @@ mod on_flex {
     ) -> Option<(Tensor<B, 2>, Tensor<B, 2>)> {
         let [keys] = row_major([keys])?;
         let [q, v] = contiguous([q, v])?;
-        let valid = bools(valid)?;
         let ([src_len, width], d) = (dims(&keys), values(&v).len());
+        if values(&q).len() != width {
+            return None;
+        }
+        let valid = bools(valid)?;
         let batch = width / d;
         let att = attention::additive_attention(rows(&keys), values(&q), values(&v), &valid);
         Some((
             from_vec(att.weights, batch, src_len),
             from_vec(att.hidden, src_len * batch, d),
         ))
+    }
+
+    /// The attention weights alone, each block of keys shared by the query rows that meet it.
+    pub(super) fn attention_weights<B: Backend>(
+        keys: &Tensor<B, 2>,
+        q: &Tensor<B, 2>,
+        v: &Tensor<B, 2>,
+        valid: &Tensor<B, 2, Bool>,
+    ) -> Option<Tensor<B, 2>> {
+        let [keys] = row_major([keys])?;
+        let [q, v] = contiguous([q, v])?;
+        let valid = bools(valid)?;
+        let src_len = dims(&keys)[0];
+        let batch = values(&q).len() / values(&v).len();
+        let weights =
+            attention::additive_attention_weights(rows(&keys), values(&q), values(&v), &valid);
+        Some(from_vec(weights, batch, src_len))
     }
 
     /// The gradients of the keys, the query and `v`.
@@ -698,8 +754,11 @@ mod on_tch {
             .into_primitive()
             .tensor;
         let (src_len, d) = (keys.size()[0], v.size()[0]);
-        let batch = keys.size()[1] / d;
-        let mut hidden = (&keys + &q).reshape([src_len * batch, d]);
+        let (sources, batch) = (keys.size()[1] / d, q.size()[1] / d);
+        // Each block of keys broadcast over the query rows that share it.
+        let mut hidden = (keys.view([src_len, sources, 1, d])
+            + q.view([1, sources, batch / sources, d]))
+        .reshape([src_len * batch, d]);
         let _ = hidden.sigmoid_();
         // The factor 2 on `v` rather than on the scores: a power of two, so the same values.
         let mut scores = hidden
