@@ -94,29 +94,68 @@ pub fn gru_step(p: Rows, r: Rows, h: Rows) -> GruStep {
                 diff: vec![0.0; rows * d],
             };
             for b in 0..rows {
-                let (p, r, h) = (p.row(b), r.row(b), h.row(b));
-                let rz = &mut out.rz[b * 2 * d..(b + 1) * 2 * d];
-                for ((o, x), y) in rz.iter_mut().zip(&p[..2 * d]).zip(&r[..2 * d]) {
-                    *o = x + y;
-                }
-                sigmoid_slice(rz);
-                let (reset, update) = rz.split_at(d);
-                let n = &mut out.n[b * d..(b + 1) * d];
-                for (((o, x), y), g) in n.iter_mut().zip(&p[2 * d..]).zip(&r[2 * d..]).zip(reset) {
-                    *o = x + g * y;
-                }
-                tanh_slice(n);
-                let rows_out = out.h[b * d..(b + 1) * d]
-                    .iter_mut()
-                    .zip(&mut out.diff[b * d..(b + 1) * d]);
-                for ((((o, diff), n), h), z) in rows_out.zip(&*n).zip(h).zip(update) {
-                    *diff = h - n;
-                    *o = n + z * *diff;
-                }
+                let row = b * d..(b + 1) * d;
+                gru_row(
+                    [p.row(b), r.row(b), h.row(b)],
+                    &mut out.rz[2 * b * d..2 * (b + 1) * d],
+                    &mut out.n[row.clone()],
+                    &mut out.diff[row.clone()],
+                    &mut out.h[row],
+                );
             }
             out
         },
     )
+}
+
+/// [`gru_step`]'s new state `h'` alone, `[rows, d]`, for decoding: the values that the
+/// gradient reads are kept for one row at a time.
+///
+/// # Panics
+/// When the shapes disagree.
+pub fn gru_state(p: Rows, r: Rows, h: Rows) -> Vec<f32> {
+    crate::vectorized(
+        #[inline(always)]
+        || {
+            let (rows, d) = (h.rows(), h.cols());
+            assert_gates("gru_state", [p, r], rows, 3 * d);
+            let mut out = vec![0.0; rows * d];
+            let mut scratch = vec![0.0; 4 * d];
+            let (rz, rest) = scratch.split_at_mut(2 * d);
+            let (n, diff) = rest.split_at_mut(d);
+            for (b, h_out) in out.chunks_mut(d.max(1)).enumerate() {
+                gru_row([p.row(b), r.row(b), h.row(b)], rz, n, diff, h_out);
+            }
+            out
+        },
+    )
+}
+
+/// One row of a GRU step: the gates `rz` (`2 d`), the candidate `n`, `h - n` and `h'` from
+/// the row's pre-activations and state `[p, r, h]`.
+#[inline(always)]
+fn gru_row(
+    [p, r, h]: [&[f32]; 3],
+    rz: &mut [f32],
+    n: &mut [f32],
+    diff: &mut [f32],
+    h_out: &mut [f32],
+) {
+    let d = h.len();
+    for ((o, x), y) in rz.iter_mut().zip(&p[..2 * d]).zip(&r[..2 * d]) {
+        *o = x + y;
+    }
+    sigmoid_slice(rz);
+    let (reset, update) = rz.split_at(d);
+    for (((o, x), y), g) in n.iter_mut().zip(&p[2 * d..]).zip(&r[2 * d..]).zip(reset) {
+        *o = x + g * y;
+    }
+    tanh_slice(n);
+    let rows_out = h_out.iter_mut().zip(diff.iter_mut());
+    for ((((o, diff), n), h), z) in rows_out.zip(&*n).zip(h).zip(update) {
+        *diff = h - n;
+        *o = n + z * *diff;
+    }
 }
 
 /// The gradients of a GRU step.
@@ -207,34 +246,76 @@ pub fn lstm_step(p: Rows, r: Rows, c: Rows) -> LstmStep {
                 tanh_c: vec![0.0; rows * d],
             };
             for b in 0..rows {
-                let (p, r, c) = (p.row(b), r.row(b), c.row(b));
-                let act = &mut out.act[b * 4 * d..(b + 1) * 4 * d];
-                for ((o, x), y) in act.iter_mut().zip(p).zip(r) {
-                    *o = x + y;
-                }
-                // tanh(g) = 2 sigmoid(2 g) - 1: one sigmoid over all four blocks.
-                for v in &mut act[2 * d..3 * d] {
-                    *v *= 2.0;
-                }
-                sigmoid_slice(act);
-                let (i, rest) = act.split_at(d);
-                let (f, rest) = rest.split_at(d);
-                let (g, o) = rest.split_at(d);
-                let h_out = &mut out.h[b * d..(b + 1) * d];
-                let c_out = &mut out.c[b * d..(b + 1) * d];
-                for j in 0..d {
-                    c_out[j] = f[j] * c[j] + i[j] * (2.0 * g[j] - 1.0);
-                }
-                let tanh_c = &mut out.tanh_c[b * d..(b + 1) * d];
-                tanh_c.copy_from_slice(c_out);
-                tanh_slice(tanh_c);
-                for ((h, o), t) in h_out.iter_mut().zip(o).zip(&*tanh_c) {
-                    *h = o * t;
-                }
+                let row = b * d..(b + 1) * d;
+                lstm_row(
+                    [p.row(b), r.row(b), c.row(b)],
+                    &mut out.act[4 * b * d..4 * (b + 1) * d],
+                    &mut out.tanh_c[row.clone()],
+                    &mut out.h[row.clone()],
+                    &mut out.c[row],
+                );
             }
             out
         },
     )
+}
+
+/// [`lstm_step`]'s new state alone, `(h', c')`, `[rows, d]` each, for decoding: the values
+/// that the gradient reads are kept for one row at a time.
+///
+/// # Panics
+/// When the shapes disagree.
+pub fn lstm_state(p: Rows, r: Rows, c: Rows) -> (Vec<f32>, Vec<f32>) {
+    crate::vectorized(
+        #[inline(always)]
+        || {
+            let (rows, d) = (c.rows(), c.cols());
+            assert_gates("lstm_state", [p, r], rows, 4 * d);
+            let (mut h, mut c_new) = (vec![0.0; rows * d], vec![0.0; rows * d]);
+            let mut scratch = vec![0.0; 5 * d];
+            let (act, tanh_c) = scratch.split_at_mut(4 * d);
+            for (b, (h_out, c_out)) in h
+                .chunks_mut(d.max(1))
+                .zip(c_new.chunks_mut(d.max(1)))
+                .enumerate()
+            {
+                lstm_row([p.row(b), r.row(b), c.row(b)], act, tanh_c, h_out, c_out);
+            }
+            (h, c_new)
+        },
+    )
+}
+
+/// One row of an LSTM step: the activated gates `act` (`4 d`), `tanh(c')`, `h'` and `c'`
+/// from the row's pre-activations and cell `[p, r, c]`.
+#[inline(always)]
+fn lstm_row(
+    [p, r, c]: [&[f32]; 3],
+    act: &mut [f32],
+    tanh_c: &mut [f32],
+    h_out: &mut [f32],
+    c_out: &mut [f32],
+) {
+    let d = c.len();
+    for ((o, x), y) in act.iter_mut().zip(p).zip(r) {
+        *o = x + y;
+    }
+    // tanh(g) = 2 sigmoid(2 g) - 1: one sigmoid over all four blocks.
+    for v in &mut act[2 * d..3 * d] {
+        *v *= 2.0;
+    }
+    sigmoid_slice(act);
+    let (i, rest) = act.split_at(d);
+    let (f, rest) = rest.split_at(d);
+    let (g, o) = rest.split_at(d);
+    for j in 0..d {
+        c_out[j] = f[j] * c[j] + i[j] * (2.0 * g[j] - 1.0);
+    }
+    tanh_c.copy_from_slice(c_out);
+    tanh_slice(tanh_c);
+    for ((h, o), t) in h_out.iter_mut().zip(o).zip(&*tanh_c) {
+        *h = o * t;
+    }
 }
 
 /// The gradients of an LSTM step.
@@ -350,6 +431,12 @@ mod tests {
             Rows::contiguous(&r, 3 * d).unwrap(),
             h,
         );
+        let state = gru_state(
+            Rows::contiguous(&p, 3 * d).unwrap(),
+            Rows::contiguous(&r, 3 * d).unwrap(),
+            h,
+        );
+        assert_eq!(state, step.h, "the state alone is the step's");
         let r_n: Vec<f32> = (0..rows)
             .flat_map(|b| r[b * 3 * d + 2 * d..(b + 1) * 3 * d].to_vec())
             .collect();
@@ -413,6 +500,16 @@ mod tests {
             Rows::contiguous(&p, 4 * d).unwrap(),
             Rows::contiguous(&r, 4 * d).unwrap(),
             c,
+        );
+        let state = lstm_state(
+            Rows::contiguous(&p, 4 * d).unwrap(),
+            Rows::contiguous(&r, 4 * d).unwrap(),
+            c,
+        );
+        assert_eq!(
+            state,
+            (step.h.clone(), step.c.clone()),
+            "the state alone is the step's"
         );
         let grads = lstm_step_backward(
             Rows::contiguous(&grad, 2 * d).unwrap(),

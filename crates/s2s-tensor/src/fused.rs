@@ -232,6 +232,10 @@ pub fn gru_cell_composed<B: Backend>(
     recurrent: Tensor<B, 2>,
     h: Tensor<B, 2>,
 ) -> Tensor<B, 2> {
+    #[cfg(feature = "flex")]
+    if let Some(h) = on_flex::gru_state(&projected, &recurrent, &h) {
+        return h;
+    }
     gru_forward(projected, recurrent, h).h
 }
 
@@ -241,6 +245,10 @@ pub fn lstm_cell_composed<B: Backend>(
     recurrent: Tensor<B, 2>,
     c: Tensor<B, 2>,
 ) -> (Tensor<B, 2>, Tensor<B, 2>) {
+    #[cfg(feature = "flex")]
+    if let Some(hc) = on_flex::lstm_state(&projected, &recurrent, &c) {
+        return hc;
+    }
     let out = lstm_forward(projected, recurrent, c);
     (out.h, out.c)
 }
@@ -667,6 +675,33 @@ mod on_flex {
             n: from_vec(step.n, b, d),
             diff: from_vec(step.diff, b, d),
         })
+    }
+
+    /// The new state alone, without what the gradient reads (decoding).
+    pub(super) fn gru_state<B: Backend>(
+        p: &Tensor<B, 2>,
+        r: &Tensor<B, 2>,
+        h: &Tensor<B, 2>,
+    ) -> Option<Tensor<B, 2>> {
+        let [p, r, h] = row_major([p, r, h])?;
+        let [b, d] = dims(&h);
+        Some(from_vec(
+            cells::gru_state(rows(&p), rows(&r), rows(&h)),
+            b,
+            d,
+        ))
+    }
+
+    /// The new state and cell alone.
+    pub(super) fn lstm_state<B: Backend>(
+        p: &Tensor<B, 2>,
+        r: &Tensor<B, 2>,
+        c: &Tensor<B, 2>,
+    ) -> Option<(Tensor<B, 2>, Tensor<B, 2>)> {
+        let [p, r, c] = row_major([p, r, c])?;
+        let [b, d] = dims(&c);
+        let (h, c) = cells::lstm_state(rows(&p), rows(&r), rows(&c));
+        Some((from_vec(h, b, d), from_vec(c, b, d)))
     }
 
     /// The gradients of the input's and the state's pre-activations and of `h`.
