@@ -68,7 +68,9 @@ impl BeamSearch {
 
 /// Rows of finished sentences are left in the batch, and computed for nothing, while they
 /// are at most one in this many rows: dropping them means copying the memory (encoder
-/// outputs, attention keys and the decoding cache's values) of every remaining row.
+/// outputs, attention keys and the decoding cache's values) of every remaining sentence.
+/// (Dropping them at once, now that a sentence's beams share one copy of its memory, gave
+/// 0.98-1.15x in paired runs: within the noise.)
 const DEAD_ROWS_KEPT: usize = 4;
 
 #[derive(Clone)]
