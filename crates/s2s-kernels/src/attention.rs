@@ -90,7 +90,7 @@ pub fn additive_attention_weights(keys: Rows, q: &[f32], v: &[f32], valid: &[boo
             );
             let (sources, batch) = (width / d, q.len() / d);
             assert!(
-                sources > 0 && batch.is_multiple_of(sources),
+                batch == sources || (sources > 0 && batch.is_multiple_of(sources)),
                 "additive_attention_weights: {batch} query rows for {sources} key blocks"
             );
             assert_eq!(
@@ -98,7 +98,7 @@ pub fn additive_attention_weights(keys: Rows, q: &[f32], v: &[f32], valid: &[boo
                 batch * src_len,
                 "additive_attention_weights: the mask's size"
             );
-            let repeat = batch / sources;
+            let repeat = (batch / sources.max(1)).max(1);
             let mut scores = vec![0.0; src_len * batch];
             for s in 0..src_len {
                 let keys = keys.row(s);

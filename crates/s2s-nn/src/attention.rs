@@ -185,7 +185,7 @@ impl<B: Backend> Attention<B> {
         let [src_len, sources, d] = keys.dims();
         let batch = query.dims()[0];
         assert!(
-            sources > 0 && batch.is_multiple_of(sources),
+            batch == sources || (sources > 0 && batch.is_multiple_of(sources)),
             "{batch} query rows for {sources} sources"
         );
         // Each `[src_len, sources * d]` row of keys meets the same `[1, batch * d]` query row.
@@ -233,6 +233,10 @@ impl<B: Backend> Attention<B> {
 pub fn mix<B: Backend>(weights: &Tensor<B, 2>, values: Tensor<B, 3>) -> Tensor<B, 2> {
     let [batch, src_len] = weights.dims();
     let [sources, _, d] = values.dims();
+    assert!(
+        batch == sources || (sources > 0 && batch.is_multiple_of(sources)),
+        "{batch} rows of weights for {sources} sources"
+    );
     match sources == batch {
         true => weights
             .clone()

@@ -128,6 +128,10 @@ fn keys_per_row<B: Backend>(keys: Tensor<B, 2>, width: usize, d: usize) -> Tenso
         return keys;
     }
     let (sources, batch) = (keys_width / d, width / d);
+    assert!(
+        sources > 0 && batch.is_multiple_of(sources),
+        "additive_attention: {batch} query rows for {sources} key blocks"
+    );
     let blocks: Vec<usize> = (0..batch).map(|b| b / (batch / sources)).collect();
     let blocks = crate::ops::index_tensor::<B>(&blocks, &keys.device());
     keys.reshape([src_len, sources, d])
@@ -792,7 +796,7 @@ mod on_tch {
         let (sources, batch) = (keys.size()[1] / d, q.size()[1] / d);
         // Each block of keys broadcast over the query rows that share it.
         let mut hidden = (keys.view([src_len, sources, 1, d])
-            + q.view([1, sources, batch / sources, d]))
+            + q.view([1, sources, batch / sources.max(1), d]))
         .reshape([src_len * batch, d]);
         let _ = hidden.sigmoid_();
         // The factor 2 on `v` rather than on the scores: a power of two, so the same values.
