@@ -184,10 +184,7 @@ impl<B: Backend> Attention<B> {
     ) -> Tensor<B, 2> {
         let [src_len, sources, d] = keys.dims();
         let batch = query.dims()[0];
-        assert!(
-            batch == sources || (sources > 0 && batch.is_multiple_of(sources)),
-            "{batch} query rows for {sources} sources"
-        );
+        let repeat = s2s_tensor::ops::rows_per_source(batch, sources);
         // Each `[src_len, sources * d]` row of keys meets the same `[1, batch * d]` query row.
         let flat = keys.reshape([src_len, sources * d]);
         match self.kind {
@@ -210,10 +207,10 @@ impl<B: Backend> Attention<B> {
             }
             AttentionKind::Dot | AttentionKind::General => {
                 // [src_len, batch]
-                let products = match sources == batch {
-                    true => (flat * query.reshape([1, batch * d])).reshape([src_len, batch, d]),
-                    false => (flat.reshape([src_len, sources, 1, d])
-                        * query.reshape([1, sources, batch / sources, d]))
+                let products = match repeat {
+                    1 => (flat * query.reshape([1, batch * d])).reshape([src_len, batch, d]),
+                    _ => (flat.reshape([src_len, sources, 1, d])
+                        * query.reshape([1, sources, repeat, d]))
                     .reshape([src_len, batch, d]),
                 };
                 let scores = products.sum_dim(2).reshape([src_len, batch]);
@@ -233,19 +230,15 @@ impl<B: Backend> Attention<B> {
 pub fn mix<B: Backend>(weights: &Tensor<B, 2>, values: Tensor<B, 3>) -> Tensor<B, 2> {
     let [batch, src_len] = weights.dims();
     let [sources, _, d] = values.dims();
-    assert!(
-        batch == sources || (sources > 0 && batch.is_multiple_of(sources)),
-        "{batch} rows of weights for {sources} sources"
-    );
-    match sources == batch {
-        true => weights
+    match s2s_tensor::ops::rows_per_source(batch, sources) {
+        1 => weights
             .clone()
             .unsqueeze_dim(1)
             .matmul(values)
             .squeeze_dim(1),
-        false => weights
+        repeat => weights
             .clone()
-            .reshape([sources, batch / sources, src_len])
+            .reshape([sources, repeat, src_len])
             .matmul(values)
             .reshape([batch, d]),
     }

@@ -224,7 +224,7 @@ impl<B: Backend> Memory<B> {
     pub fn select_rows(&self, indices: &[usize]) -> Self {
         let lengths: Vec<usize> = indices.iter().map(|&i| self.lengths[i]).collect();
         let sources = self.outputs.dims()[0];
-        let repeat = (self.lengths.len() / sources.max(1)).max(1);
+        let repeat = ops::rows_per_source(self.lengths.len(), sources);
         let source_of: Vec<usize> = indices.iter().map(|&i| i / repeat).collect();
         let run = match B::ad_enabled(&self.outputs.device()) {
             true => 1,

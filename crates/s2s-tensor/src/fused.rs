@@ -128,11 +128,8 @@ fn keys_per_row<B: Backend>(keys: Tensor<B, 2>, width: usize, d: usize) -> Tenso
         return keys;
     }
     let (sources, batch) = (keys_width / d, width / d);
-    assert!(
-        sources > 0 && batch.is_multiple_of(sources),
-        "additive_attention: {batch} query rows for {sources} key blocks"
-    );
-    let blocks: Vec<usize> = (0..batch).map(|b| b / (batch / sources)).collect();
+    let repeat = crate::ops::rows_per_source(batch, sources);
+    let blocks: Vec<usize> = (0..batch).map(|b| b / repeat).collect();
     let blocks = crate::ops::index_tensor::<B>(&blocks, &keys.device());
     keys.reshape([src_len, sources, d])
         .select(1, blocks)
@@ -161,13 +158,13 @@ fn attention_forward<B: Backend>(
     // Through `[src_len, batch, d]`, as `s2s_nn` ran it before this node: reshaping the sum
     // straight to `[src_len * batch, d]` made burn-wgpu's forward pass give results 1e-3
     // apart for the same input in two calls (`alone_equals_in_padded_batch`, seed saved).
-    let hidden = match sources == batch {
-        true => sigmoid(keys + q).reshape([src_len, batch, d]),
+    let hidden = match crate::ops::rows_per_source(batch, sources) {
+        1 => sigmoid(keys + q).reshape([src_len, batch, d]),
         // Each block of keys broadcast over the rows that share it.
-        false => sigmoid(
-            keys.reshape([src_len, sources, 1, d]) + q.reshape([1, sources, batch / sources, d]),
-        )
-        .reshape([src_len, batch, d]),
+        repeat => {
+            sigmoid(keys.reshape([src_len, sources, 1, d]) + q.reshape([1, sources, repeat, d]))
+                .reshape([src_len, batch, d])
+        }
     };
     let scores = linear(hidden.clone().reshape([src_len * batch, d]), v, None)
         .reshape([src_len, batch, 1])
@@ -794,10 +791,10 @@ mod on_tch {
             .tensor;
         let (src_len, d) = (keys.size()[0], v.size()[0]);
         let (sources, batch) = (keys.size()[1] / d, q.size()[1] / d);
+        let repeat = crate::ops::rows_per_source(batch as usize, sources as usize) as i64;
         // Each block of keys broadcast over the query rows that share it.
-        let mut hidden = (keys.view([src_len, sources, 1, d])
-            + q.view([1, sources, batch / sources.max(1), d]))
-        .reshape([src_len * batch, d]);
+        let mut hidden = (keys.view([src_len, sources, 1, d]) + q.view([1, sources, repeat, d]))
+            .reshape([src_len * batch, d]);
         let _ = hidden.sigmoid_();
         // The factor 2 on `v` rather than on the scores: a power of two, so the same values.
         let mut scores = hidden

@@ -107,6 +107,24 @@ pub fn gather_rows<B: Backend, const D: usize, K: BasicOps<B>>(
     tensor.select(0, idx)
 }
 
+/// How many consecutive rows share each source when `rows` rows read the products of
+/// `sources` sources (a sentence's beams reading its encoder outputs): row `b` reads source
+/// `b / rows_per_source`. 1 for as many rows as sources, an empty batch included.
+///
+/// # Panics
+/// When `rows` is not a multiple of a non-zero `sources`.
+pub fn rows_per_source(rows: usize, sources: usize) -> usize {
+    assert!(
+        rows == sources || (sources > 0 && rows.is_multiple_of(sources)),
+        "{rows} rows for {sources} sources: each source needs the same number of rows"
+    );
+    if rows == sources {
+        1
+    } else {
+        rows / sources
+    }
+}
+
 /// A 1-D integer tensor from indices or token ids.
 pub fn index_tensor<B: Backend>(values: &[usize], device: &B::Device) -> Tensor<B, 1, Int> {
     let data: Vec<i64> = values.iter().map(|&v| v as i64).collect();
