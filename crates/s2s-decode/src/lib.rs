@@ -79,8 +79,8 @@ where
     plan.finish(sources, decoded)
 }
 
-/// [`decode_all`] with the batches shared out among `workers` threads, which take the next
-/// batch as they become free. The batches and the results are exactly those of
+/// [`decode_all`] with the batches shared out among up to `workers` threads of rayon's pool
+/// (see [`s2s_tensor::workers`]), which take the next batch as they become free. The batches and the results are exactly those of
 /// [`decode_all`] (every strategy's output for a sentence is independent of the other rows of
 /// its batch, and the batches are the same); only their order of execution changes.
 ///
@@ -111,33 +111,14 @@ where
         let longest = plan.batches[b].iter().map(|&i| sources[i].len()).max();
         std::cmp::Reverse(longest.unwrap_or(0) * plan.batches[b].len())
     });
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let mut decoded: Vec<Option<Vec<Vec<Hypothesis>>>> = vec![None; plan.batches.len()];
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers.min(plan.batches.len()))
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let k = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(&b) = order.get(k) else { break };
-                        let out = decode_batch(model, strategy, sources, &plan.batches[b], device);
-                        done.push((b, out));
-                    }
-                    done
-                })
-            })
-            .collect();
-        for handle in handles {
-            // A panic in a worker is a bug in a strategy or a backend: pass it on as is.
-            let done = handle
-                .join()
-                .unwrap_or_else(|e| std::panic::resume_unwind(e));
-            for (b, out) in done {
-                decoded[b] = Some(out);
-            }
-        }
+    // Each worker takes the next batch when it is free, on a thread of rayon's pool.
+    let done = s2s_tensor::workers::each_on_pool(order.len(), workers, |k| {
+        decode_batch(model, strategy, sources, &plan.batches[order[k]], device)
     });
+    let mut decoded: Vec<Option<Vec<Vec<Hypothesis>>>> = vec![None; plan.batches.len()];
+    for (&b, out) in order.iter().zip(done) {
+        decoded[b] = Some(out);
+    }
     let decoded = decoded
         .into_iter()
         .map(|d| d.expect("every batch is decoded by some worker"))

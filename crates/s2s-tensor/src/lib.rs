@@ -7,7 +7,8 @@
 //! softmax, gathering rows by index (used to reorder beams), and `sigmoid`/`tanh` with
 //! vectorised kernels on flex; and, for training, single autodiff nodes with hand-written
 //! gradients for the recurrent cells and the attention ([`fused`]) and a per-step product
-//! whose weight gradient is made once per sequence ([`step_product`]).
+//! whose weight gradient is made once per sequence ([`step_product`]); and the threads that
+//! training and decoding workers run on ([`workers`]).
 //!
 //! ```
 //! use s2s_tensor::{backend::DefaultBackend, ops};
@@ -31,3 +32,4 @@ mod flex;
 pub mod fused;
 pub mod ops;
 pub mod step_product;
+pub mod workers;

@@ -35,8 +35,9 @@ pub(crate) fn single_threaded_autodiff<B: AutodiffBackend>(device: &B::Device) -
 }
 
 /// Loss and gradients of one training batch, its rows split into at most `workers`
-/// contiguous shares that run on as many threads (`workers <= 1`: on the caller's thread,
-/// on the model itself). On Burn's CubeCL backends (wgpu) it always runs one worker: their
+/// contiguous shares that run on as many threads of rayon's pool (at most as many as it
+/// has; see [`s2s_tensor::workers`]; `workers <= 1`: on the caller's thread, on the model
+/// itself). On Burn's CubeCL backends (wgpu) it always runs one worker: their
 /// autodiff is not safe across threads in Burn 0.21.
 ///
 /// `forward(model, share, first_row)` returns the logits of a share (`[rows, tgt_len,
@@ -86,23 +87,11 @@ where
         };
     }
     let share = examples.len().div_ceil(workers);
-    let results: Vec<(f64, GradientsParams)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = examples
-            .chunks(share)
-            .enumerate()
-            .map(|(k, rows)| {
-                let share_grads = &share_grads;
-                scope.spawn(move || {
-                    let fork = model.clone().fork(device);
-                    share_grads(&fork, k * share, rows)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            // A panic in a worker is a bug in the model or a backend: pass it on as is.
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
+    let shares: Vec<&[&Example]> = examples.chunks(share).collect();
+    // A panic in a worker is a bug in the model or a backend: it is passed on as is.
+    let results = s2s_tensor::workers::each_on_pool(shares.len(), workers, |k| {
+        let fork = model.clone().fork(device);
+        share_grads(&fork, k * share, shares[k])
     });
     let mut accumulator = GradientsAccumulator::<Seq2Seq<B>>::new();
     let mut loss = 0.0;
