@@ -86,8 +86,9 @@ where
 ///
 /// This is parallelism across batches ("inter-op" threads): on a CPU, two workers running
 /// one intra-op thread each keep both cores busy through the small element-wise steps of an
-/// RNN, which a single batch cannot. `workers <= 1` runs [`decode_all`] on the caller's
-/// thread.
+/// RNN, which a single batch cannot. `workers <= 1` decodes one batch at a time, as
+/// [`decode_all`] does, but on a thread of the pool, where burn-flex's kernels split their
+/// work without handing it over from outside.
 pub fn decode_all_parallel<B, M, S>(
     model: &M,
     strategy: &S,
@@ -101,9 +102,6 @@ where
     M: StepDecoder<B> + Sync,
     S: Strategy<B, M> + Sync,
 {
-    if workers <= 1 {
-        return decode_all(model, strategy, sources, size, device);
-    }
     let plan = DecodePlan::new(sources, size);
     // Longest batches first, so that the last batch to start is a short one.
     let mut order: Vec<usize> = (0..plan.batches.len()).collect();

@@ -35,9 +35,9 @@ pub(crate) fn single_threaded_autodiff<B: AutodiffBackend>(device: &B::Device) -
 }
 
 /// Loss and gradients of one training batch, its rows split into at most `workers`
-/// contiguous shares that run on as many threads of rayon's pool (at most as many as it
-/// has; see [`s2s_tensor::workers`]; `workers <= 1`: on the caller's thread, on the model
-/// itself). On Burn's CubeCL backends (wgpu) it always runs one worker: their
+/// contiguous shares that run side by side, each on a thread of its own
+/// ([`s2s_tensor::workers::each_apart`]; `workers <= 1`: on the caller's thread, on the
+/// model itself). On Burn's CubeCL backends (wgpu) it always runs one worker: their
 /// autodiff is not safe across threads in Burn 0.21.
 ///
 /// `forward(model, share, first_row)` returns the logits of a share (`[rows, tgt_len,
@@ -88,8 +88,10 @@ where
     }
     let share = examples.len().div_ceil(workers);
     let shares: Vec<&[&Example]> = examples.chunks(share).collect();
-    // A panic in a worker is a bug in the model or a backend: it is passed on as is.
-    let results = s2s_tensor::workers::each_on_pool(shares.len(), workers, |k| {
+    // Each share on a thread of its own, which may hold its graph's lock across kernels
+    // (see `s2s_tensor::workers`). A panic in a worker is a bug in the model or a backend:
+    // it is passed on as is.
+    let results = s2s_tensor::workers::each_apart(shares.len(), |k| {
         let fork = model.clone().fork(device);
         share_grads(&fork, k * share, shares[k])
     });
