@@ -80,9 +80,10 @@ where
 }
 
 /// [`decode_all`] with the batches shared out among up to `workers` threads of rayon's pool
-/// (see [`s2s_tensor::workers`]), which take the next batch as they become free. The batches and the results are exactly those of
-/// [`decode_all`] (every strategy's output for a sentence is independent of the other rows of
-/// its batch, and the batches are the same); only their order of execution changes.
+/// (see [`s2s_tensor::workers`]), which take the next batch as they become free. The
+/// batches and the results are exactly those of [`decode_all`] (every strategy's output for
+/// a sentence is independent of the other rows of its batch, and the batches are the same);
+/// only their order of execution changes.
 ///
 /// This is parallelism across batches ("inter-op" threads): on a CPU, two workers running
 /// one intra-op thread each keep both cores busy through the small element-wise steps of an
