@@ -9,7 +9,8 @@ and then measures, on the same batches as the Rust side:
 
 - training throughput (target tokens/s: forward with teacher forcing, backward, gradient
   clipping at norm 1.0 and an Adam step, from the exported weights);
-- batched greedy decoding (words/s over the test words, batches of 64, max length 40);
+- batched greedy decoding (words/s over the test words, batches of 64, max length 40; the
+  median of DECODE_PASSES passes over the words, as on the Rust side);
 - the per-sentence beam search loop (beam 5) that tutorial code uses, for reference;
 - the peak resident set size of the process;
 - with --phases, in extra passes: the median time of each phase of a training step, the
@@ -57,6 +58,10 @@ MASK_VALUE = -1.0e9
 # Beam width and the number of test words the per-sentence beam loop decodes (it is slow).
 BEAM_SIZE = 5
 BEAM_LOOP_WORDS = 200
+# Passes over the test words for the greedy figure, which is the median pass (the same
+# constant as DECODE_PASSES in benches/src/main.rs): one pass takes a fraction of a second,
+# where a shared machine's slow spells last about as long.
+DECODE_PASSES = 5
 # Gradient clipping and optimiser settings of the Rust side (burn's AdamConfig defaults:
 # betas 0.9 / 0.999, epsilon 1e-5).
 CLIP_NORM = 1.0
@@ -530,20 +535,26 @@ def gemm_share(run) -> float:
 
 
 def greedy_throughput(model, data: dict, special: dict, device):
-    """Words/s of batched greedy decoding over the test words, after one warm-up batch;
-    also returns the number of output tokens (<eos> excluded)."""
+    """Words/s of batched greedy decoding over the test words after one warm-up batch: the
+    median of DECODE_PASSES passes. Also returns every pass's words/s and the number of
+    output tokens of one pass (<eos> excluded)."""
     model.eval()
     sources, batch, max_len = data["test_sources"], data["batch"], data["max_len"]
+    passes = []
     with torch.inference_mode():
         greedy_all(model, sources[:batch], batch, max_len, special, device)
-        sync(device)
-        start = time.perf_counter()
-        outputs = greedy_all(model, sources, batch, max_len, special, device)
-        sync(device)
-        seconds = time.perf_counter() - start
+        for _ in range(DECODE_PASSES):
+            sync(device)
+            start = time.perf_counter()
+            outputs = greedy_all(model, sources, batch, max_len, special, device)
+            sync(device)
+            passes.append(len(sources) / (time.perf_counter() - start))
     out_tokens = sum(len(o) for o in outputs)
-    log(f"greedy: {len(sources)} words in {seconds:.2f} s, {out_tokens} output tokens")
-    return len(sources) / seconds, out_tokens
+    log(
+        f"greedy: {len(sources)} words, {out_tokens} output tokens; words/s of "
+        f"{DECODE_PASSES} passes: {', '.join(f'{p:.0f}' for p in passes)}"
+    )
+    return statistics.median(passes), passes, out_tokens
 
 
 def beam_loop_throughput(model, data: dict, special: dict, device):
@@ -630,7 +641,8 @@ def main() -> None:
         trainee = copy.deepcopy(model)
         result["train_tok_s"], _ = train_throughput(trainee, data, special, device)
         del trainee
-    result["greedy_words_s"], result["greedy_out_tokens"] = greedy_throughput(model, data, special, device)
+    greedy = greedy_throughput(model, data, special, device)
+    result["greedy_words_s"], result["greedy_words_s_passes"], result["greedy_out_tokens"] = greedy
     if not args.no_beam:
         result["beam5_loop_words_s"], result["beam5_loop_words"] = beam_loop_throughput(
             model, data, special, device

@@ -7,8 +7,9 @@
 //!   (`model.json`), the training batches and test words (`data.json`) and reference outputs
 //!   (`reference.json`: teacher-forced logits of one batch, greedy outputs of 64 words).
 //! - `s2s-bench run --backend B [--device D] --model DIR/checkpoint` measures training
-//!   throughput, greedy and beam-5 decoding and peak memory on one backend and prints one JSON
-//!   line, with the matrix-product work of decoding (`greedy_gemm_mflop_per_word`,
+//!   throughput, greedy and beam-5 decoding (each the median of [`DECODE_PASSES`] passes over
+//!   the test words, every pass in `*_words_s_passes`) and peak memory on one backend and
+//!   prints one JSON line, with the matrix-product work of decoding (`greedy_gemm_mflop_per_word`,
 //!   `beam5_gemm_mflop_per_word`). `cargo xtask bench` runs both for every compiled backend and
 //!   prints the table. `--phases` adds the median milliseconds of each phase of a training step
 //!   (`phase_forward_ms`, `phase_backward_ms`, `phase_clip_ms`, `phase_optimizer_ms`).
@@ -42,6 +43,9 @@ const BATCH: usize = 64;
 const WORDS: usize = 1000;
 /// Maximum output length when decoding.
 const MAX_LEN: usize = 40;
+/// Passes over the test words for each decoding figure, which is the median pass: one pass
+/// takes a fraction of a second, where a shared machine's slow spells last about as long.
+const DECODE_PASSES: usize = 5;
 /// Seed of the training batch order and of the untrained models.
 const SEED: u64 = 1;
 
@@ -359,29 +363,23 @@ fn measure<B: Backend, AB: AutodiffBackend<InnerBackend = B, Device = B::Device>
     }
     let model = ckpt.model;
     let config = &ckpt.meta.model;
-    let (words_s, out_tokens, mflop) = decode_throughput(
-        &model,
-        config,
-        &Greedy::new(MAX_LEN),
-        &data,
-        device,
-        opts.workers,
+    let mut record = |name: &str, f: DecodeFigures| {
+        result[format!("{name}_words_s")] = json!(f.words_s);
+        result[format!("{name}_words_s_passes")] = json!(f.passes);
+        result[format!("{name}_out_tokens")] = json!(f.out_tokens);
+        result[format!("{name}_gemm_mflop_per_word")] = json!(f.gemm_mflop_per_word);
+    };
+    let greedy = Greedy::new(MAX_LEN);
+    record(
+        "greedy",
+        decode_throughput(&model, config, &greedy, &data, device, opts.workers),
     );
-    result["greedy_words_s"] = json!(words_s);
-    result["greedy_out_tokens"] = json!(out_tokens);
-    result["greedy_gemm_mflop_per_word"] = json!(mflop);
     if opts.beam {
-        let (words_s, out_tokens, mflop) = decode_throughput(
-            &model,
-            config,
-            &BeamSearch::new(5, MAX_LEN),
-            &data,
-            device,
-            opts.workers,
+        let beam = BeamSearch::new(5, MAX_LEN);
+        record(
+            "beam5",
+            decode_throughput(&model, config, &beam, &data, device, opts.workers),
         );
-        result["beam5_words_s"] = json!(words_s);
-        result["beam5_out_tokens"] = json!(out_tokens);
-        result["beam5_gemm_mflop_per_word"] = json!(mflop);
     }
     // Peak memory of the measurements above, before the extra pass of `--phases`.
     result["peak_rss_mib"] = json!(peak_rss_mib());
@@ -475,9 +473,21 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
+/// What [`decode_throughput`] measured.
+struct DecodeFigures {
+    /// Words per second of the median pass.
+    words_s: f64,
+    /// Words per second of every pass, in order.
+    passes: Vec<f64>,
+    /// Output tokens of one pass (`<eos>` excluded).
+    out_tokens: usize,
+    /// Matrix-product work of one pass in MFLOP per word
+    /// ([`s2s_benches::DecodingWork::gemm_flops`]).
+    gemm_mflop_per_word: f64,
+}
+
 /// Words per second decoding the test words in batches of [`BATCH`], after one warm-up
-/// batch; the number of output tokens; and the matrix-product work of the measured run in
-/// MFLOP per word ([`s2s_benches::DecodingWork::gemm_flops`]).
+/// batch per worker: the median of [`DECODE_PASSES`] passes over all the words.
 fn decode_throughput<B: Backend, S: for<'m> Strategy<B, CountingDecoder<'m, B>> + Sync>(
     model: &Seq2Seq<B>,
     config: &Seq2SeqConfig,
@@ -485,28 +495,41 @@ fn decode_throughput<B: Backend, S: for<'m> Strategy<B, CountingDecoder<'m, B>> 
     data: &BenchData,
     device: &B::Device,
     workers: usize,
-) -> (f64, usize, f64) {
+) -> DecodeFigures {
+    // One batch per worker, on the workers' threads.
     let warm_up = CountingDecoder::new(model);
-    let _ = decode_all(
+    let _ = decode_all_parallel(
         &warm_up,
         strategy,
-        &data.test[..BATCH],
-        BatchSize::Sentences(BATCH),
-        device,
-    );
-    let counter = CountingDecoder::new(model);
-    let start = Instant::now();
-    let out = decode_all_parallel(
-        &counter,
-        strategy,
-        &data.test,
+        &data.test[..(BATCH * workers).min(data.test.len())],
         BatchSize::Sentences(BATCH),
         device,
         workers,
     );
-    let secs = start.elapsed().as_secs_f64();
-    let tokens = out.iter().map(|h| h[0].tokens.len()).sum();
     let words = data.test.len() as f64;
-    let mflop = counter.work().gemm_flops(config) / words / 1e6;
-    (words / secs, tokens, mflop)
+    let mut passes = Vec::with_capacity(DECODE_PASSES);
+    let mut first = None;
+    for _ in 0..DECODE_PASSES {
+        let counter = CountingDecoder::new(model);
+        let start = Instant::now();
+        let out = decode_all_parallel(
+            &counter,
+            strategy,
+            &data.test,
+            BatchSize::Sentences(BATCH),
+            device,
+            workers,
+        );
+        passes.push(words / start.elapsed().as_secs_f64());
+        let tokens: usize = out.iter().map(|h| h[0].tokens.len()).sum();
+        let mflop = counter.work().gemm_flops(config) / words / 1e6;
+        first.get_or_insert((tokens, mflop));
+    }
+    let (out_tokens, gemm_mflop_per_word) = first.expect("at least one pass");
+    DecodeFigures {
+        words_s: median(passes.clone()),
+        passes,
+        out_tokens,
+        gemm_mflop_per_word,
+    }
 }
