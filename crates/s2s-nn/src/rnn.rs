@@ -473,7 +473,8 @@ impl<B: Backend> RnnLayer<B> {
         // batch + b`.
         let state_row = |t: usize, d: usize, b: usize| (t * dirs + d) * batch + b;
         let all = |states: Vec<Tensor<B, 2>>| {
-            Tensor::stack::<3>(states, 0).reshape([(seq + 1) * rows, d_hidden])
+            let n = states.len();
+            Tensor::stack::<3>(states, 0).reshape([n * rows, d_hidden])
         };
         // Final states: row b of direction d is at state index lengths[b].
         let finals: Vec<usize> = (0..dirs)
@@ -484,15 +485,35 @@ impl<B: Backend> RnnLayer<B> {
                     .map(move |(b, &len)| state_row(len, d, b))
             })
             .collect();
-        let pick = |states: Tensor<B, 2>| -> Vec<Tensor<B, 2>> {
-            s2s_tensor::ops::gather_rows(states, &finals).chunk(dirs, 0)
+        let pick = |states: Tensor<B, 2>, rows: &[usize]| -> Vec<Tensor<B, 2>> {
+            s2s_tensor::ops::gather_rows(states, rows).chunk(dirs, 0)
         };
         let hs_all = all(hs);
-        let final_h = pick(hs_all.clone());
+        let final_h = pick(hs_all.clone(), &finals);
+        // The cell states (LSTM) serve only the final states: only those that some row ends
+        // at are stacked (a length-bucketed batch has few lengths), not every step's, whose
+        // copies and, in training, zero gradients cost a tenth of an encoder pass.
         let final_c: Vec<Option<Tensor<B, 2>>> = if cs.is_empty() {
             vec![None; dirs]
         } else {
-            pick(all(cs)).into_iter().map(Some).collect()
+            let mut ends = lengths.to_vec();
+            ends.sort_unstable();
+            ends.dedup();
+            let slot = |len: usize| ends.binary_search(&len).expect("a row's length");
+            let rows_of: Vec<usize> = (0..dirs)
+                .flat_map(|d| {
+                    let slot = &slot;
+                    lengths
+                        .iter()
+                        .enumerate()
+                        .map(move |(b, &len)| (slot(len) * dirs + d) * batch + b)
+                })
+                .collect();
+            let ended = match ends.as_slice() {
+                [len] => cs[*len].clone(),
+                _ => all(ends.iter().map(|&len| cs[len].clone()).collect()),
+            };
+            pick(ended, &rows_of).into_iter().map(Some).collect()
         };
         let mut states = final_h
             .into_iter()
