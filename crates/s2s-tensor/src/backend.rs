@@ -437,6 +437,26 @@ pub fn set_intra_op_threads(kind: BackendKind, n: usize) {
     }
 }
 
+/// Lets burn-flex's matrix products use a weight in place instead of copying it into packed
+/// panels at every call (a no-op without the `flex` feature). Process-wide; only speed
+/// changes.
+///
+/// burn-flex's outputs are row-major, so the `gemm` crate swaps a product's operands and the
+/// right one (in decoding, a weight) becomes the operand that it packs once the rows exceed
+/// `threshold * 6` (threshold 8 on one thread, 16 on several). Each decoding step's products
+/// have up to 64 rows (beam search more), few enough that the copy costs more than it saves:
+/// with the threshold at 256, flex's greedy decoding in the benchmark ran 1.04x (LSTM,
+/// median of 21 paired runs, 15 in its favour) and 1.06x (GRU, 10 pairs, 8), beam search
+/// within the noise. Decoding calls it; training products keep `gemm`'s choice unless a
+/// decode ran in the same process (0.98x, within the noise, in seven paired runs).
+pub fn prefer_unpacked_gemm_weights() {
+    #[cfg(feature = "flex")]
+    {
+        gemm::set_lhs_packing_threshold_single_thread(256);
+        gemm::set_lhs_packing_threshold_multi_thread(256);
+    }
+}
+
 /// `t` as a `U` when `T` is `U`; `t` back otherwise.
 pub(crate) fn cast<T: 'static, U: 'static>(t: T) -> Result<U, T> {
     let any: Box<dyn std::any::Any> = Box::new(t);
