@@ -492,7 +492,8 @@ impl<B: Backend> RnnLayer<B> {
         let final_h = pick(hs_all.clone(), &finals);
         // The cell states (LSTM) serve only the final states: only those that some row ends
         // at are stacked (a length-bucketed batch has few lengths), not every step's, whose
-        // copies and, in training, zero gradients cost a tenth of an encoder pass.
+        // copies and, in training, zero gradients took about a tenth of this function's
+        // time in a profile. Row b of direction d is at slot `ends.index(lengths[b])`.
         let final_c: Vec<Option<Tensor<B, 2>>> = if cs.is_empty() {
             vec![None; dirs]
         } else {
@@ -502,11 +503,10 @@ impl<B: Backend> RnnLayer<B> {
             let slot = |len: usize| ends.binary_search(&len).expect("a row's length");
             let rows_of: Vec<usize> = (0..dirs)
                 .flat_map(|d| {
-                    let slot = &slot;
                     lengths
                         .iter()
                         .enumerate()
-                        .map(move |(b, &len)| (slot(len) * dirs + d) * batch + b)
+                        .map(move |(b, &len)| state_row(slot(len), d, b))
                 })
                 .collect();
             let ended = match ends.as_slice() {

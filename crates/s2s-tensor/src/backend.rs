@@ -447,13 +447,17 @@ pub fn set_intra_op_threads(kind: BackendKind, n: usize) {
 /// have up to 64 rows (beam search more), few enough that the copy costs more than it saves:
 /// with the threshold at 256, flex's greedy decoding in the benchmark ran 1.04x (LSTM,
 /// median of 21 paired runs, 15 in its favour) and 1.06x (GRU, 10 pairs, 8), beam search
-/// within the noise. Decoding calls it; training products keep `gemm`'s choice unless a
-/// decode ran in the same process (0.98x, within the noise, in seven paired runs).
+/// within the noise. Every decoding batch calls it (the threshold is set once); training
+/// products keep `gemm`'s choice unless a decode ran in the same process (0.98x, within the
+/// noise, in seven paired runs).
 pub fn prefer_unpacked_gemm_weights() {
     #[cfg(feature = "flex")]
     {
-        gemm::set_lhs_packing_threshold_single_thread(256);
-        gemm::set_lhs_packing_threshold_multi_thread(256);
+        static SET: std::sync::Once = std::sync::Once::new();
+        SET.call_once(|| {
+            gemm::set_lhs_packing_threshold_single_thread(256);
+            gemm::set_lhs_packing_threshold_multi_thread(256);
+        });
     }
 }
 
