@@ -123,4 +123,24 @@ mod tests {
     fn the_kernels_mask_with_the_score_of_masked_softmax() {
         assert_eq!(s2s_kernels::attention::MASK_VALUE, crate::ops::MASK_VALUE);
     }
+
+    /// The workspace builds burn-flex from `patches/burn-flex` (`[patch.crates-io]`), whose
+    /// `FlexTensor::empty`, where every matmul output and zero tensor is made, allocates with
+    /// the element's own alignment. Unpatched, it fills a buffer of alignment 1 and copies it
+    /// into a second, 16-aligned one, which leaves alignment 16 on the storage.
+    #[test]
+    fn matmul_outputs_are_made_without_an_aligning_copy() {
+        use crate::backend::Flex;
+        use burn::tensor::Tensor;
+        let device = Default::default();
+        let a = Tensor::<Flex, 2>::ones([3, 4], &device);
+        let b = Tensor::<Flex, 2>::ones([4, 5], &device);
+        let product = a.matmul(b).into_data();
+        assert_eq!(product.to_vec::<f32>().unwrap(), vec![4.0; 15]);
+        assert_eq!(
+            product.bytes.align(),
+            4,
+            "burn-flex is not the patched copy"
+        );
+    }
 }
