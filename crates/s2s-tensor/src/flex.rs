@@ -143,4 +143,31 @@ mod tests {
             "burn-flex is not the patched copy"
         );
     }
+
+    /// The other change in `patches/burn-flex`: `slice_assign` into a tensor that nothing
+    /// else holds (a slice's gradient is one, written into fresh zeros) writes in place.
+    /// Unpatched, it copied the destination first.
+    #[test]
+    fn slice_assign_into_an_unshared_tensor_writes_in_place() {
+        use crate::backend::Flex;
+        use burn::tensor::{Tensor, TensorPrimitive};
+        let device = Default::default();
+        let address = |t: &Tensor<Flex, 2>| match t.clone().into_primitive() {
+            TensorPrimitive::Float(t) => t.bytes().as_ptr() as usize,
+            TensorPrimitive::QFloat(_) => unreachable!("a float tensor"),
+        };
+        let zeros = Tensor::<Flex, 2>::zeros([4, 6], &device);
+        let before = address(&zeros);
+        let written = zeros.slice_assign([1..3, 2..5], Tensor::ones([2, 3], &device));
+        assert_eq!(address(&written), before, "the destination was copied");
+        let values = written.into_data().to_vec::<f32>().unwrap();
+        let expected: Vec<f32> = (0..24)
+            .map(|i| {
+                f32::from(u8::from(
+                    (1..3).contains(&(i / 6)) && (2..5).contains(&(i % 6)),
+                ))
+            })
+            .collect();
+        assert_eq!(values, expected);
+    }
 }

@@ -233,7 +233,14 @@ fn slice_write_impl<E: Element + bytemuck::Pod>(
     slices: &[Slice],
     source: WriteSource<'_, E>,
 ) -> FlexTensor {
-    let mut tensor = tensor.to_contiguous();
+    // s2s patch: the caller's handle is dropped before the write. `to_contiguous` hands a
+    // contiguous tensor back as a second handle to the same buffer, and with the first one
+    // still alive `storage_mut`'s copy-on-write copied every destination, even one that
+    // nothing else shares (see s2s's `patches/README.md`).
+    let mut tensor = {
+        let tensor = tensor;
+        tensor.to_contiguous()
+    };
     let dst_layout = tensor.layout().clone();
     let ndims = dst_layout.num_dims();
 
