@@ -476,20 +476,21 @@ impl<B: Backend> RnnLayer<B> {
             let n = states.len();
             Tensor::stack::<3>(states, 0).reshape([n * rows, d_hidden])
         };
-        // Final states: row b of direction d is at state index lengths[b].
-        let finals: Vec<usize> = (0..dirs)
-            .flat_map(|d| {
-                lengths
-                    .iter()
-                    .enumerate()
-                    .map(move |(b, &len)| state_row(len, d, b))
-            })
-            .collect();
-        let pick = |states: Tensor<B, 2>, rows: &[usize]| -> Vec<Tensor<B, 2>> {
-            s2s_tensor::ops::gather_rows(states, rows).chunk(dirs, 0)
+        // Final states: row b of direction d is at state index `index(lengths[b])` of
+        // `states`.
+        let pick = |states: Tensor<B, 2>, index: &dyn Fn(usize) -> usize| -> Vec<Tensor<B, 2>> {
+            let rows: Vec<usize> = (0..dirs)
+                .flat_map(|d| {
+                    lengths
+                        .iter()
+                        .enumerate()
+                        .map(move |(b, &len)| state_row(index(len), d, b))
+                })
+                .collect();
+            s2s_tensor::ops::gather_rows(states, &rows).chunk(dirs, 0)
         };
         let hs_all = all(hs);
-        let final_h = pick(hs_all.clone(), &finals);
+        let final_h = pick(hs_all.clone(), &|len| len);
         // The cell states (LSTM) serve only the final states: only those that some row ends
         // at are stacked (a length-bucketed batch has few lengths), not every step's, whose
         // copies and, in training, zero gradients took about a tenth of this function's
@@ -501,19 +502,11 @@ impl<B: Backend> RnnLayer<B> {
             ends.sort_unstable();
             ends.dedup();
             let slot = |len: usize| ends.binary_search(&len).expect("a row's length");
-            let rows_of: Vec<usize> = (0..dirs)
-                .flat_map(|d| {
-                    lengths
-                        .iter()
-                        .enumerate()
-                        .map(move |(b, &len)| state_row(slot(len), d, b))
-                })
-                .collect();
             let ended = match ends.as_slice() {
                 [len] => cs[*len].clone(),
                 _ => all(ends.iter().map(|&len| cs[len].clone()).collect()),
             };
-            pick(ended, &rows_of).into_iter().map(Some).collect()
+            pick(ended, &slot).into_iter().map(Some).collect()
         };
         let mut states = final_h
             .into_iter()
