@@ -243,7 +243,7 @@ fn export(cell: CellKind, out: &Path, trained: Option<&Path>) -> Result<()> {
                 cell,
             );
             let model =
-                s2s_tensor::backend::seeded::<B, _>(&device, SEED, || config.init::<B>(&device));
+                s2s_tensor::backend::seeded_module::<B, _>(&device, SEED, || config.init::<B>(&device));
             let meta = CheckpointMeta {
                 format: 1,
                 task: "g2p-bench".into(),
@@ -252,6 +252,7 @@ fn export(cell: CellKind, out: &Path, trained: Option<&Path>) -> Result<()> {
                 target_tokenizer: Tokenizer::Whitespace,
                 max_decode_len: MAX_LEN,
                 summary: json!({ "untrained": true }),
+                s2s_version: String::new(),
             };
             (model, data, meta)
         }

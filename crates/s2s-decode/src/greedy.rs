@@ -82,7 +82,7 @@ mod tests {
                 .with_d_decoder(10)
                 .with_d_attention(6)
                 .with_cell(cell);
-            s2s_tensor::backend::seeded::<TB, _>(&device, 5, || config.init(&device))
+            s2s_tensor::backend::seeded_module::<TB, _>(&device, 5, || config.init(&device))
         }
 
         proptest! {

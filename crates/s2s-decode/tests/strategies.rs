@@ -23,7 +23,7 @@ s2s_tensor::for_each_backend! {
             .with_d_decoder(10)
             .with_d_attention(6)
             .with_cell(if lstm { CellKind::Lstm } else { CellKind::Gru });
-        s2s_tensor::backend::seeded::<B, _>(&device, seed, || config.init(&device))
+        s2s_tensor::backend::seeded_module::<B, _>(&device, seed, || config.init(&device))
     }
 
     fn sources() -> impl Strategy<Value = Vec<Vec<u32>>> {

@@ -5,6 +5,7 @@
 //!   the concatenated gates; padded positions never change a state.
 //! - [`encoder`]: embedding + stacked (optionally bidirectional) recurrent layers, length-aware
 //!   (what `pack_padded_sequence` gives PyTorch users).
+//! - [`dropout`]: dropout with masks from a generator the trainer seeds per step and share.
 //! - [`attention`]: Bahdanau (additive) and Luong (dot, general) attention with source
 //!   padding masked.
 //! - [`model`]: the [`Seq2Seq`] model with a bridge from encoder to decoder states, a
@@ -30,6 +31,7 @@
 //! ```
 
 pub mod attention;
+pub mod dropout;
 pub mod encoder;
 pub mod linear;
 pub mod model;

@@ -548,7 +548,7 @@ impl<B: Backend> Seq2Seq<B> {
         let mut x = first.h.clone();
         new_layers.push(first);
         for (k, (layer, s)) in self.decoder_layers.iter().zip(layers).enumerate().skip(1) {
-            let input = self.dropout.forward(x);
+            let input = crate::dropout::apply(&self.dropout, x);
             let next = match weights {
                 Some(w) => layer.step_with(&w[k], input, s),
                 None => layer.step(input, s),
@@ -598,7 +598,7 @@ impl<B: Backend> Seq2Seq<B> {
         if let Some(cache) = &memory.cache {
             return self.cached_step(memory, cache, tokens, state);
         }
-        let embedded = self.dropout.forward(
+        let embedded = crate::dropout::apply(&self.dropout, 
             self.embedding
                 .forward(tokens.unsqueeze_dim(1))
                 .squeeze_dim(1),
@@ -682,7 +682,7 @@ impl<B: Backend> Seq2Seq<B> {
             let ids = target_input.reshape([batch * steps]);
             (projected, EmbeddingShare::Ids(ids))
         } else {
-            let embedded = self.dropout.forward(self.embedding.forward(target_input));
+            let embedded = crate::dropout::apply(&self.dropout, self.embedding.forward(target_input));
             let flat = embedded.clone().reshape([batch * steps, self.d_embed]);
             let projected = (flat.matmul(w_emb) + bias_ih).reshape([batch, steps, g]);
             let projected = ops::split_steps(projected, 1)
@@ -802,7 +802,7 @@ mod tests {
                 .with_bidirectional(bidirectional)
                 .with_encoder_layers(layers)
                 .with_decoder_layers(layers);
-            s2s_tensor::backend::seeded::<TB, _>(&device, 11, || config.init(&device))
+            s2s_tensor::backend::seeded_module::<TB, _>(&device, 11, || config.init(&device))
         }
 
         fn close(a: &[f32], b: &[f32], tol: f32) -> bool {

@@ -387,6 +387,34 @@ pub fn seeded<B: burn::tensor::backend::Backend, T>(
     init()
 }
 
+/// [`seeded`] for a module: initialises `init()`'s parameters before the lock is released.
+///
+/// Burn creates parameters lazily: their values are drawn at the first read, and every clone
+/// of a parameter not yet read draws its own. A model that is cloned before it is read (the
+/// training workers' forks, a strategy's copy) would then hold different weights in each
+/// clone, drawn in whatever order the threads ran. Every model that s2s trains or compares is
+/// made here.
+pub fn seeded_module<B: burn::tensor::backend::Backend, M: burn::module::Module<B>>(
+    device: &B::Device,
+    seed: u64,
+    init: impl FnOnce() -> M,
+) -> M {
+    struct Touch;
+    impl<B: burn::tensor::backend::Backend> burn::module::ModuleVisitor<B> for Touch {
+        fn visit_float<const D: usize>(
+            &mut self,
+            param: &burn::module::Param<burn::tensor::Tensor<B, D>>,
+        ) {
+            param.val();
+        }
+    }
+    seeded::<B, _>(device, seed, || {
+        let module = init();
+        module.visit(&mut Touch);
+        module
+    })
+}
+
 #[cfg(feature = "flex")]
 #[doc(hidden)]
 #[macro_export]

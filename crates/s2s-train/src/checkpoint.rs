@@ -3,12 +3,15 @@
 //! A folder holds `config.json` ([`CheckpointMeta`]: model configuration, tokenizers, task,
 //! training summary), `source_vocab.json`, `target_vocab.json` and `model.mpk` (named
 //! MessagePack, full precision: readable by every backend). [`Checkpoint::save`] writes a
-//! complete folder beside the destination and renames it into place, so a crash never leaves
-//! a half-written checkpoint at the destination.
+//! complete folder beside the destination, syncs it and renames it into place, so a crash
+//! never leaves a half-written checkpoint at the destination; [`Checkpoint::load`] checks
+//! every weight's shape against `config.json`.
 
-use burn::module::Module;
+use crate::durable;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::Backend;
+use burn::tensor::Tensor;
 use s2s_data::{TextCodec, Tokenizer, Vocab};
 use s2s_nn::{Seq2Seq, Seq2SeqConfig};
 use serde::{Deserialize, Serialize};
@@ -41,6 +44,15 @@ pub enum CheckpointError {
     Data(#[from] s2s_data::DataError),
 }
 
+impl From<durable::IoError> for CheckpointError {
+    fn from(e: durable::IoError) -> Self {
+        CheckpointError::Io {
+            path: e.path,
+            source: e.source,
+        }
+    }
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
     move |source| CheckpointError::Io {
         path: path.to_path_buf(),
@@ -66,6 +78,10 @@ pub struct CheckpointMeta {
     /// Free-form training summary (epoch, scores).
     #[serde(default)]
     pub summary: serde_json::Value,
+    /// Version of s2s that wrote the folder (empty for folders written before it was
+    /// recorded).
+    #[serde(default)]
+    pub s2s_version: String,
 }
 
 /// A model with everything needed to turn text into text.
@@ -83,52 +99,98 @@ fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
     NamedMpkFileRecorder::<FullPrecisionSettings>::new()
 }
 
-impl<B: Backend> Checkpoint<B> {
-    /// Writes the checkpoint to `dir` atomically: the files go to a fresh sibling folder,
-    /// which then replaces `dir` by rename.
-    pub fn save(&self, dir: &Path) -> Result<(), CheckpointError> {
-        let parent = dir
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        std::fs::create_dir_all(parent).map_err(io(parent))?;
-        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("model");
-        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-        if tmp.exists() {
-            std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+/// Whether `dir` holds a model folder's `config.json` ([`CheckpointMeta`]).
+pub fn is_model_folder(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<CheckpointMeta>(&t).ok())
+        .is_some()
+}
+
+/// The model folder that `dir` names: `dir` itself, or for a training run folder
+/// ([`crate::run`]), its `best/` model.
+pub fn model_folder(dir: &Path) -> PathBuf {
+    if crate::run::is_run_folder(dir) {
+        dir.join(crate::run::BEST)
+    } else {
+        dir.to_path_buf()
+    }
+}
+
+/// The name and shape of every float parameter of `model`, in visiting order, without
+/// initialising lazy parameters.
+pub fn parameter_shapes<B: Backend, M: Module<B>>(model: &M) -> Vec<(String, Vec<usize>)> {
+    struct Shapes {
+        path: Vec<String>,
+        out: Vec<(String, Vec<usize>)>,
+    }
+    impl<B: Backend> ModuleVisitor<B> for Shapes {
+        fn enter_module(&mut self, name: &str, _container: &str) {
+            self.path.push(name.to_string());
         }
-        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-        let config = tmp.join("config.json");
-        let json = serde_json::to_string_pretty(&self.meta).expect("metadata serialises");
+        fn exit_module(&mut self, _name: &str, _container: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.out
+                .push((self.path.join("."), param.lazy_shape().dims::<D>().to_vec()));
+        }
+    }
+    let mut shapes = Shapes {
+        path: Vec::new(),
+        out: Vec::new(),
+    };
+    model.visit(&mut shapes);
+    shapes.out
+}
+
+impl<B: Backend> Checkpoint<B> {
+    /// Writes the model folder's files (`config.json`, the vocabularies, `model.mpk`) into
+    /// the existing folder `dir`, without syncing them: [`save`](Self::save) and the trainer
+    /// call it on a temporary folder that they sync and rename.
+    pub fn write_files(&self, dir: &Path) -> Result<(), CheckpointError> {
+        let config = dir.join("config.json");
+        let mut meta = self.meta.clone();
+        meta.s2s_version = env!("CARGO_PKG_VERSION").to_string();
+        let json = serde_json::to_string_pretty(&meta).expect("metadata serialises");
         std::fs::write(&config, json).map_err(io(&config))?;
         self.codec
             .source_vocab
-            .save(&tmp.join("source_vocab.json"))?;
+            .save(&dir.join("source_vocab.json"))?;
         self.codec
             .target_vocab
-            .save(&tmp.join("target_vocab.json"))?;
-        let weights = tmp.join("model");
+            .save(&dir.join("target_vocab.json"))?;
+        let weights = dir.join("model");
         self.model
             .clone()
             .save_file(weights.clone(), &recorder())
             .map_err(|e| CheckpointError::Invalid {
                 path: weights.with_extension("mpk"),
                 message: format!("cannot write weights: {e}"),
-            })?;
-        // Swap into place: old folder aside, new folder in, old folder removed.
-        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-        if dir.exists() {
-            std::fs::rename(dir, &old).map_err(io(dir))?;
-        }
-        std::fs::rename(&tmp, dir).map_err(io(dir))?;
-        if old.exists() {
-            std::fs::remove_dir_all(&old).map_err(io(&old))?;
-        }
-        Ok(())
+            })
     }
 
-    /// Reads a checkpoint written by [`save`](Self::save) onto `device`.
+    /// Writes the checkpoint to `dir` atomically and durably ([`durable::write_dir`]): the
+    /// files go to a fresh sibling folder, are synced, and the folder replaces `dir`.
+    ///
+    /// `dir` must not exist or be a model folder already: anything else there is an error,
+    /// and nothing is touched.
+    pub fn save(&self, dir: &Path) -> Result<(), CheckpointError> {
+        if dir.exists() && !is_model_folder(dir) {
+            return Err(CheckpointError::Invalid {
+                path: dir.to_path_buf(),
+                message: "exists and is not an s2s model folder; not replaced".into(),
+            });
+        }
+        let parent = durable::parent_of(dir);
+        std::fs::create_dir_all(parent).map_err(io(parent))?;
+        durable::write_dir(dir, |tmp| self.write_files(tmp))
+    }
+
+    /// Reads the model folder `dir` (or a training run folder's `best/` model) onto
+    /// `device`. Every weight's shape is checked against `config.json`.
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, CheckpointError> {
+        let dir = &model_folder(dir);
         if !dir.is_dir() {
             return Err(CheckpointError::Invalid {
                 path: dir.to_path_buf(),
@@ -172,14 +234,26 @@ impl<B: Backend> Checkpoint<B> {
             }
         }
         let weights = dir.join("model.mpk");
-        let model = meta
-            .model
-            .init::<B>(device)
+        let fresh = meta.model.init::<B>(device);
+        let expected = parameter_shapes(&fresh);
+        let model = fresh
             .load_file(dir.join("model"), &recorder(), device)
             .map_err(|e| CheckpointError::Invalid {
-                path: weights,
+                path: weights.clone(),
                 message: format!("cannot read weights: {e}"),
             })?;
+        let found = parameter_shapes(&model);
+        for ((name, want), (_, got)) in expected.iter().zip(&found) {
+            if want != got {
+                return Err(CheckpointError::Invalid {
+                    path: weights,
+                    message: format!(
+                        "parameter {name} has shape {got:?}, but config.json ({}) gives {want:?}",
+                        config.display()
+                    ),
+                });
+            }
+        }
         Ok(Checkpoint {
             codec: TextCodec {
                 source_tokenizer: meta.source_tokenizer.clone(),

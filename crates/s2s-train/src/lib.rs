@@ -3,12 +3,17 @@
 //! - [`loss`]: cross-entropy averaged over real (non-pad) target tokens, with label smoothing.
 //! - [`schedule`]: teacher forcing (constant, linear, inverse-sigmoid scheduled sampling) and
 //!   learning-rate warmup/decay.
-//! - [`trainer`]: the loop: length-bucketed batches, Adam, global gradient-norm clipping,
-//!   validation every epoch (loss, perplexity, exact match, WER, token error rate) and the
-//!   best checkpoint kept.
+//! - [`trainer`]: the [`Trainer`]: length-bucketed batches, Adam, global gradient-norm
+//!   clipping, validation (loss, perplexity, exact match, WER, token error rate, BLEU, chrF),
+//!   the best checkpoint kept, resumable bit for bit.
+//! - [`run`]: run folders (`config.json`, `metrics.jsonl`, `best/`, `last/`) that refuse to
+//!   touch what is not theirs.
+//! - [`state`]: the training state saved in `last/` (position, best score, optimizer).
+//! - [`durable`]: atomic, synced writes of files and folders, and cleanup after a kill.
 //! - [`parallel`]: one batch's loss and gradients computed by several threads, each on a
 //!   share of the rows.
-//! - [`checkpoint`]: model folders (config JSON, vocabularies, weights) written atomically.
+//! - [`checkpoint`]: model folders (config JSON, vocabularies, weights) written atomically,
+//!   their weights' shapes checked on load.
 //! - [`metrics`]: edit distance, exact match, WER and PER against multiple references.
 //!
 //! ```no_run
@@ -22,16 +27,19 @@
 //! let codec = TextCodec::build(train_pairs, Tokenizer::Chars, Tokenizer::Chars, 1);
 //! let report = train::<B>("reverse", Seq2SeqConfig::new(0, 0), codec, train_pairs, valid_pairs,
 //!     &TrainConfig::new().with_epochs(3), "runs/reverse".as_ref(), &Default::default())?;
-//! println!("best epoch {}", report.best_epoch);
+//! println!("best epoch {}", report.best_epoch); // the model is in runs/reverse/best
 //! # Ok::<(), s2s_train::TrainError>(())
 //! ```
 
 pub mod checkpoint;
+pub mod durable;
 pub mod loss;
 pub mod metrics;
 pub mod optim;
 pub mod parallel;
+pub mod run;
 pub mod schedule;
+pub mod state;
 pub mod trainer;
 
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta};
@@ -39,6 +47,8 @@ pub use metrics::Scores;
 pub use optim::{Adam, AdamConfig};
 pub use parallel::{batch_gradients, BatchGradients};
 pub use schedule::{Decay, LrSchedule, TeacherForcing};
+pub use run::{OpenMode, RunFolder};
 pub use trainer::{
-    evaluate, evaluate_with, train, validation_loss, EpochLog, TrainConfig, TrainError, TrainReport,
+    evaluate, evaluate_with, train, validation_loss, BestMetric, EpochLog, Outcome, TrainConfig,
+    TrainError, TrainEvent, TrainReport, Trainer,
 };

@@ -1,5 +1,8 @@
-//! Sequence metrics: exact match, word error rate and token (phoneme) error rate.
+//! Sequence metrics: exact match, word error rate and token (phoneme) error rate; corpus
+//! BLEU and chrF of a test file.
 
+use s2s_data::{Pair, Reference};
+use s2s_metrics::{BleuScore, ChrfScore, MetricsError};
 use serde::{Deserialize, Serialize};
 
 /// Levenshtein distance between two token sequences.
@@ -70,6 +73,37 @@ pub fn score<S: AsRef<str> + PartialEq>(
         wer: 1.0 - exact_match,
         ter: errors as f64 / ref_tokens.max(1) as f64,
     }
+}
+
+/// Corpus BLEU and chrF (sacreBLEU's defaults) over the test pairs, one line per pair with
+/// its own target as the single reference: what `sacrebleu targets -i outputs` gives for the
+/// test file. `predictions` are per distinct source (`refs`, from
+/// [`group_references`](s2s_data::corpus::group_references)).
+pub fn corpus_scores(
+    pairs: &[Pair],
+    refs: &[Reference],
+    predictions: &[String],
+) -> Result<(BleuScore, ChrfScore), MetricsError> {
+    let by_source: std::collections::HashMap<&str, &str> = refs
+        .iter()
+        .zip(predictions)
+        .map(|(r, p)| (r.source.as_str(), p.as_str()))
+        .collect();
+    let hyps: Vec<&str> = pairs
+        .iter()
+        .map(|p| by_source.get(p.source.as_str()).copied().unwrap_or(""))
+        .collect();
+    let targets: Vec<&str> = pairs.iter().map(|p| p.target.as_str()).collect();
+    let streams = [targets];
+    Ok((
+        s2s_metrics::corpus_bleu(&hyps, &streams)?,
+        s2s_metrics::corpus_chrf(&hyps, &streams)?,
+    ))
+}
+
+/// The scores of [`corpus_scores`] (NaN where they cannot be computed).
+pub fn corpus_bleu_chrf(pairs: &[Pair], refs: &[Reference], predictions: &[String]) -> (f64, f64) {
+    corpus_scores(pairs, refs, predictions).map_or((f64::NAN, f64::NAN), |(b, c)| (b.score, c.score))
 }
 
 #[cfg(test)]

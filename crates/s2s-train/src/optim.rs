@@ -11,7 +11,7 @@
 //! without a gradient in a step keeps its values and its moments.
 
 use burn::config::Config;
-use burn::module::{AutodiffModule, ModuleMapper, Param, ParamId};
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Shape, Tensor};
@@ -31,6 +31,10 @@ pub struct AdamConfig {
     /// Added to the denominator, for numerical stability.
     #[config(default = 1e-5)]
     pub epsilon: f32,
+    /// Decoupled weight decay (AdamW, Loshchilov & Hutter): before each update a parameter
+    /// is scaled by `1 - lr * weight_decay`. 0 is plain Adam.
+    #[config(default = 0.0)]
+    pub weight_decay: f32,
 }
 
 impl AdamConfig {
@@ -86,7 +90,13 @@ impl<B: Backend> Job<B> {
         let (b1, b2, eps) = (config.beta_1, config.beta_2, config.epsilon);
         let step = AdamStep::new(b1, b2, eps, lr as f32, steps);
         let moments = self.moments.map(|m| (m.moment_1, m.moment_2));
-        let out = adam_update(self.param, self.grad, moments, step);
+        let param = if config.weight_decay > 0.0 {
+            self.param
+                .mul_scalar(1.0 - lr as f32 * config.weight_decay)
+        } else {
+            self.param
+        };
+        let out = adam_update(param, self.grad, moments, step);
         Updated {
             id: self.id,
             shape: self.shape,
@@ -147,6 +157,113 @@ impl<B: AutodiffBackend> Adam<B> {
             updated.insert(done.id, (done.param, done.shape, done.require_grad));
         }
         module.map(&mut Replace::<B> { updated })
+    }
+}
+
+/// One parameter's optimizer state, as saved with a run ([`Adam::export`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedMoments {
+    /// Steps the parameter has taken.
+    pub steps: i32,
+    /// First moment, flattened.
+    pub moment_1: Vec<f32>,
+    /// Second moment, flattened.
+    pub moment_2: Vec<f32>,
+}
+
+impl<B: AutodiffBackend> Adam<B> {
+    /// The moments of every float parameter of `module`, in visiting order (`None` for a
+    /// parameter that has not taken a step).
+    pub fn export<M: AutodiffModule<B>>(&self, module: &M) -> Vec<Option<SavedMoments>> {
+        struct Export<'a, B: Backend> {
+            moments: &'a HashMap<ParamId, Moments<B>>,
+            out: Vec<Option<SavedMoments>>,
+        }
+        impl<B: AutodiffBackend> ModuleVisitor<B> for Export<'_, B::InnerBackend> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                self.out.push(self.moments.get(&param.id).map(|m| SavedMoments {
+                    steps: m.steps,
+                    moment_1: s2s_tensor::ops::to_vec_f32(m.moment_1.clone()),
+                    moment_2: s2s_tensor::ops::to_vec_f32(m.moment_2.clone()),
+                }));
+            }
+        }
+        let mut export = Export::<B::InnerBackend> {
+            moments: &self.moments,
+            out: Vec::new(),
+        };
+        module.visit(&mut export);
+        export.out
+    }
+
+    /// Replaces the moments with `saved` ([`export`](Self::export) of a module with the same
+    /// parameters in the same order). Errors if the count or a size differs.
+    pub fn import<M: AutodiffModule<B>>(
+        &mut self,
+        module: &M,
+        saved: Vec<Option<SavedMoments>>,
+    ) -> Result<(), String> {
+        struct Import<B: Backend> {
+            saved: std::vec::IntoIter<Option<SavedMoments>>,
+            moments: HashMap<ParamId, Moments<B>>,
+            index: usize,
+            error: Option<String>,
+        }
+        impl<B: AutodiffBackend> ModuleVisitor<B> for Import<B::InnerBackend> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+                let index = self.index;
+                self.index += 1;
+                let Some(entry) = self.saved.next() else {
+                    self.error
+                        .get_or_insert(format!("no moments for parameter {index}"));
+                    return;
+                };
+                let Some(m) = entry else { return };
+                let n = param.lazy_shape().num_elements();
+                if m.moment_1.len() != n || m.moment_2.len() != n {
+                    self.error.get_or_insert(format!(
+                        "parameter {index} has {n} values, its saved moments {} and {}",
+                        m.moment_1.len(),
+                        m.moment_2.len()
+                    ));
+                    return;
+                }
+                let device = param.lazy_device();
+                let tensor = |v: Vec<f32>| {
+                    Tensor::<B::InnerBackend, 1>::from_data(
+                        burn::tensor::TensorData::new(v, [n]),
+                        &device,
+                    )
+                };
+                self.moments.insert(
+                    param.id,
+                    Moments {
+                        steps: m.steps,
+                        moment_1: tensor(m.moment_1),
+                        moment_2: tensor(m.moment_2),
+                    },
+                );
+            }
+        }
+        let count = saved.len();
+        let mut import = Import::<B::InnerBackend> {
+            saved: saved.into_iter(),
+            moments: HashMap::new(),
+            index: 0,
+            error: None,
+        };
+        module.visit(&mut import);
+        if let Some(e) = import.error {
+            return Err(e);
+        }
+        if import.index != count {
+            return Err(format!(
+                "{count} saved parameters, but the model has {}",
+                import.index
+            ));
+        }
+        self.moments = import.moments;
+        Ok(())
     }
 }
 
@@ -220,7 +337,7 @@ impl<B: AutodiffBackend> ModuleMapper<B> for Replace<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::module::{Module, ModuleVisitor};
+    use burn::module::Module;
     use burn::optim::Optimizer;
     use burn::tensor::Distribution;
     use s2s_nn::{CellKind, Seq2Seq, Seq2SeqConfig};

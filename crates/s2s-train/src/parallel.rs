@@ -161,7 +161,7 @@ mod tests {
                     .with_d_attention(3)
                     .with_cell(cell);
                 let model: Seq2Seq<AB> =
-                    s2s_tensor::backend::seeded::<AB, _>(&device, 3, || config.init(&device));
+                    s2s_tensor::backend::seeded_module::<AB, _>(&device, 3, || config.init(&device));
                 // The reference: the whole batch's mean loss, differentiated directly.
                 let batch = TrainingBatch::<AB>::new(&rows, &device);
                 let tokens = batch.target_tokens();

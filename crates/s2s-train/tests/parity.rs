@@ -48,9 +48,7 @@ fn reference_checkpoint() -> &'static Path {
             .with_max_steps(Some(300))
             .with_batch_size(64)
             .with_lr(3e-3)
-            .with_max_decode_len(MAX_LEN)
-            .with_progress(false)
-            .with_log_epochs(false);
+            .with_max_decode_len(MAX_LEN);
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("g2p");
         train::<Autodiff<Flex>>(

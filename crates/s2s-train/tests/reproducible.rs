@@ -22,9 +22,7 @@ fn fixed_seed_reproduces_the_run() {
             .with_epochs(2)
             .with_batch_size(16)
             .with_seed(seed)
-            .with_teacher_forcing("0.7".parse().unwrap())
-            .with_progress(false)
-            .with_log_epochs(false);
+            .with_teacher_forcing("0.7".parse().unwrap());
         let model = small_model().with_dropout(0.2);
         let report = train::<AB>(
             "sort",

@@ -28,9 +28,7 @@ s2s_tensor::for_each_backend! {
             .with_epochs(12)
             .with_batch_size(32)
             .with_lr(3e-3)
-            .with_max_decode_len(12)
-            .with_progress(false)
-            .with_log_epochs(false);
+            .with_max_decode_len(12);
         let device = device();
         let report = train::<AB>(
             "reverse",
@@ -74,9 +72,7 @@ s2s_tensor::for_each_backend! {
             .with_epochs(2)
             .with_batch_size(16)
             .with_label_smoothing(0.1)
-            .with_teacher_forcing("linear:1:0.5:12".parse().unwrap())
-            .with_progress(false)
-            .with_log_epochs(false);
+            .with_teacher_forcing("linear:1:0.5:12".parse().unwrap());
         let device = device();
         let model = small_model()
             .with_cell(CellKind::Lstm)
