@@ -242,8 +242,9 @@ fn export(cell: CellKind, out: &Path, trained: Option<&Path>) -> Result<()> {
                 data.codec.target_vocab.len(),
                 cell,
             );
-            let model =
-                s2s_tensor::backend::seeded_module::<B, _>(&device, SEED, || config.init::<B>(&device));
+            let model = s2s_tensor::backend::seeded_module::<B, _>(&device, SEED, || {
+                config.init::<B>(&device)
+            });
             let meta = CheckpointMeta {
                 format: 1,
                 task: "g2p-bench".into(),

@@ -17,9 +17,11 @@ const USAGE: &str = "usage: cargo xtask <command> [options]
 commands:
   train [--task g2p|eng-fra|copy|reverse|sort|double|tsv] [--epochs N] [--out DIR]
         [--time-limit SECONDS] [--backend flex|tch|wgpu] [--device DEVICE]
-        [--full] [-- EXTRA s2s train OPTIONS]
-        Train (default: CMUdict G2P, 15 minutes in all on a 2-core CPU), then print the
-        test WER/PER and sample words. The model lands in --out (default runs/g2p).
+        [--full] [--resume | --overwrite] [-- EXTRA s2s train OPTIONS]
+        Train (default: CMUdict G2P, 15 minutes in all on a 2-core CPU, the settings of
+        recipes/g2p.json), then print the test WER/PER and sample words. The run folder is
+        --out (default runs/g2p): --resume continues a stopped run there, --overwrite starts
+        it again.
         --task eng-fra: English->French on ../shared/data/eng-fra.tsv (the PyTorch tutorial's
         filtered subset; --full for all pairs), BPE, then BLEU/chrF for greedy, beam 5, 10.
   test [--backends flex,tch,wgpu] [--no-lint] [-- CARGO TEST ARGS]
@@ -424,7 +426,13 @@ fn parse_bench(args: &[String]) -> Result<BenchOptions> {
 /// folders that do not exist are passed over, unreadable configurations are errors.
 fn trained_model<'a>(models: &'a [PathBuf], cell: &str) -> Result<Option<&'a PathBuf>> {
     for dir in models {
-        let path = dir.join("config.json");
+        // A training run folder keeps its best model in best/.
+        let model = if dir.join("best/config.json").exists() {
+            dir.join("best")
+        } else {
+            dir.clone()
+        };
+        let path = model.join("config.json");
         if !path.exists() {
             continue;
         }
@@ -772,9 +780,11 @@ fn ceiling_table(rows: &[(serde_json::Value, serde_json::Value)]) -> String {
 
 struct TrainOptions {
     task: String,
-    epochs: String,
+    epochs: Option<String>,
     out: PathBuf,
-    time_limit: f64,
+    time_limit: Option<f64>,
+    resume: bool,
+    overwrite: bool,
     backend: String,
     device: String,
     full: bool,
@@ -784,11 +794,12 @@ struct TrainOptions {
 fn parse_train(args: &[String]) -> Result<TrainOptions> {
     let mut o = TrainOptions {
         task: "g2p".into(),
-        epochs: "100".into(),
+        // The recipe's (recipes/*.json) unless given.
+        epochs: None,
         out: PathBuf::from("runs/g2p"),
-        // 15 minutes in all: training stops at this budget, then the last validation and the
-        // test evaluation run.
-        time_limit: 840.0,
+        time_limit: None,
+        resume: false,
+        overwrite: false,
         backend: "flex".into(),
         device: "default".into(),
         full: false,
@@ -799,11 +810,13 @@ fn parse_train(args: &[String]) -> Result<TrainOptions> {
         let mut value = || option_value(&mut it, a);
         match a.as_str() {
             "--task" => o.task = value()?,
-            "--epochs" => o.epochs = value()?,
+            "--epochs" => o.epochs = Some(value()?),
             "--out" => o.out = PathBuf::from(value()?),
             "--time-limit" => {
-                o.time_limit = value()?.parse().context("--time-limit takes seconds")?
+                o.time_limit = Some(value()?.parse().context("--time-limit takes seconds")?)
             }
+            "--resume" => o.resume = true,
+            "--overwrite" => o.overwrite = true,
             "--backend" => o.backend = value()?,
             "--device" => o.device = value()?,
             "--full" => o.full = true,
@@ -817,7 +830,35 @@ fn parse_train(args: &[String]) -> Result<TrainOptions> {
     if o.task != "g2p" && o.out == Path::new("runs/g2p") {
         o.out = PathBuf::from(format!("runs/{}", o.task));
     }
+    if o.resume && o.overwrite {
+        bail!("--resume and --overwrite exclude each other");
+    }
     Ok(o)
+}
+
+/// The `s2s train` arguments that start or resume the run: `--resume OUT` (the run's own
+/// settings), or the recipe `recipes/NAME.json`, `--out OUT` and `--overwrite` when asked;
+/// then `--epochs` and `--time-limit` when given.
+fn run_args(o: &TrainOptions, recipe: &str, out: &Path) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec!["train".into()];
+    if o.resume {
+        args.extend(["--resume".into(), out.into()]);
+    } else {
+        let recipe = project_root()
+            .join("recipes")
+            .join(format!("{recipe}.json"));
+        args.extend(["--config".into(), recipe.into(), "--out".into(), out.into()]);
+        if o.overwrite {
+            args.push("--overwrite".into());
+        }
+    }
+    if let Some(epochs) = &o.epochs {
+        args.extend(["--epochs".into(), epochs.into()]);
+    }
+    if let Some(t) = o.time_limit {
+        args.extend(["--time-limit".into(), t.to_string().into()]);
+    }
+    args
 }
 
 fn train(args: &[String]) -> Result<()> {
@@ -833,15 +874,25 @@ fn train(args: &[String]) -> Result<()> {
     };
     let started = std::time::Instant::now();
     let mut cmd = s2s_command(&s2s, venv.as_ref(), &o);
-    cmd.args(["train", "--task", &o.task, "--epochs", &o.epochs])
-        .arg("--out")
-        .arg(&out)
-        .args(["--time-limit", &o.time_limit.to_string()])
-        // The default recipe: Adam at 2e-3 with a short warmup and a cosine decay over 2,600
-        // steps (what this project's 2-core machine does in about 12 minutes); the time limit
-        // only guards slower machines. Later options (after `--`) override these.
-        .args(schedule_args("2600"))
-        .args(&o.extra);
+    // The default recipe (recipes/g2p.json): Adam at 2e-3 with a short warmup and a cosine
+    // decay over 2,600 steps; its time limit only guards slower machines. Other tasks take
+    // their task and settings from the command line. Later options (after `--`) override.
+    if o.task == "g2p" {
+        cmd.args(run_args(&o, "g2p", &out));
+    } else if o.resume {
+        cmd.args(run_args(&o, "", &out));
+    } else {
+        cmd.args(["train", "--task", &o.task, "--epochs"])
+            .arg(o.epochs.as_deref().unwrap_or("100"))
+            .arg("--out")
+            .arg(&out)
+            .args(["--time-limit", &o.time_limit.unwrap_or(840.0).to_string()])
+            .args(schedule_args("2600"));
+        if o.overwrite {
+            cmd.arg("--overwrite");
+        }
+    }
+    cmd.args(&o.extra);
     // Progress and epoch lines (stderr) go straight to the terminal; the test scores come
     // back on stdout.
     cmd.stdout(Stdio::piped()).stderr(Stdio::inherit());
@@ -1003,31 +1054,20 @@ fn train_eng_fra(o: &TrainOptions) -> Result<()> {
     run(split)?;
     let started = std::time::Instant::now();
     let mut train = s2s_cmd();
-    train
-        .args(["train", "--task", "tsv", "--epochs", &o.epochs])
-        .arg("--train")
-        .arg(data.join("train.tsv"))
-        .arg("--valid")
-        .arg(data.join("valid.tsv"))
-        .arg("--out")
-        .arg(&out)
-        .args(["--time-limit", &o.time_limit.to_string()])
-        // The recipe: BPE on both sides (small vocabularies suit the ~10k tutorial pairs),
-        // the g2p-bench model sizes, Adam 2e-3 with warmup and a cosine decay.
-        .args([
-            "--source-tokenizer",
-            "bpe",
-            "--target-tokenizer",
-            "bpe",
-            "--bpe-vocab",
-            if o.full { "8000" } else { "2000" },
-            "--embed",
-            "128",
-            "--max-len",
-            "40",
-        ])
-        .args(schedule_args(if o.full { "20000" } else { "3000" }))
-        .args(&o.extra);
+    // The recipe (recipes/eng-fra.json): BPE on both sides (small vocabularies suit the ~10k
+    // tutorial pairs), the g2p-bench model sizes, Adam 2e-3 with warmup and a cosine decay.
+    train.args(run_args(o, "eng-fra", &out));
+    if !o.resume {
+        train
+            .arg("--train")
+            .arg(data.join("train.tsv"))
+            .arg("--valid")
+            .arg(data.join("valid.tsv"));
+        if o.full {
+            train.args(["--bpe-vocab", "8000", "--max-steps", "20000"]);
+        }
+    }
+    train.args(&o.extra);
     run(train)?;
     let train_secs = started.elapsed().as_secs_f64();
     let mut rows = Vec::new();

@@ -55,13 +55,14 @@ impl Layout {
 
 /// The font of the labels, shipped with the binary so that no system font is needed
 /// (DejaVu Sans, Bitstream Vera licence: `assets/DejaVuSans-LICENSE`).
-const FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
-const FONT: &str = "s2s-dejavu-sans";
+pub(crate) const FONT_BYTES: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+pub(crate) const FONT: &str = "s2s-dejavu-sans";
 const FONT_SIZE: f64 = 15.0;
 /// Colour of weight 1 (weight 0 is white).
 const DARK: (u8, u8, u8) = (8, 48, 107);
 
-fn register_font() -> Result<()> {
+/// Registers [`FONT`] with plotters (once per process); every text drawn must name it.
+pub(crate) fn register_font() -> Result<()> {
     static REGISTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let ok = *REGISTERED.get_or_init(|| {
         plotters::style::register_font(FONT, FontStyle::Normal, FONT_BYTES).is_ok()

@@ -4,18 +4,24 @@
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use s2s_data::corpus::{self, group_references, CmudictOptions, Reference, SyntheticTask};
 use s2s_data::{BatchSize, Pair, Splits, Subword, TextCodec, Tokenizer};
 use s2s_decode::{
     decode_all_parallel, BeamSearch, Decoding, Greedy, LengthPenalty, LogitsProcessors, Sampling,
 };
 use s2s_nn::{AttentionKind, CellKind, Seq2SeqConfig};
-use s2s_train::{evaluate, evaluate_with, Checkpoint, Decay, TeacherForcing, TrainConfig};
+use s2s_train::run::{OpenMode, RunFolder};
+use s2s_train::{
+    evaluate, evaluate_with, AdamConfig, BestMetric, Checkpoint, Decay, Outcome, TeacherForcing,
+    TrainConfig, TrainEvent, Trainer,
+};
+use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 mod align;
+mod plot;
 
 #[derive(Parser)]
 #[command(
@@ -47,7 +53,7 @@ enum BackendName {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Train a model and keep the best checkpoint.
+    /// Train a model in a run folder (best/ and last/ checkpoints, metrics.jsonl); resumable.
     #[command(args_override_self = true)]
     Train(Box<TrainArgs>),
     /// Decode source lines from stdin, one output line per input line.
@@ -61,9 +67,12 @@ enum Command {
     Split(SplitArgs),
     /// Draw one attention matrix of `s2s decode --alignments` as a PNG heatmap.
     Align(align::AlignArgs),
+    /// Draw a training run's curves (loss, best metric, learning rate) as a PNG.
+    Plot(plot::PlotArgs),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 enum Task {
     /// CMUdict grapheme-to-phoneme.
     G2p,
@@ -79,7 +88,8 @@ enum Task {
     Tsv,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 enum TokenizerArg {
     /// One token per character.
     Chars,
@@ -108,7 +118,7 @@ impl TokenizerArg {
 }
 
 /// Subword settings (tokenizer `bpe`).
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
 struct BpeArgs {
     /// BPE vocabulary size per side (characters and merges).
     #[arg(long, default_value_t = 8000)]
@@ -118,7 +128,8 @@ struct BpeArgs {
     bpe_min_freq: u64,
 }
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
+#[derive(Clone, Copy, Debug, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 enum DecayArg {
     None,
     InvSqrt,
@@ -126,7 +137,7 @@ enum DecayArg {
 }
 
 /// Where the data comes from (shared by `train` and `eval`).
-#[derive(Args, Debug, Clone)]
+#[derive(Args, Debug, Clone, Serialize, Deserialize)]
 struct DataArgs {
     /// CMUdict file for the g2p task.
     #[arg(long, default_value = default_cmudict())]
@@ -143,8 +154,30 @@ fn default_cmudict() -> &'static str {
     )
 }
 
-#[derive(Args, Debug)]
+/// `s2s train`'s options. They are also the run's `config.json` (and the recipes under
+/// `recipes/`): every field is a setting under its option's name with `_` for `-`, read back
+/// by `--config FILE` and `--resume DIR`; options on the command line override the file.
+#[derive(Args, Debug, Serialize, Deserialize)]
 struct TrainArgs {
+    /// Read the settings from this JSON file (a recipe such as recipes/g2p.json, or a run's
+    /// config.json); options given on the command line override it.
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Continue the training run in DIR from its last checkpoint, with the settings of its
+    /// config.json (options given here override them).
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["overwrite", "config", "init_from"])]
+    #[serde(skip)]
+    resume: Option<PathBuf>,
+    /// Start the run in --out again when --out is a run folder already (its best/, last/ and
+    /// metrics.jsonl are removed; nothing else is).
+    #[arg(long)]
+    #[serde(skip)]
+    overwrite: bool,
+    /// Start from the weights, architecture and vocabularies of this model folder (or run
+    /// folder's best model) with a fresh optimizer: fine-tuning.
+    #[arg(long, value_name = "DIR")]
+    init_from: Option<PathBuf>,
     /// The task.
     #[arg(long, value_enum, default_value_t = Task::G2p)]
     task: Task,
@@ -158,6 +191,7 @@ struct TrainArgs {
     #[arg(long)]
     test: Option<PathBuf>,
     #[command(flatten)]
+    #[serde(flatten)]
     data: DataArgs,
     /// Source tokenizer (task tsv).
     #[arg(long, value_enum, default_value_t = TokenizerArg::Whitespace)]
@@ -166,6 +200,7 @@ struct TrainArgs {
     #[arg(long, value_enum, default_value_t = TokenizerArg::Whitespace)]
     target_tokenizer: TokenizerArg,
     #[command(flatten)]
+    #[serde(flatten)]
     bpe: BpeArgs,
     /// Pretrained word vectors (GloVe / word2vec text, size = --embed) for the source
     /// embeddings.
@@ -180,7 +215,8 @@ struct TrainArgs {
     /// Number of training pairs for synthetic tasks.
     #[arg(long, default_value_t = 20_000)]
     synthetic_size: usize,
-    /// Output model folder.
+    /// The run folder: config.json, metrics.jsonl, best/ and last/. It must not exist, be
+    /// empty, or be a run folder (with --overwrite).
     #[arg(long, default_value = "runs/model")]
     out: PathBuf,
     /// Epochs.
@@ -210,10 +246,19 @@ struct TrainArgs {
     /// Clip the global gradient norm (0 disables).
     #[arg(long, default_value_t = 1.0)]
     clip_norm: f64,
+    /// Adam's beta_1 and beta_2.
+    #[arg(long, value_name = "B1,B2", default_value = "0.9,0.999")]
+    adam_betas: String,
+    /// Adam's epsilon.
+    #[arg(long, default_value_t = 1e-5)]
+    adam_eps: f32,
+    /// Decoupled weight decay (AdamW); 0 is plain Adam.
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f32,
     /// Teacher forcing: R, const:R, linear:START:END:STEPS or invsigmoid:K.
     #[arg(long, default_value = "1.0")]
-    teacher_forcing: TeacherForcing,
-    /// Label smoothing.
+    teacher_forcing: String,
+    /// Label smoothing, in [0, 1).
     #[arg(long, default_value_t = 0.0)]
     label_smoothing: f32,
     /// Random seed.
@@ -222,6 +267,23 @@ struct TrainArgs {
     /// Maximum decoded length during validation.
     #[arg(long, default_value_t = 50)]
     max_len: usize,
+    /// Validate every N steps as well as after every epoch.
+    #[arg(long, value_name = "N")]
+    valid_every: Option<usize>,
+    /// Write last/ (weights and training state) every N steps, and after every validation.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    save_every: usize,
+    /// Log the training loss, learning rate and gradient norm to metrics.jsonl every N
+    /// steps.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    log_every: usize,
+    /// Stop when the best metric has not improved for N validations in a row.
+    #[arg(long, value_name = "N")]
+    patience: Option<usize>,
+    /// The validation metric that picks best/ (loss, wer, per, bleu, chrf, exact); default:
+    /// wer for g2p, bleu for tsv, exact for the synthetic tasks.
+    #[arg(long)]
+    best_metric: Option<BestMetric>,
     /// Recurrent cell.
     #[arg(long, default_value = "gru")]
     cell: CellKind,
@@ -257,12 +319,13 @@ struct TrainArgs {
     no_bridge: bool,
     /// Threads that share the rows of every batch (default: one per CPU core on flex and on
     /// tch's CPU device, where each then runs one libtorch thread; one on a GPU). The step is
-    /// the same whatever their number; with --dropout, runs with several are not
-    /// bit-for-bit reproducible.
+    /// the same whatever their number up to the order of sums; runs with the same number are
+    /// reproducible bit for bit.
     #[arg(long)]
     workers: Option<usize>,
     /// Hide the progress bar.
     #[arg(long)]
+    #[serde(skip)]
     no_progress: bool,
 }
 
@@ -396,6 +459,23 @@ impl DecodingArgs {
         if self.n_best == 0 || self.beam_size == 0 || self.batch_size == 0 {
             bail!("--n-best, --beam-size and --batch-size must be at least 1");
         }
+        if !(self.temperature.is_finite() && self.temperature > 0.0) {
+            bail!(
+                "--temperature must be a finite number > 0, got {}",
+                self.temperature
+            );
+        }
+        if let Some(r) = self.max_len_ratio {
+            if !(r.is_finite() && r >= 0.0) {
+                bail!("--max-len-ratio must be a finite number >= 0, got {r}");
+            }
+        }
+        if !(self.diversity.is_finite() && self.diversity >= 0.0) {
+            bail!(
+                "--diversity must be a finite number >= 0, got {}",
+                self.diversity
+            );
+        }
         Ok(match self.strategy {
             StrategyArg::Greedy => {
                 let mut g = Greedy::new(max_len).with_attention(keep_attention);
@@ -482,17 +562,25 @@ enum SplitArg {
 }
 
 fn main() {
-    let cli = Cli::parse();
-    if let Err(e) = run(cli) {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let train_matches = matches.subcommand_matches("train");
+    if let Err(e) = run(cli, train_matches) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
 }
 
-fn run(mut cli: Cli) -> Result<()> {
+fn run(mut cli: Cli, train_matches: Option<&clap::ArgMatches>) -> Result<()> {
     use s2s_tensor::backend::{self as backends, Autodiff, BackendKind};
-    if let Command::Align(args) = cli.command {
-        return align::run(args);
+    match cli.command {
+        Command::Align(args) => return align::run(args),
+        Command::Plot(args) => return plot::run(args),
+        Command::Train(args) => {
+            let matches = train_matches.expect("train's matches");
+            cli.command = Command::Train(Box::new(train_settings(*args, matches)?));
+        }
+        _ => {}
     }
     let kind = match cli.backend {
         BackendName::Flex => BackendKind::Flex,
@@ -563,6 +651,7 @@ fn dispatch<B: Backend, AB: AutodiffBackend<InnerBackend = B, Device = B::Device
         Command::Translate(args) => cmd_translate::<B>(args, device),
         Command::Split(args) => cmd_split(args),
         Command::Align(args) => align::run(args),
+        Command::Plot(args) => plot::run(args),
     }
 }
 
@@ -584,123 +673,381 @@ fn synthetic(task: SyntheticTask, n: usize, seed: u64) -> Splits {
     }
 }
 
-fn cmd_train<AB: AutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Result<()> {
-    let (name, splits, src_tok, tgt_tok) = match args.task {
-        Task::G2p => (
-            "g2p",
-            cmudict_splits(&args.data)?,
-            Tokenizer::Chars,
-            Tokenizer::Whitespace,
-        ),
-        Task::Tsv => {
-            let (Some(train), Some(valid)) = (&args.train, &args.valid) else {
-                bail!("task tsv needs --train FILE and --valid FILE");
-            };
-            let test = match &args.test {
-                Some(t) => corpus::read_tsv(t)?,
-                None => Vec::new(),
-            };
-            let splits = Splits {
-                train: corpus::read_tsv(train)?,
-                dev: corpus::read_tsv(valid)?,
-                test,
-            };
-            let src_tok = args
-                .source_tokenizer
-                .build(splits.train.iter().map(|p| p.source.as_str()), &args.bpe)?;
-            let tgt_tok = args
-                .target_tokenizer
-                .build(splits.train.iter().map(|p| p.target.as_str()), &args.bpe)?;
-            ("tsv", splits, src_tok, tgt_tok)
+/// The settings of `s2s train`: the command line alone, or merged over a settings file
+/// (`--config FILE`, or the run's `config.json` with `--resume DIR`): an option given on the
+/// command line wins, the file gives the rest, and the defaults fill what neither gives. A
+/// setting in the file that `s2s train` does not know is an error naming the file.
+fn train_settings(args: TrainArgs, matches: &clap::ArgMatches) -> Result<TrainArgs> {
+    let (file, mut base) = match (&args.resume, &args.config) {
+        (Some(dir), _) => {
+            if matches.value_source("out") == Some(clap::parser::ValueSource::CommandLine)
+                && args.out != *dir
+            {
+                bail!(
+                    "--resume {} and --out {} name different folders",
+                    dir.display(),
+                    args.out.display()
+                );
+            }
+            RunFolder::check(dir, OpenMode::Resume)?;
+            let run = RunFolder::open(dir, OpenMode::Resume)?;
+            (dir.join("config.json"), run.read_config()?)
         }
-        t => {
-            let task = match t {
-                Task::Copy => SyntheticTask::Copy,
-                Task::Reverse => SyntheticTask::Reverse,
-                Task::Sort => SyntheticTask::Sort,
-                _ => SyntheticTask::Double,
-            };
-            let name = match task {
-                SyntheticTask::Copy => "copy",
-                SyntheticTask::Reverse => "reverse",
-                SyntheticTask::Sort => "sort",
-                SyntheticTask::Double => "double",
-            };
-            (
-                name,
-                synthetic(task, args.synthetic_size, args.seed),
-                Tokenizer::Chars,
-                Tokenizer::Chars,
-            )
+        (None, Some(file)) => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("{}: cannot read", file.display()))?;
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{}: invalid JSON", file.display()))?;
+            (file.clone(), value)
         }
+        (None, None) => return Ok(args),
     };
+    let given = serde_json::to_value(&args)?;
+    let (Some(base_map), Some(given_map)) = (base.as_object_mut(), given.as_object()) else {
+        bail!("{}: expected a JSON object of settings", file.display());
+    };
+    base_map.remove("s2s_run");
+    base_map.remove("s2s_version");
+    if let Some(key) = base_map.keys().find(|k| !given_map.contains_key(*k)) {
+        bail!("{}: unknown setting {key:?}", file.display());
+    }
+    for (key, value) in given_map {
+        let on_command_line =
+            matches.value_source(key) == Some(clap::parser::ValueSource::CommandLine);
+        if on_command_line || !base_map.contains_key(key) {
+            base_map.insert(key.clone(), value.clone());
+        }
+    }
+    let mut merged: TrainArgs = serde_json::from_value(base)
+        .with_context(|| format!("{}: invalid settings", file.display()))?;
+    merged.config = args.config;
+    merged.overwrite = args.overwrite;
+    merged.no_progress = args.no_progress;
+    if let Some(dir) = args.resume {
+        merged.out = dir.clone();
+        merged.resume = Some(dir);
+    }
+    Ok(merged)
+}
+
+/// A task's name, its data, and its source and target tokenizers (when built).
+type TaskData = (&'static str, Splits, Option<(Tokenizer, Tokenizer)>);
+
+impl TrainArgs {
+    /// The library's training settings; invalid values are errors.
+    fn train_config(&self) -> Result<TrainConfig> {
+        let decay = match self.decay {
+            DecayArg::None => Decay::None,
+            DecayArg::InvSqrt => Decay::InverseSqrt,
+            DecayArg::Cosine => Decay::Cosine {
+                total: 0,
+                floor: 0.05,
+            },
+        };
+        let teacher_forcing: TeacherForcing = self
+            .teacher_forcing
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--teacher-forcing: {e}"))?;
+        let betas: Vec<f32> = self
+            .adam_betas
+            .split(',')
+            .map(|b| b.trim().parse::<f32>())
+            .collect::<Result<_, _>>()
+            .ok()
+            .filter(|b: &Vec<f32>| b.len() == 2)
+            .with_context(|| {
+                format!(
+                    "--adam-betas: expected B1,B2 such as 0.9,0.999, got {:?}",
+                    self.adam_betas
+                )
+            })?;
+        let config = TrainConfig::new()
+            .with_epochs(self.epochs)
+            .with_batch_size(self.batch_size)
+            .with_batch_tokens(self.batch_tokens)
+            .with_lr(self.lr)
+            .with_warmup(self.warmup)
+            .with_decay(decay)
+            .with_clip_norm(self.clip_norm)
+            .with_adam(
+                AdamConfig::new()
+                    .with_beta_1(betas[0])
+                    .with_beta_2(betas[1])
+                    .with_epsilon(self.adam_eps)
+                    .with_weight_decay(self.weight_decay),
+            )
+            .with_teacher_forcing(teacher_forcing)
+            .with_label_smoothing(self.label_smoothing)
+            .with_seed(self.seed)
+            .with_max_decode_len(self.max_len)
+            .with_time_limit_secs(self.time_limit)
+            .with_source_embeddings(self.source_embeddings.clone())
+            .with_target_embeddings(self.target_embeddings.clone())
+            .with_max_steps(self.max_steps)
+            .with_workers(self.workers.unwrap_or(1))
+            .with_valid_every(self.valid_every)
+            .with_save_every(self.save_every)
+            .with_log_every(self.log_every)
+            .with_patience(self.patience)
+            .with_best_metric(self.best_metric);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The model configuration of the options (vocabulary sizes from `codec`).
+    fn model_config(&self, codec: &TextCodec) -> Seq2SeqConfig {
+        Seq2SeqConfig::new(codec.source_vocab.len(), codec.target_vocab.len())
+            .with_d_embed(self.embed)
+            .with_d_hidden(self.hidden)
+            .with_d_decoder(self.decoder_hidden)
+            .with_d_attention(self.attention_dim)
+            .with_encoder_layers(self.encoder_layers)
+            .with_decoder_layers(self.decoder_layers)
+            .with_bidirectional(!self.unidirectional)
+            .with_cell(self.cell)
+            .with_attention(self.attention)
+            .with_dropout(self.dropout)
+            .with_bridge(!self.no_bridge)
+    }
+
+    /// The task's name and data, and its tokenizers (`None` for BPE when `build_tokenizers`
+    /// is false: a resumed run reads its vocabularies from its checkpoint).
+    fn task_data(&self, build_tokenizers: bool) -> Result<TaskData> {
+        Ok(match self.task {
+            Task::G2p => (
+                "g2p",
+                cmudict_splits(&self.data)?,
+                Some((Tokenizer::Chars, Tokenizer::Whitespace)),
+            ),
+            Task::Tsv => {
+                let (Some(train), Some(valid)) = (&self.train, &self.valid) else {
+                    bail!("task tsv needs --train FILE and --valid FILE");
+                };
+                let test = match &self.test {
+                    Some(t) => corpus::read_tsv(t)?,
+                    None => Vec::new(),
+                };
+                let splits = Splits {
+                    train: corpus::read_tsv(train)?,
+                    dev: corpus::read_tsv(valid)?,
+                    test,
+                };
+                let tokenizers = if build_tokenizers {
+                    let src = self
+                        .source_tokenizer
+                        .build(splits.train.iter().map(|p| p.source.as_str()), &self.bpe)?;
+                    let tgt = self
+                        .target_tokenizer
+                        .build(splits.train.iter().map(|p| p.target.as_str()), &self.bpe)?;
+                    Some((src, tgt))
+                } else {
+                    None
+                };
+                ("tsv", splits, tokenizers)
+            }
+            t => {
+                let (task, name) = match t {
+                    Task::Copy => (SyntheticTask::Copy, "copy"),
+                    Task::Reverse => (SyntheticTask::Reverse, "reverse"),
+                    Task::Sort => (SyntheticTask::Sort, "sort"),
+                    _ => (SyntheticTask::Double, "double"),
+                };
+                (
+                    name,
+                    synthetic(task, self.synthetic_size, self.seed),
+                    Some((Tokenizer::Chars, Tokenizer::Chars)),
+                )
+            }
+        })
+    }
+
+    /// The settings as the run's `config.json` stores them.
+    fn settings(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::to_value(self)?)
+    }
+}
+
+/// A flag that SIGINT and SIGTERM raise; a second signal exits at once (status 130).
+fn stop_flag() -> Result<std::sync::Arc<std::sync::atomic::AtomicBool>> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        // The conditional exit first: it fires only when the flag is already up.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())
+            .context("installing the signal handler")?;
+        signal_hook::flag::register(signal, stop.clone())
+            .context("installing the signal handler")?;
+    }
+    Ok(stop)
+}
+
+/// Prints a run's events: a progress bar per epoch and a line per validation (stderr).
+struct Printer {
+    bar: indicatif::ProgressBar,
+    progress: bool,
+    metric: BestMetric,
+}
+
+impl Printer {
+    fn event(&mut self, event: TrainEvent) {
+        match event {
+            TrainEvent::Note(note) => self.bar.suspend(|| eprintln!("{note}")),
+            TrainEvent::Epoch {
+                epoch,
+                epochs,
+                batches,
+                done,
+            } => {
+                self.bar.finish_and_clear();
+                self.bar = if self.progress {
+                    indicatif::ProgressBar::new(batches as u64)
+                } else {
+                    indicatif::ProgressBar::hidden()
+                };
+                self.bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}<{eta})",
+                    )
+                    .expect("valid template")
+                    .progress_chars("=> "),
+                );
+                self.bar.set_prefix(format!("{epoch}/{epochs}"));
+                self.bar.set_position(done as u64);
+                self.bar.reset_eta();
+            }
+            TrainEvent::Step {
+                loss,
+                tokens_per_second,
+                ..
+            } => {
+                self.bar
+                    .set_message(format!("loss {loss:.3} {tokens_per_second:.0} tok/s"));
+                self.bar.inc(1);
+            }
+            TrainEvent::Validated { log, best } => {
+                let s = &log.scores;
+                let line = format!(
+                    "epoch {} step {}: train loss {:.4}, valid loss {:.4} (ppl {:.3}), valid exact {:.2}% WER {:.2}% TER {:.2}% BLEU {:.2} chrF {:.2}, {:.0} tok/s, {:.0}s{}",
+                    log.epoch,
+                    log.steps,
+                    log.train_loss,
+                    log.valid_loss,
+                    log.valid_perplexity,
+                    100.0 * s.exact_match,
+                    100.0 * s.wer,
+                    100.0 * s.ter,
+                    log.bleu,
+                    log.chrf,
+                    log.tokens_per_second,
+                    log.elapsed_seconds,
+                    if best {
+                        format!(" (best {})", self.metric.name())
+                    } else {
+                        String::new()
+                    }
+                );
+                self.bar.suspend(|| eprintln!("{line}"));
+            }
+            TrainEvent::Saved { .. } => {}
+        }
+    }
+}
+
+fn cmd_train<AB: AutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Result<()> {
+    let config = args.train_config()?;
+    // The model options, checked before any data is read (the vocabulary sizes come later).
+    let mut model_flags = args.model_config(&TextCodec::build(
+        &[],
+        Tokenizer::Chars,
+        Tokenizer::Chars,
+        1,
+    ));
+    model_flags.src_vocab = s2s_data::Vocab::SPECIALS.len() + 1;
+    model_flags.tgt_vocab = s2s_data::Vocab::SPECIALS.len() + 1;
+    model_flags.validate()?;
+    let mode = match (&args.resume, args.overwrite) {
+        (Some(_), _) => OpenMode::Resume,
+        (None, true) => OpenMode::Overwrite,
+        (None, false) => OpenMode::New,
+    };
+    // Refuse a wrong --out before reading any data; nothing is changed until the data is in.
+    RunFolder::check(&args.out, mode)?;
+    let (name, splits, tokenizers) = args.task_data(mode != OpenMode::Resume)?;
     eprintln!(
         "task {name}: {} training, {} validation, {} test pairs",
         splits.train.len(),
         splits.dev.len(),
         splits.test.len()
     );
-    let codec = TextCodec::build(&splits.train, src_tok, tgt_tok, args.min_freq);
-    eprintln!(
-        "vocabularies: {} source ({}), {} target ({}) tokens, specials included",
-        codec.source_vocab.len(),
-        codec.source_tokenizer.describe(),
-        codec.target_vocab.len(),
-        codec.target_tokenizer.describe()
-    );
-    let model = Seq2SeqConfig::new(codec.source_vocab.len(), codec.target_vocab.len())
-        .with_d_embed(args.embed)
-        .with_d_hidden(args.hidden)
-        .with_d_decoder(args.decoder_hidden)
-        .with_d_attention(args.attention_dim)
-        .with_encoder_layers(args.encoder_layers)
-        .with_decoder_layers(args.decoder_layers)
-        .with_bidirectional(!args.unidirectional)
-        .with_cell(args.cell)
-        .with_attention(args.attention)
-        .with_dropout(args.dropout)
-        .with_bridge(!args.no_bridge);
-    model.validate()?;
-    let decay = match args.decay {
-        DecayArg::None => Decay::None,
-        DecayArg::InvSqrt => Decay::InverseSqrt,
-        DecayArg::Cosine => Decay::Cosine {
-            total: 0,
-            floor: 0.05,
-        },
+    let run = RunFolder::open(&args.out, mode)?;
+    let mut trainer = if mode == OpenMode::Resume {
+        run.write_config(&args.settings()?)?;
+        Trainer::<AB>::resume(run, &splits.train, &splits.dev, Some(config), device)?
+    } else {
+        let (codec, model, initial) = match &args.init_from {
+            Some(dir) => {
+                let ckpt = Checkpoint::<AB>::load(dir, device)?;
+                let model = ckpt.meta.model.clone().with_dropout(args.dropout);
+                eprintln!(
+                    "starting from the weights of {} (its architecture and vocabularies)",
+                    dir.display()
+                );
+                (ckpt.codec, model, Some(ckpt.model))
+            }
+            None => {
+                let (src_tok, tgt_tok) = tokenizers.expect("built for a new run");
+                let codec = TextCodec::build(&splits.train, src_tok, tgt_tok, args.min_freq);
+                let model = args.model_config(&codec);
+                (codec, model, None)
+            }
+        };
+        eprintln!(
+            "vocabularies: {} source ({}), {} target ({}) tokens, specials included",
+            codec.source_vocab.len(),
+            codec.source_tokenizer.describe(),
+            codec.target_vocab.len(),
+            codec.target_tokenizer.describe()
+        );
+        Trainer::<AB>::new(
+            name,
+            model,
+            codec,
+            &splits.train,
+            &splits.dev,
+            config,
+            run,
+            &args.settings()?,
+            initial,
+            device,
+        )?
     };
-    let config = TrainConfig::new()
-        .with_epochs(args.epochs)
-        .with_batch_size(args.batch_size)
-        .with_batch_tokens(args.batch_tokens)
-        .with_lr(args.lr)
-        .with_warmup(args.warmup)
-        .with_decay(decay)
-        .with_clip_norm(args.clip_norm)
-        .with_teacher_forcing(args.teacher_forcing)
-        .with_label_smoothing(args.label_smoothing)
-        .with_seed(args.seed)
-        .with_max_decode_len(args.max_len)
-        .with_time_limit_secs(args.time_limit)
-        .with_source_embeddings(args.source_embeddings.clone())
-        .with_target_embeddings(args.target_embeddings.clone())
-        .with_max_steps(args.max_steps)
-        .with_workers(args.workers.unwrap_or(1))
-        .with_progress(!args.no_progress);
-    let report = s2s_train::train::<AB>(
-        name,
-        model,
-        codec,
-        &splits.train,
-        &splits.dev,
-        &config,
-        &args.out,
-        device,
-    )?;
+    let stop = stop_flag()?;
+    let mut printer = Printer {
+        bar: indicatif::ProgressBar::hidden(),
+        progress: !args.no_progress,
+        metric: trainer.best_metric(),
+    };
+    let report = trainer.run(&stop, &mut |e| printer.event(e))?;
+    printer.bar.finish_and_clear();
+    let out = trainer.run_folder().dir().display().to_string();
+    if report.outcome == Outcome::Interrupted {
+        eprintln!(
+            "stopped at step {}; last/ holds it. Continue with: s2s train --resume {out}",
+            report.steps
+        );
+        std::process::exit(130);
+    }
     eprintln!(
-        "best epoch {} saved to {}",
-        report.best_epoch,
-        args.out.display()
+        "{}: step {}; best model (step {}, epoch {}) in {out}/best",
+        match report.outcome {
+            Outcome::Finished => "finished",
+            Outcome::OutOfTime => "time limit reached",
+            Outcome::EarlyStopped => "stopped early (patience)",
+            Outcome::Interrupted => "interrupted",
+        },
+        report.steps,
+        report.best_step,
+        report.best_epoch
     );
     if !splits.test.is_empty() {
         let ckpt = Checkpoint::<AB::InnerBackend>::load(&args.out, device)?;
@@ -828,7 +1175,7 @@ fn cmd_eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
         )
     };
     let seconds = started.elapsed().as_secs_f64();
-    let (bleu, chrf) = corpus_scores(&pairs, &refs, &predictions)?;
+    let (bleu, chrf) = s2s_train::metrics::corpus_scores(&pairs, &refs, &predictions)?;
     if args.json {
         let samples: Vec<_> = refs
             .iter()
@@ -909,6 +1256,19 @@ fn cmd_split(args: SplitArgs) -> Result<()> {
 fn cmd_translate<B: Backend>(args: TranslateArgs, device: &B::Device) -> Result<()> {
     if args.chunk == 0 {
         bail!("--chunk must be at least 1");
+    }
+    if let (Some(input), Some(output)) = (&args.input, &args.output) {
+        let same = input == output
+            || std::fs::canonicalize(input)
+                .ok()
+                .zip(std::fs::canonicalize(output).ok())
+                .is_some_and(|(a, b)| a == b);
+        if same {
+            bail!(
+                "--input and --output are the same file ({}): the output would replace the input",
+                input.display()
+            );
+        }
     }
     let ckpt = Checkpoint::<B>::load(&args.model, device)?;
     let strategy = args.decoding.strategy(ckpt.meta.max_decode_len, false)?;
@@ -1007,29 +1367,4 @@ impl LineReader {
             text.trim_end_matches(['\n', '\r']).trim().to_string(),
         )))
     }
-}
-
-/// Corpus BLEU and chrF (sacreBLEU's defaults) over the test pairs, one line per pair with
-/// its own target as the single reference: what `sacrebleu targets -i outputs` gives for the
-/// test file. `predictions` are per distinct source (`refs`).
-fn corpus_scores(
-    pairs: &[Pair],
-    refs: &[Reference],
-    predictions: &[String],
-) -> Result<(s2s_metrics::BleuScore, s2s_metrics::ChrfScore)> {
-    let by_source: std::collections::HashMap<&str, &str> = refs
-        .iter()
-        .zip(predictions)
-        .map(|(r, p)| (r.source.as_str(), p.as_str()))
-        .collect();
-    let hyps: Vec<&str> = pairs
-        .iter()
-        .map(|p| by_source.get(p.source.as_str()).copied().unwrap_or(""))
-        .collect();
-    let targets: Vec<&str> = pairs.iter().map(|p| p.target.as_str()).collect();
-    let streams = [targets];
-    Ok((
-        s2s_metrics::corpus_bleu(&hyps, &streams)?,
-        s2s_metrics::corpus_chrf(&hyps, &streams)?,
-    ))
 }

@@ -52,7 +52,18 @@ fn train_tiny(dir: &Path) -> String {
     // The test split's scores come as one JSON line.
     let json: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
     assert_eq!(json["split"], "test");
-    assert!(model.join("config.json").exists() && model.join("model.mpk").exists());
+    // A run folder: its settings, its log, and the best and last models.
+    for file in [
+        "config.json",
+        "metrics.jsonl",
+        "best/config.json",
+        "best/model.mpk",
+        "last/model.mpk",
+        "last/training_state.json",
+        "last/optimizer.bin",
+    ] {
+        assert!(model.join(file).is_file(), "{file}");
+    }
     model_str
 }
 
@@ -438,7 +449,7 @@ fn split_train_bpe_translate_and_eval() {
     let err = text(&out.stderr);
     assert!(err.contains("(bpe("), "{err}");
     // The trained tokenizer travels inside the model folder.
-    let config = std::fs::read_to_string(model.join("config.json")).unwrap();
+    let config = std::fs::read_to_string(model.join("best/config.json")).unwrap();
     assert!(config.contains("\"bpe\""));
 
     // translate == decode, whatever the chunk size, from a file to a file.

@@ -54,7 +54,13 @@ pub fn apply<B: Backend, const D: usize>(dropout: &Dropout, x: Tensor<B, D>) -> 
     let mask = MASKS.with(|m| {
         m.borrow_mut().as_mut().map(|rng| {
             (0..shape.num_elements())
-                .map(|_| if rng.random::<f64>() < keep { scale } else { 0.0 })
+                .map(|_| {
+                    if rng.random::<f64>() < keep {
+                        scale
+                    } else {
+                        0.0
+                    }
+                })
                 .collect::<Vec<f32>>()
         })
     });

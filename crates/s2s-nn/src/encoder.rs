@@ -98,7 +98,12 @@ impl<B: Backend> Encoder<B> {
         for (i, fwd) in self.forward_layers.iter().enumerate() {
             let bwd = self.backward_layers.get(i);
             let out = match x.take() {
-                Some(x) => RnnLayer::forward_lengths(fwd, bwd, crate::dropout::apply(&self.dropout, x), lengths),
+                Some(x) => RnnLayer::forward_lengths(
+                    fwd,
+                    bwd,
+                    crate::dropout::apply(&self.dropout, x),
+                    lengths,
+                ),
                 // Without dropout on the embeddings, the first layer looks up its projected
                 // inputs in a table of the projected embeddings.
                 None if dropout_is_identity::<B>(&self.dropout, &source.device()) => {
@@ -112,7 +117,12 @@ impl<B: Backend> Encoder<B> {
                 }
                 None => {
                     let embedded = self.embedding.forward(source.clone());
-                    RnnLayer::forward_lengths(fwd, bwd, crate::dropout::apply(&self.dropout, embedded), lengths)
+                    RnnLayer::forward_lengths(
+                        fwd,
+                        bwd,
+                        crate::dropout::apply(&self.dropout, embedded),
+                        lengths,
+                    )
                 }
             };
             x = Some(out.outputs);

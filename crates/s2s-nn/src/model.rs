@@ -598,7 +598,8 @@ impl<B: Backend> Seq2Seq<B> {
         if let Some(cache) = &memory.cache {
             return self.cached_step(memory, cache, tokens, state);
         }
-        let embedded = crate::dropout::apply(&self.dropout, 
+        let embedded = crate::dropout::apply(
+            &self.dropout,
             self.embedding
                 .forward(tokens.unsqueeze_dim(1))
                 .squeeze_dim(1),
@@ -682,7 +683,8 @@ impl<B: Backend> Seq2Seq<B> {
             let ids = target_input.reshape([batch * steps]);
             (projected, EmbeddingShare::Ids(ids))
         } else {
-            let embedded = crate::dropout::apply(&self.dropout, self.embedding.forward(target_input));
+            let embedded =
+                crate::dropout::apply(&self.dropout, self.embedding.forward(target_input));
             let flat = embedded.clone().reshape([batch * steps, self.d_embed]);
             let projected = (flat.matmul(w_emb) + bias_ih).reshape([batch, steps, g]);
             let projected = ops::split_steps(projected, 1)

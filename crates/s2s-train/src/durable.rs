@@ -36,7 +36,9 @@ pub fn sync_dir(dir: &Path) -> Result<(), IoError> {
     // Opening a folder read-only and syncing it is how POSIX makes renames durable; other
     // systems (Windows) cannot open folders this way, and their renames need no such step.
     #[cfg(unix)]
-    File::open(dir).and_then(|f| f.sync_all()).map_err(at(dir))?;
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(at(dir))?;
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())
@@ -44,7 +46,9 @@ pub fn sync_dir(dir: &Path) -> Result<(), IoError> {
 
 /// Flushes one file's contents to disk.
 pub fn sync_file(path: &Path) -> Result<(), IoError> {
-    File::open(path).and_then(|f| f.sync_all()).map_err(at(path))
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(at(path))
 }
 
 /// The parent folder of `path` (`.` for a bare name).
@@ -196,6 +200,12 @@ pub fn recover(dir: &Path) -> Result<Recovered, IoError> {
     Ok(done)
 }
 
+/// Whether `name` is one of this module's temporary names (`.NAME.tmp-PID`,
+/// `.NAME.old-PID`).
+pub fn is_temp_name(name: &str) -> bool {
+    temp_name(name).is_some()
+}
+
 /// `(NAME, "tmp" | "old")` for a name `.NAME.tmp-PID` or `.NAME.old-PID`.
 fn temp_name(name: &str) -> Option<(&str, &str)> {
     let rest = name.strip_prefix('.')?;
@@ -214,7 +224,10 @@ mod tests {
     #[test]
     fn temporary_names_are_recognised() {
         assert_eq!(temp_name(".last.tmp-123"), Some(("last", "tmp")));
-        assert_eq!(temp_name(".metrics.jsonl.old-9"), Some(("metrics.jsonl", "old")));
+        assert_eq!(
+            temp_name(".metrics.jsonl.old-9"),
+            Some(("metrics.jsonl", "old"))
+        );
         assert_eq!(temp_name(".last.tmp-"), None);
         assert_eq!(temp_name("last.tmp-12"), None);
         assert_eq!(temp_name(".notes.txt"), None);

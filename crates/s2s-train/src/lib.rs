@@ -1,5 +1,7 @@
 //! Training for s2s models.
 //!
+//! - [`config`]: the training settings and the metric that picks the best model.
+//! - [`validation`]: validation loss, and decoding scored against references.
 //! - [`loss`]: cross-entropy averaged over real (non-pad) target tokens, with label smoothing.
 //! - [`schedule`]: teacher forcing (constant, linear, inverse-sigmoid scheduled sampling) and
 //!   learning-rate warmup/decay.
@@ -32,6 +34,7 @@
 //! ```
 
 pub mod checkpoint;
+pub mod config;
 pub mod durable;
 pub mod loss;
 pub mod metrics;
@@ -41,13 +44,14 @@ pub mod run;
 pub mod schedule;
 pub mod state;
 pub mod trainer;
+pub mod validation;
 
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta};
 pub use metrics::Scores;
 pub use optim::{Adam, AdamConfig};
 pub use parallel::{batch_gradients, BatchGradients};
-pub use schedule::{Decay, LrSchedule, TeacherForcing};
 pub use run::{OpenMode, RunFolder};
+pub use schedule::{Decay, LrSchedule, TeacherForcing};
 pub use trainer::{
     evaluate, evaluate_with, train, validation_loss, BestMetric, EpochLog, Outcome, TrainConfig,
     TrainError, TrainEvent, TrainReport, Trainer,

@@ -103,7 +103,8 @@ pub fn corpus_scores(
 
 /// The scores of [`corpus_scores`] (NaN where they cannot be computed).
 pub fn corpus_bleu_chrf(pairs: &[Pair], refs: &[Reference], predictions: &[String]) -> (f64, f64) {
-    corpus_scores(pairs, refs, predictions).map_or((f64::NAN, f64::NAN), |(b, c)| (b.score, c.score))
+    corpus_scores(pairs, refs, predictions)
+        .map_or((f64::NAN, f64::NAN), |(b, c)| (b.score, c.score))
 }
 
 #[cfg(test)]

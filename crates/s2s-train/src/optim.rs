@@ -91,8 +91,7 @@ impl<B: Backend> Job<B> {
         let step = AdamStep::new(b1, b2, eps, lr as f32, steps);
         let moments = self.moments.map(|m| (m.moment_1, m.moment_2));
         let param = if config.weight_decay > 0.0 {
-            self.param
-                .mul_scalar(1.0 - lr as f32 * config.weight_decay)
+            self.param.mul_scalar(1.0 - lr as f32 * config.weight_decay)
         } else {
             self.param
         };
@@ -181,11 +180,12 @@ impl<B: AutodiffBackend> Adam<B> {
         }
         impl<B: AutodiffBackend> ModuleVisitor<B> for Export<'_, B::InnerBackend> {
             fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-                self.out.push(self.moments.get(&param.id).map(|m| SavedMoments {
-                    steps: m.steps,
-                    moment_1: s2s_tensor::ops::to_vec_f32(m.moment_1.clone()),
-                    moment_2: s2s_tensor::ops::to_vec_f32(m.moment_2.clone()),
-                }));
+                self.out
+                    .push(self.moments.get(&param.id).map(|m| SavedMoments {
+                        steps: m.steps,
+                        moment_1: s2s_tensor::ops::to_vec_f32(m.moment_1.clone()),
+                        moment_2: s2s_tensor::ops::to_vec_f32(m.moment_2.clone()),
+                    }));
             }
         }
         let mut export = Export::<B::InnerBackend> {

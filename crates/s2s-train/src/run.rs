@@ -89,14 +89,19 @@ impl RunFolder {
             message,
         };
         if dir.exists() && !dir.is_dir() {
-            return Err(refuse("exists and is not a folder; nothing was changed".into()));
+            return Err(refuse(
+                "exists and is not a folder; nothing was changed".into(),
+            ));
         }
         let exists = dir.is_dir();
-        let empty = exists
-            && std::fs::read_dir(dir)
-                .map_err(at(dir))?
-                .next()
-                .is_none();
+        // Empty, or holding only what a process killed during its first save left.
+        let mut empty = exists;
+        if exists {
+            for entry in std::fs::read_dir(dir).map_err(at(dir))? {
+                let name = entry.map_err(at(dir))?.file_name();
+                empty &= durable::is_temp_name(&name.to_string_lossy());
+            }
+        }
         let is_run = exists && is_run_folder(dir);
         if exists && !empty && !is_run {
             let what = if crate::checkpoint::is_model_folder(dir) {
@@ -135,9 +140,8 @@ impl RunFolder {
         let run = RunFolder {
             dir: dir.to_path_buf(),
         };
-        if is_run {
-            durable::recover(dir)?;
-        }
+        // `check` passed: the folder is a run folder or holds only temporary files.
+        durable::recover(dir)?;
         match mode {
             OpenMode::Resume if !run.last().join(crate::state::STATE).is_file() => {
                 return Err(refuse(
@@ -296,7 +300,10 @@ mod tests {
             for dir in [&data, &file, &model] {
                 let before = if dir.is_dir() { listing(dir) } else { vec![] };
                 let err = RunFolder::open(dir, mode).unwrap_err();
-                assert!(matches!(err, RunError::Refused { .. }), "{mode:?} {dir:?}: {err}");
+                assert!(
+                    matches!(err, RunError::Refused { .. }),
+                    "{mode:?} {dir:?}: {err}"
+                );
                 assert!(err.to_string().contains(&dir.display().to_string()));
                 if dir.is_dir() {
                     assert_eq!(listing(dir), before);
@@ -325,7 +332,10 @@ mod tests {
         std::fs::write(run.last().join(crate::state::STATE), "{}").unwrap();
         RunFolder::open(&dir, OpenMode::Resume).unwrap();
         run.truncate_metrics(3).unwrap();
-        assert_eq!(std::fs::read_to_string(run.metrics()).unwrap(), "{\"step\":1}\n");
+        assert_eq!(
+            std::fs::read_to_string(run.metrics()).unwrap(),
+            "{\"step\":1}\n"
+        );
         // Overwrite removes what the run wrote, and nothing else.
         std::fs::write(dir.join("notes.txt"), "mine").unwrap();
         let err = RunFolder::open(&dir, OpenMode::Overwrite);

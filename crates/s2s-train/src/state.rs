@@ -199,6 +199,9 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, &bytes[..bytes.len() - 4]).unwrap();
         let err = read(dir.path()).unwrap_err().to_string();
-        assert!(err.contains("optimizer.bin") && err.contains("truncated"), "{err}");
+        assert!(
+            err.contains("optimizer.bin") && err.contains("truncated"),
+            "{err}"
+        );
     }
 }

@@ -9,23 +9,21 @@
 //! from a generator shared between threads.
 
 use crate::checkpoint::{parameter_shapes, Checkpoint, CheckpointError, CheckpointMeta, FORMAT};
-use crate::loss::masked_nll_sum;
-use crate::metrics::{corpus_bleu_chrf, score, Scores};
-use crate::optim::{Adam, AdamConfig};
+use crate::metrics::{corpus_bleu_chrf, Scores};
+use crate::optim::Adam;
 use crate::parallel::batch_gradients;
 use crate::run::{RunError, RunFolder};
-use crate::schedule::{Decay, LrSchedule, TeacherForcing};
+use crate::schedule::{Decay, LrSchedule};
 use crate::state::{TrainingState, Window, STATE_FORMAT};
-use burn::config::Config;
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 use rand::{rngs::StdRng, Rng, SeedableRng};
-use s2s_data::batch::{plan_inference_batches, plan_training_batches};
+use s2s_data::batch::plan_training_batches;
 use s2s_data::corpus::group_references;
 use s2s_data::{BatchSize, Example, Pair, Reference, TextCodec, TrainingBatch};
-use s2s_decode::{decode_all_parallel, Greedy, Strategy};
+use s2s_decode::Greedy;
 use s2s_nn::{Seq2Seq, Seq2SeqConfig};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -33,212 +31,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-/// The validation metric that picks the best checkpoint and drives `patience`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BestMetric {
-    /// Validation loss per target token (lower is better).
-    Loss,
-    /// Word (sequence) error rate (lower is better).
-    Wer,
-    /// Token (phoneme) error rate (lower is better).
-    Per,
-    /// Corpus BLEU (higher is better).
-    Bleu,
-    /// Corpus chrF (higher is better).
-    Chrf,
-    /// Exact match (higher is better).
-    Exact,
-}
-
-impl BestMetric {
-    /// The metric's name in logs and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            BestMetric::Loss => "loss",
-            BestMetric::Wer => "wer",
-            BestMetric::Per => "per",
-            BestMetric::Bleu => "bleu",
-            BestMetric::Chrf => "chrf",
-            BestMetric::Exact => "exact",
-        }
-    }
-
-    /// The default for a task: WER for G2P, BLEU for text (`tsv`), exact match for the
-    /// synthetic tasks.
-    pub fn for_task(task: &str) -> Self {
-        match task {
-            "g2p" => BestMetric::Wer,
-            "tsv" | "eng-fra" => BestMetric::Bleu,
-            _ => BestMetric::Exact,
-        }
-    }
-
-    /// The metric's value in `log`, oriented so that lower is better.
-    pub fn cost(self, log: &EpochLog) -> f64 {
-        let v = match self {
-            BestMetric::Loss => log.valid_loss,
-            BestMetric::Wer => log.scores.wer,
-            BestMetric::Per => log.scores.ter,
-            BestMetric::Bleu => -log.bleu,
-            BestMetric::Chrf => -log.chrf,
-            BestMetric::Exact => -log.scores.exact_match,
-        };
-        if v.is_nan() {
-            f64::INFINITY
-        } else {
-            v
-        }
-    }
-}
-
-impl std::str::FromStr for BestMetric {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "loss" => BestMetric::Loss,
-            "wer" => BestMetric::Wer,
-            "per" | "ter" => BestMetric::Per,
-            "bleu" => BestMetric::Bleu,
-            "chrf" => BestMetric::Chrf,
-            "exact" => BestMetric::Exact,
-            _ => return Err(format!("unknown metric {s:?} (loss, wer, per, bleu, chrf or exact)")),
-        })
-    }
-}
-
-/// Training settings.
-#[derive(Config, Debug)]
-pub struct TrainConfig {
-    /// Passes over the training data.
-    #[config(default = 10)]
-    pub epochs: usize,
-    /// Sequences per batch.
-    #[config(default = 64)]
-    pub batch_size: usize,
-    /// Batch by padded tokens instead (`rows x longest` at most this many); overrides
-    /// `batch_size` for training batches.
-    pub batch_tokens: Option<usize>,
-    /// Peak learning rate (Adam).
-    #[config(default = 1e-3)]
-    pub lr: f64,
-    /// Linear warmup steps.
-    #[config(default = 0)]
-    pub warmup: usize,
-    /// Decay after warmup.
-    #[config(default = "Decay::None")]
-    pub decay: Decay,
-    /// Clip the global gradient norm to this value (0 disables).
-    #[config(default = 1.0)]
-    pub clip_norm: f64,
-    /// Teacher-forcing schedule.
-    #[config(default = "TeacherForcing::Constant { ratio: 1.0 }")]
-    pub teacher_forcing: TeacherForcing,
-    /// Label smoothing of the loss.
-    #[config(default = 0.0)]
-    pub label_smoothing: f32,
-    /// Adam's settings (betas, epsilon, AdamW weight decay).
-    #[config(default = "AdamConfig::new()")]
-    pub adam: AdamConfig,
-    /// Seed for weights, batch order, dropout and scheduled sampling.
-    #[config(default = 42)]
-    pub seed: u64,
-    /// Maximum output length when decoding the validation set.
-    #[config(default = 50)]
-    pub max_decode_len: usize,
-    /// Stop after this many optimizer steps (the epoch in progress is then validated); a
-    /// cosine decay ends at this step.
-    pub max_steps: Option<usize>,
-    /// Stop training after this many seconds (checked after every step, counted over every
-    /// process of the run); the epoch in progress is then validated and the run ends. The
-    /// learning-rate schedule does not depend on time, so a run that finishes its steps
-    /// within the limit is reproducible.
-    pub time_limit_secs: Option<f64>,
-    /// Pretrained word vectors (GloVe / word2vec text) for the source embeddings; tokens
-    /// not in the file keep their random initialisation.
-    pub source_embeddings: Option<std::path::PathBuf>,
-    /// Pretrained word vectors for the target embeddings.
-    pub target_embeddings: Option<std::path::PathBuf>,
-    /// Threads that share the rows of every batch ([`crate::parallel`]); the step is the
-    /// same whatever their number (up to the order of floating-point sums). On a CPU, one per
-    /// core, each with one intra-op thread, is the fastest. Runs with the same number are
-    /// bit-for-bit reproducible.
-    #[config(default = 1)]
-    pub workers: usize,
-    /// Validate every this many steps as well as at the end of every epoch.
-    pub valid_every: Option<usize>,
-    /// Write `last/` every this many steps (and after every validation).
-    #[config(default = 1000)]
-    pub save_every: usize,
-    /// Log the mean training loss, learning rate and gradient norm to `metrics.jsonl` every
-    /// this many steps.
-    #[config(default = 50)]
-    pub log_every: usize,
-    /// Stop when the best metric has not improved for this many validations in a row.
-    pub patience: Option<usize>,
-    /// The metric that picks `best/` (ties broken by validation loss); `None`: the task's
-    /// default ([`BestMetric::for_task`]).
-    pub best_metric: Option<BestMetric>,
-}
-
-impl TrainConfig {
-    /// Checks the settings: an invalid one is an error naming it, never a silent change.
-    pub fn validate(&self) -> Result<(), TrainError> {
-        let bad = |m: String| Err(TrainError::Config(m));
-        if self.epochs == 0 {
-            return bad("epochs must be at least 1".into());
-        }
-        if self.batch_size == 0 || self.batch_tokens == Some(0) {
-            return bad("the batch size must be at least 1".into());
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad(format!("the learning rate must be > 0, got {}", self.lr));
-        }
-        if !(0.0..1.0).contains(&self.label_smoothing) {
-            return bad(format!(
-                "label smoothing must be in [0, 1), got {}",
-                self.label_smoothing
-            ));
-        }
-        if !(self.clip_norm.is_finite() && self.clip_norm >= 0.0) {
-            return bad(format!("clip norm must be >= 0, got {}", self.clip_norm));
-        }
-        let a = &self.adam;
-        if !((0.0..1.0).contains(&a.beta_1) && (0.0..1.0).contains(&a.beta_2)) {
-            return bad(format!(
-                "Adam's betas must be in [0, 1), got {} and {}",
-                a.beta_1, a.beta_2
-            ));
-        }
-        if !(a.epsilon.is_finite() && a.epsilon > 0.0) {
-            return bad(format!("Adam's epsilon must be > 0, got {}", a.epsilon));
-        }
-        if !(a.weight_decay.is_finite() && a.weight_decay >= 0.0) {
-            return bad(format!("weight decay must be >= 0, got {}", a.weight_decay));
-        }
-        if self.max_steps == Some(0) {
-            return bad("max steps must be at least 1".into());
-        }
-        if self.time_limit_secs.is_some_and(|t| !(t > 0.0)) {
-            return bad("the time limit must be > 0 seconds".into());
-        }
-        if self.valid_every == Some(0) || self.save_every == 0 || self.log_every == 0 {
-            return bad("valid-every, save-every and log-every must be at least 1".into());
-        }
-        if self.patience == Some(0) {
-            return bad("patience must be at least 1".into());
-        }
-        if self.workers == 0 {
-            return bad("workers must be at least 1".into());
-        }
-        if let TeacherForcing::Constant { ratio } = self.teacher_forcing {
-            if !(0.0..=1.0).contains(&ratio) {
-                return bad(format!("teacher forcing ratio must be in [0, 1], got {ratio}"));
-            }
-        }
-        Ok(())
-    }
-}
+pub use crate::config::{BestMetric, TrainConfig};
+pub use crate::validation::{evaluate, evaluate_with, validation_loss};
 
 /// An error during training.
 #[derive(Debug, thiserror::Error)]
@@ -422,81 +216,6 @@ pub fn clip_global_norm<B: AutodiffBackend, M: AutodiffModule<B>>(
     norm
 }
 
-/// Mean validation loss per target token (no smoothing), over length-sorted batches.
-pub fn validation_loss<B: Backend>(
-    model: &Seq2Seq<B>,
-    examples: &[Example],
-    batch_size: usize,
-    device: &B::Device,
-) -> f64 {
-    let lengths: Vec<usize> = examples.iter().map(|e| e.source.len()).collect();
-    let mut sum = 0.0f64;
-    let mut count = 0usize;
-    for plan in plan_inference_batches(&lengths, BatchSize::Sentences(batch_size)) {
-        let refs: Vec<&Example> = plan.iter().map(|&i| &examples[i]).collect();
-        let batch = TrainingBatch::<B>::new(&refs, device);
-        let logits = model.forward(batch.source, &batch.source_lengths, batch.target_input);
-        let (s, n) = masked_nll_sum(logits, batch.target_output, 0.0);
-        sum += s2s_tensor::ops::to_vec_f32(s)[0] as f64;
-        count += n;
-    }
-    sum / count.max(1) as f64
-}
-
-/// Greedy-decodes the sources of `references` and scores them; also returns the predictions
-/// (as text) in input order.
-pub fn evaluate<B: Backend>(
-    model: &Seq2Seq<B>,
-    codec: &TextCodec,
-    references: &[Reference],
-    batch_size: usize,
-    max_len: usize,
-    device: &B::Device,
-) -> (Scores, Vec<String>) {
-    let greedy = Greedy::new(max_len);
-    evaluate_with(model, codec, references, &greedy, batch_size, 1, device)
-}
-
-/// Decodes the sources of `references` with `strategy`, in batches of `batch_size` shared out
-/// among `workers` threads ([`decode_all_parallel`]), and scores the best hypothesis of each;
-/// also returns the predictions (as text) in input order.
-pub fn evaluate_with<B: Backend, S: Strategy<B, Seq2Seq<B>> + Sync>(
-    model: &Seq2Seq<B>,
-    codec: &TextCodec,
-    references: &[Reference],
-    strategy: &S,
-    batch_size: usize,
-    workers: usize,
-    device: &B::Device,
-) -> (Scores, Vec<String>) {
-    let sources: Vec<Vec<u32>> = references
-        .iter()
-        .map(|r| codec.encode_source(&r.source).0)
-        .collect();
-    let hyps = decode_all_parallel(
-        model,
-        strategy,
-        &sources,
-        BatchSize::Sentences(batch_size),
-        device,
-        workers,
-    );
-    let predicted: Vec<Vec<String>> = hyps
-        .iter()
-        .map(|h| codec.decode_target_tokens(&h[0].tokens))
-        .collect();
-    let refs: Vec<Vec<Vec<String>>> = references
-        .iter()
-        .map(|r| r.targets.iter().map(|t| codec.target_tokens(t)).collect())
-        .collect();
-    let scores = score(&predicted, &refs);
-    let text = predicted
-        .iter()
-        .map(|p| codec.target_tokenizer.detokenize(p))
-        .collect();
-    (scores, text)
-}
-
 /// SplitMix64's finaliser: a well-mixed 64-bit value of `x`.
 fn splitmix(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -583,35 +302,11 @@ impl<B: AutodiffBackend> Trainer<B> {
                 model
             }
             None => {
-                let mut model: Seq2Seq<B> =
+                let model: Seq2Seq<B> =
                     s2s_tensor::backend::seeded_module::<B, _>(device, config.seed, || {
                         model_config.init(device)
                     });
-                for (source, path, vocab) in [
-                    (true, &config.source_embeddings, &codec.source_vocab),
-                    (false, &config.target_embeddings, &codec.target_vocab),
-                ] {
-                    let Some(path) = path else { continue };
-                    let vectors = s2s_data::read_word_vectors(path, vocab)?;
-                    if vectors.dim != model_config.d_embed {
-                        return Err(TrainError::Data(format!(
-                            "{}: vectors of size {}, but the model's embeddings have size {} (--embed)",
-                            path.display(),
-                            vectors.dim,
-                            model_config.d_embed
-                        )));
-                    }
-                    notes.push(format!(
-                        "{}: {} of {} {} tokens initialised from {} vectors",
-                        path.display(),
-                        vectors.rows.len(),
-                        vocab.len() - s2s_data::Vocab::SPECIALS.len(),
-                        if source { "source" } else { "target" },
-                        vectors.in_file
-                    ));
-                    model = model.with_embedding_rows(source, &vectors.rows)?;
-                }
-                model
+                with_word_vectors(model, &model_config, &codec, &config, &mut notes)?
             }
         };
         run.write_config(settings)?;
@@ -631,8 +326,17 @@ impl<B: AutodiffBackend> Trainer<B> {
         };
         let optim = config.adam.init::<B>(config.workers);
         Self::assemble(
-            task, model_config, codec, model, optim, train_pairs, valid_pairs, state, run,
-            notes, device,
+            task,
+            model_config,
+            codec,
+            model,
+            optim,
+            train_pairs,
+            valid_pairs,
+            state,
+            run,
+            notes,
+            device,
         )
     }
 
@@ -857,8 +561,12 @@ impl<B: AutodiffBackend> Trainer<B> {
     ) -> Result<(), TrainError> {
         let config = &self.config;
         let valid_model = self.model.valid();
-        let valid_loss =
-            validation_loss(&valid_model, &self.data.valid, config.batch_size, &self.device);
+        let valid_loss = validation_loss(
+            &valid_model,
+            &self.data.valid,
+            config.batch_size,
+            &self.device,
+        );
         let (scores, predictions) = evaluate_with(
             &valid_model,
             &self.codec,
@@ -962,7 +670,8 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// Trains until the run ends (every epoch or `max_steps`, the time limit, `patience`)
     /// or `stop` is raised, which is checked after every step: the step finishes, `last/` is
     /// written and the run returns [`Outcome::Interrupted`]. Every validation writes `best/`
-    /// when it improves and then `last/`, as does every `save_every`-th step and the end.
+    /// when it improves and then `last/`, as does every `save_every`-th step and the end of
+    /// every epoch.
     pub fn run(
         &mut self,
         stop: &AtomicBool,
@@ -971,122 +680,19 @@ impl<B: AutodiffBackend> Trainer<B> {
         for note in std::mem::take(&mut self.notes) {
             events(TrainEvent::Note(note));
         }
-        let started = Instant::now();
-        let before = self.state.elapsed_seconds;
-        let elapsed = move || before + started.elapsed().as_secs_f64();
-        let outcome = 'run: loop {
-            let finished = self.state.step >= self.total_steps || self.state.epoch > self.config.epochs;
-            if finished {
+        let clock = Clock {
+            started: Instant::now(),
+            before: self.state.elapsed_seconds,
+        };
+        let outcome = loop {
+            if self.state.step >= self.total_steps || self.state.epoch > self.config.epochs {
                 if self.state.validated_at != Some(self.state.step) && self.state.step > 0 {
-                    self.validate(0.0, elapsed(), events)?;
+                    self.validate(0.0, clock.elapsed(), events)?;
                 }
                 break Outcome::Finished;
             }
-            let epoch = self.state.epoch;
-            let plan = plan_training_batches(
-                &self.data.lengths,
-                self.batch_size,
-                self.config.seed.wrapping_add(epoch as u64),
-            );
-            events(TrainEvent::Epoch {
-                epoch,
-                epochs: self.config.epochs,
-                batches: plan.len(),
-                done: self.state.batch,
-            });
-            let (mut tokens, mut clock) = (0usize, Instant::now());
-            let mut window_clock = Instant::now();
-            while self.state.batch < plan.len() {
-                let (loss, n, norm) = self.step(&plan[self.state.batch]);
-                self.state.batch += 1;
-                tokens += n;
-                let s = &mut self.state;
-                s.epoch_loss.0 += loss * n as f64;
-                s.epoch_loss.1 += n;
-                s.window.loss += loss * n as f64;
-                s.window.tokens += n;
-                s.window.grad_norm += norm;
-                s.window.steps += 1;
-                let step = s.step;
-                let rate = |tokens: usize, since: Instant| {
-                    tokens as f64 / since.elapsed().as_secs_f64().max(1e-9)
-                };
-                events(TrainEvent::Step {
-                    step,
-                    loss: s.epoch_loss.0 / s.epoch_loss.1.max(1) as f64,
-                    tokens_per_second: rate(tokens, clock),
-                });
-                if step % self.config.log_every == 0 {
-                    let w = std::mem::take(&mut s.window);
-                    self.run.log(&json!({
-                        "event": "train",
-                        "step": step,
-                        "epoch": epoch,
-                        "loss": w.loss / w.tokens.max(1) as f64,
-                        "lr": self.schedule.at(step - 1),
-                        "grad_norm": w.grad_norm / w.steps.max(1) as f64,
-                        "tokens_per_second": rate(w.tokens, window_clock),
-                        "elapsed_seconds": elapsed(),
-                    }))?;
-                    window_clock = Instant::now();
-                }
-                let out_of_time = self
-                    .config
-                    .time_limit_secs
-                    .is_some_and(|t| elapsed() >= t);
-                let at_end = step >= self.total_steps || out_of_time;
-                let validate = at_end || self.config.valid_every.is_some_and(|n| step % n == 0);
-                if validate {
-                    self.validate(rate(tokens, clock), elapsed(), events)?;
-                    (tokens, clock) = (0, Instant::now());
-                }
-                let patience_out = validate
-                    && self
-                        .config
-                        .patience
-                        .is_some_and(|p| self.state.bad_validations >= p);
-                let interrupted = stop.load(Ordering::SeqCst);
-                if validate || interrupted || step % self.config.save_every == 0 {
-                    self.save_last(elapsed())?;
-                    events(TrainEvent::Saved { step });
-                }
-                if interrupted {
-                    break 'run Outcome::Interrupted;
-                }
-                if patience_out {
-                    break 'run Outcome::EarlyStopped;
-                }
-                if out_of_time {
-                    break 'run Outcome::OutOfTime;
-                }
-                if at_end {
-                    break 'run Outcome::Finished;
-                }
-            }
-            // The epoch is done: validate it (unless that just happened), then move on.
-            if self.state.validated_at != Some(self.state.step) {
-                self.validate(
-                    tokens as f64 / clock.elapsed().as_secs_f64().max(1e-9),
-                    elapsed(),
-                    events,
-                )?;
-            }
-            let patience_out = self
-                .config
-                .patience
-                .is_some_and(|p| self.state.bad_validations >= p);
-            self.state.epoch += 1;
-            self.state.batch = 0;
-            self.state.epoch_loss = (0.0, 0);
-            self.save_last(elapsed())?;
-            events(TrainEvent::Saved {
-                step: self.state.step,
-            });
-            if patience_out {
-                break Outcome::EarlyStopped;
-            }
-            if stop.load(Ordering::SeqCst) {
-                break Outcome::Interrupted;
+            if let Some(outcome) = self.train_epoch(stop, &clock, events)? {
+                break outcome;
             }
         };
         self.run.log(&json!({
@@ -1103,6 +709,227 @@ impl<B: AutodiffBackend> Trainer<B> {
             steps: self.state.step,
         })
     }
+
+    /// Trains the rest of the epoch in progress, validates it, moves on to the next and
+    /// writes `last/`; returns the outcome if the run ends inside it.
+    fn train_epoch(
+        &mut self,
+        stop: &AtomicBool,
+        clock: &Clock,
+        events: &mut dyn FnMut(TrainEvent),
+    ) -> Result<Option<Outcome>, TrainError> {
+        let epoch = self.state.epoch;
+        let plan = plan_training_batches(
+            &self.data.lengths,
+            self.batch_size,
+            self.config.seed.wrapping_add(epoch as u64),
+        );
+        events(TrainEvent::Epoch {
+            epoch,
+            epochs: self.config.epochs,
+            batches: plan.len(),
+            done: self.state.batch,
+        });
+        let mut meter = Meter::new();
+        while self.state.batch < plan.len() {
+            let (loss, tokens, norm) = self.step(&plan[self.state.batch]);
+            self.state.batch += 1;
+            self.record(loss, tokens, norm, &mut meter, clock, events)?;
+            if let Some(outcome) = self.after_step(stop, &mut meter, clock, events)? {
+                return Ok(Some(outcome));
+            }
+        }
+        // The epoch is done: validate it (unless that just happened), then move on.
+        if self.state.validated_at != Some(self.state.step) {
+            self.validate(meter.rate(), clock.elapsed(), events)?;
+        }
+        let patience_out = self.out_of_patience();
+        self.state.epoch += 1;
+        self.state.batch = 0;
+        self.state.epoch_loss = (0.0, 0);
+        self.save_last(clock.elapsed())?;
+        events(TrainEvent::Saved {
+            step: self.state.step,
+        });
+        Ok(if patience_out {
+            Some(Outcome::EarlyStopped)
+        } else if stop.load(Ordering::SeqCst) {
+            Some(Outcome::Interrupted)
+        } else {
+            None
+        })
+    }
+
+    /// Adds a step's loss, tokens and gradient norm to the epoch's and the log window's
+    /// sums, reports the step, and logs the window every `log_every` steps.
+    fn record(
+        &mut self,
+        loss: f64,
+        tokens: usize,
+        norm: f64,
+        meter: &mut Meter,
+        clock: &Clock,
+        events: &mut dyn FnMut(TrainEvent),
+    ) -> Result<(), TrainError> {
+        meter.tokens += tokens;
+        meter.window_tokens += tokens;
+        let s = &mut self.state;
+        s.epoch_loss.0 += loss * tokens as f64;
+        s.epoch_loss.1 += tokens;
+        s.window.loss += loss * tokens as f64;
+        s.window.tokens += tokens;
+        s.window.grad_norm += norm;
+        s.window.steps += 1;
+        let step = s.step;
+        events(TrainEvent::Step {
+            step,
+            loss: s.epoch_loss.0 / s.epoch_loss.1.max(1) as f64,
+            tokens_per_second: meter.rate(),
+        });
+        if step.is_multiple_of(self.config.log_every) {
+            let w = std::mem::take(&mut s.window);
+            self.run.log(&json!({
+                "event": "train",
+                "step": step,
+                "epoch": s.epoch,
+                "loss": w.loss / w.tokens.max(1) as f64,
+                "lr": self.schedule.at(step - 1),
+                "grad_norm": w.grad_norm / w.steps.max(1) as f64,
+                "tokens_per_second": meter.window_rate(),
+                "elapsed_seconds": clock.elapsed(),
+            }))?;
+            meter.window_tokens = 0;
+            meter.window_since = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// What follows a step: validation (every `valid_every` steps, and at the end),
+    /// `last/` (after a validation, every `save_every` steps, and when stopped), and the
+    /// outcome if the run ends here.
+    fn after_step(
+        &mut self,
+        stop: &AtomicBool,
+        meter: &mut Meter,
+        clock: &Clock,
+        events: &mut dyn FnMut(TrainEvent),
+    ) -> Result<Option<Outcome>, TrainError> {
+        let step = self.state.step;
+        let out_of_time = self
+            .config
+            .time_limit_secs
+            .is_some_and(|t| clock.elapsed() >= t);
+        let at_end = step >= self.total_steps || out_of_time;
+        let validate = at_end
+            || self
+                .config
+                .valid_every
+                .is_some_and(|n| step.is_multiple_of(n));
+        if validate {
+            self.validate(meter.rate(), clock.elapsed(), events)?;
+            meter.tokens = 0;
+            meter.since = Instant::now();
+        }
+        let interrupted = stop.load(Ordering::SeqCst);
+        if validate || interrupted || step.is_multiple_of(self.config.save_every) {
+            self.save_last(clock.elapsed())?;
+            events(TrainEvent::Saved { step });
+        }
+        Ok(if interrupted {
+            Some(Outcome::Interrupted)
+        } else if validate && self.out_of_patience() {
+            Some(Outcome::EarlyStopped)
+        } else if out_of_time {
+            Some(Outcome::OutOfTime)
+        } else if at_end {
+            Some(Outcome::Finished)
+        } else {
+            None
+        })
+    }
+
+    /// Whether `patience` validations in a row have not improved on the best.
+    fn out_of_patience(&self) -> bool {
+        self.config
+            .patience
+            .is_some_and(|p| self.state.bad_validations >= p)
+    }
+}
+
+/// Seconds of training: those of earlier processes of the run and this one's.
+struct Clock {
+    started: Instant,
+    before: f64,
+}
+
+impl Clock {
+    fn elapsed(&self) -> f64 {
+        self.before + self.started.elapsed().as_secs_f64()
+    }
+}
+
+/// Target tokens since the last validation and since the last logged window, for the
+/// tokens-per-second figures.
+struct Meter {
+    tokens: usize,
+    since: Instant,
+    window_tokens: usize,
+    window_since: Instant,
+}
+
+impl Meter {
+    fn new() -> Self {
+        Meter {
+            tokens: 0,
+            since: Instant::now(),
+            window_tokens: 0,
+            window_since: Instant::now(),
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        self.tokens as f64 / self.since.elapsed().as_secs_f64().max(1e-9)
+    }
+
+    fn window_rate(&self) -> f64 {
+        self.window_tokens as f64 / self.window_since.elapsed().as_secs_f64().max(1e-9)
+    }
+}
+
+/// `model` with the embedding rows of the tokens found in the configured word-vector files
+/// (`source_embeddings`, `target_embeddings`); a note for each file.
+fn with_word_vectors<B: AutodiffBackend>(
+    mut model: Seq2Seq<B>,
+    model_config: &Seq2SeqConfig,
+    codec: &TextCodec,
+    config: &TrainConfig,
+    notes: &mut Vec<String>,
+) -> Result<Seq2Seq<B>, TrainError> {
+    for (source, path, vocab) in [
+        (true, &config.source_embeddings, &codec.source_vocab),
+        (false, &config.target_embeddings, &codec.target_vocab),
+    ] {
+        let Some(path) = path else { continue };
+        let vectors = s2s_data::read_word_vectors(path, vocab)?;
+        if vectors.dim != model_config.d_embed {
+            return Err(TrainError::Data(format!(
+                "{}: vectors of size {}, but the model's embeddings have size {} (--embed)",
+                path.display(),
+                vectors.dim,
+                model_config.d_embed
+            )));
+        }
+        notes.push(format!(
+            "{}: {} of {} {} tokens initialised from {} vectors",
+            path.display(),
+            vectors.rows.len(),
+            vocab.len() - s2s_data::Vocab::SPECIALS.len(),
+            if source { "source" } else { "target" },
+            vectors.in_file
+        ));
+        model = model.with_embedding_rows(source, &vectors.rows)?;
+    }
+    Ok(model)
 }
 
 /// Trains a model in a new run folder `out` ([`Trainer::new`] then [`Trainer::run`]), with

@@ -6,12 +6,13 @@
 mod common;
 
 use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 use common::small_model;
 use s2s_data::corpus::SyntheticTask;
 use s2s_data::{Pair, TextCodec, Tokenizer};
 use s2s_nn::Seq2Seq;
-use s2s_tensor::backend::DefaultAutodiffBackend as AB;
+use s2s_tensor::backend::DefaultAutodiffBackend;
 use s2s_train::{OpenMode, Outcome, RunFolder, TrainConfig, TrainEvent, Trainer};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -37,8 +38,14 @@ fn config() -> TrainConfig {
         .with_log_every(3)
 }
 
-/// Starts a run in `dir`; `stop_at`: raise the stop flag once this step is reached.
-fn start(dir: &Path, stop_at: Option<usize>) -> Outcome {
+/// Starts a run of `config` in `dir`; `stop_at`: raise the stop flag once this step is
+/// reached.
+fn start_with<AB: AutodiffBackend>(
+    dir: &Path,
+    config: TrainConfig,
+    stop_at: Option<usize>,
+    device: &AB::Device,
+) -> Outcome {
     let (train, valid) = data();
     let codec = TextCodec::build(&train, Tokenizer::Chars, Tokenizer::Chars, 1);
     let run = RunFolder::open(dir, OpenMode::New).unwrap();
@@ -48,17 +55,21 @@ fn start(dir: &Path, stop_at: Option<usize>) -> Outcome {
         codec,
         &train,
         &valid,
-        config(),
+        config,
         run,
         &serde_json::json!({}),
         None,
-        &Default::default(),
+        device,
     )
     .unwrap();
     drive(&mut trainer, stop_at)
 }
 
-fn drive(trainer: &mut Trainer<AB>, stop_at: Option<usize>) -> Outcome {
+fn start(dir: &Path, stop_at: Option<usize>) -> Outcome {
+    start_with::<DefaultAutodiffBackend>(dir, config(), stop_at, &Default::default())
+}
+
+fn drive<AB: AutodiffBackend>(trainer: &mut Trainer<AB>, stop_at: Option<usize>) -> Outcome {
     let stop = AtomicBool::new(false);
     let report = trainer
         .run(&stop, &mut |event| {
@@ -72,28 +83,39 @@ fn drive(trainer: &mut Trainer<AB>, stop_at: Option<usize>) -> Outcome {
     report.outcome
 }
 
-fn resume(dir: &Path, stop_at: Option<usize>) -> Outcome {
+fn resume_on<AB: AutodiffBackend>(
+    dir: &Path,
+    stop_at: Option<usize>,
+    device: &AB::Device,
+) -> Outcome {
     let (train, valid) = data();
     let run = RunFolder::open(dir, OpenMode::Resume).unwrap();
-    let mut trainer = Trainer::<AB>::resume(run, &train, &valid, None, &Default::default()).unwrap();
+    let mut trainer = Trainer::<AB>::resume(run, &train, &valid, None, device).unwrap();
     drive(&mut trainer, stop_at)
 }
 
-/// Every weight of a model folder, flattened.
-fn weights(dir: &Path) -> Vec<Vec<f32>> {
-    let model: Seq2Seq<AB> = s2s_train::Checkpoint::load(dir, &Default::default())
-        .unwrap()
-        .model;
+fn resume(dir: &Path, stop_at: Option<usize>) -> Outcome {
+    resume_on::<DefaultAutodiffBackend>(dir, stop_at, &Default::default())
+}
+
+/// Every weight of a model folder on `AB`, flattened.
+fn weights_on<AB: AutodiffBackend>(dir: &Path, device: &AB::Device) -> Vec<Vec<f32>> {
+    let model: Seq2Seq<AB> = s2s_train::Checkpoint::load(dir, device).unwrap().model;
     struct Collect(Vec<Vec<f32>>);
-    impl ModuleVisitor<AB> for Collect {
+    impl<AB: AutodiffBackend> ModuleVisitor<AB> for Collect {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
-            self.0
-                .push(s2s_tensor::ops::to_vec_f32(param.val().flatten::<1>(0, D - 1)));
+            self.0.push(s2s_tensor::ops::to_vec_f32(
+                param.val().flatten::<1>(0, D - 1),
+            ));
         }
     }
     let mut c = Collect(Vec::new());
     model.visit(&mut c);
     c.0
+}
+
+fn weights(dir: &Path) -> Vec<Vec<f32>> {
+    weights_on::<DefaultAutodiffBackend>(dir, &Default::default())
 }
 
 /// The events of `metrics.jsonl` without the fields that measure time.
@@ -139,14 +161,18 @@ fn stopped_and_resumed_runs_end_bit_for_bit_equal() {
                 "{folder}/ after stops at {stops:?}"
             );
         }
-        assert_eq!(events(&dir), events(&straight), "metrics after stops at {stops:?}");
+        assert_eq!(
+            events(&dir),
+            events(&straight),
+            "metrics after stops at {stops:?}"
+        );
     }
     // The training moved the weights, and dropout was on: a run with another seed differs.
     let other = root.path().join("other-seed");
     let (train, valid) = data();
     let codec = TextCodec::build(&train, Tokenizer::Chars, Tokenizer::Chars, 1);
     let run = RunFolder::open(&other, OpenMode::New).unwrap();
-    let mut trainer = Trainer::<AB>::new(
+    let mut trainer = Trainer::<DefaultAutodiffBackend>::new(
         "sort",
         small_model().with_dropout(0.2),
         codec,
@@ -160,7 +186,10 @@ fn stopped_and_resumed_runs_end_bit_for_bit_equal() {
     )
     .unwrap();
     drive(&mut trainer, None);
-    assert_ne!(weights(&other.join("last")), weights(&straight.join("last")));
+    assert_ne!(
+        weights(&other.join("last")),
+        weights(&straight.join("last"))
+    );
 }
 
 #[test]
@@ -174,4 +203,70 @@ fn two_runs_with_two_workers_log_identical_losses() {
     assert!(ea.iter().filter(|e| e["event"] == "valid").count() >= 8);
     assert_eq!(ea, eb);
     assert_eq!(weights(&a.join("last")), weights(&b.join("last")));
+}
+
+s2s_tensor::for_each_backend! {
+    type AB = TestAutodiffBackend;
+
+    /// On every backend, a run stopped inside an epoch and resumed ends at the weights of
+    /// the straight run: bit for bit on flex (also tested at length above), within 1e-5
+    /// elsewhere. Short (two epochs of 14 steps), for wgpu's software device in CI.
+    #[test]
+    fn a_resumed_run_ends_where_the_straight_run_ends() {
+        let device = device();
+        let config = || config().with_epochs(2).with_valid_every(None).with_save_every(100);
+        let root = tempfile::tempdir().unwrap();
+        let (straight, stopped) = (root.path().join("straight"), root.path().join("stopped"));
+        assert_eq!(start_with::<AB>(&straight, config(), None, &device), Outcome::Finished);
+        assert_eq!(start_with::<AB>(&stopped, config(), Some(9), &device), Outcome::Interrupted);
+        assert_eq!(resume_on::<AB>(&stopped, None, &device), Outcome::Finished);
+        let exact = module_path!().ends_with("flex");
+        let (a, b) = (
+            weights_on::<AB>(&stopped.join("last"), &device),
+            weights_on::<AB>(&straight.join("last"), &device),
+        );
+        assert_eq!(a.len(), b.len());
+        for (p, (x, y)) in a.iter().zip(&b).enumerate() {
+            for (u, v) in x.iter().zip(y) {
+                let close = if exact { u == v } else { (u - v).abs() <= 1e-5 + 1e-5 * v.abs() };
+                assert!(close, "parameter {p}: {u} vs {v}");
+            }
+        }
+    }
+}
+
+/// `patience`: with a learning rate too small to move any f32 weight, no validation after
+/// the first improves on it, and the run stops after `patience` of them.
+#[test]
+fn patience_stops_a_run_that_no_longer_improves() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("flat");
+    let (train, valid) = data();
+    let codec = TextCodec::build(&train, Tokenizer::Chars, Tokenizer::Chars, 1);
+    let run = RunFolder::open(&dir, OpenMode::New).unwrap();
+    let config = config()
+        .with_lr(1e-12)
+        .with_warmup(0)
+        .with_valid_every(Some(2))
+        .with_patience(Some(2))
+        .with_best_metric(Some(s2s_train::BestMetric::Loss));
+    let mut trainer = Trainer::<DefaultAutodiffBackend>::new(
+        "sort",
+        small_model(),
+        codec,
+        &train,
+        &valid,
+        config,
+        run,
+        &serde_json::json!({}),
+        None,
+        &Default::default(),
+    )
+    .unwrap();
+    let report = trainer.run(&AtomicBool::new(false), &mut |_| {}).unwrap();
+    assert_eq!(report.outcome, Outcome::EarlyStopped);
+    assert_eq!((report.steps, report.best_step), (6, 2));
+    assert_eq!(report.history.len(), 3);
+    let end = events(&dir).pop().unwrap();
+    assert_eq!(end["outcome"], "early_stopped");
 }

@@ -58,7 +58,8 @@ s2s_tensor::for_each_backend! {
     }
 
     /// A short LSTM run with scheduled sampling and label smoothing learns the doubling task a
-    /// little and writes a loadable checkpoint; a second save replaces it without leftovers.
+    /// little and writes a loadable checkpoint; a second save replaces it without leftovers,
+    /// and a save over a folder that is not a model folder is refused.
     /// Sixteen steps (128 pairs, two epochs), the teacher-forcing ratio falling from 1 to 0.5
     /// over the first twelve: on wgpu (llvmpipe in CI) 500 pairs took three minutes.
     #[test]
@@ -91,15 +92,21 @@ s2s_tensor::for_each_backend! {
         .unwrap();
         assert_eq!(report.history.len(), 2);
         assert!(report.history[1].valid_loss < report.history[0].valid_loss * 1.5);
+        // The run folder's best model, saved again over itself.
         let ckpt = Checkpoint::<B>::load(&out, &device).unwrap();
-        ckpt.save(&out).unwrap();
-        let names: Vec<String> = std::fs::read_dir(dir.path())
+        ckpt.save(&out.join("best")).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&out)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, vec!["double".to_string()]);
+        names.sort();
+        assert_eq!(names, ["best", "config.json", "last", "metrics.jsonl"]);
         let again = Checkpoint::<B>::load(&out, &device).unwrap();
         assert_eq!(again.meta.task, "double");
+        // A model is never saved over a folder that is not a model folder (the run folder).
+        let err = ckpt.save(&out).unwrap_err().to_string();
+        assert!(err.contains("not an s2s model folder"), "{err}");
+        assert!(out.join("last/training_state.json").is_file());
     }
 
     #[test]
