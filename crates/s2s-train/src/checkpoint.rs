@@ -108,13 +108,29 @@ pub fn is_model_folder(dir: &Path) -> bool {
 }
 
 /// The model folder that `dir` names: `dir` itself, or for a training run folder
-/// ([`crate::run`]), its `best/` model.
+/// ([`crate::run`]), its `best/` model; if a process was killed while it replaced `best/`,
+/// the complete previous version that it left (`.best.old-PID`), which the next
+/// `s2s train --resume` puts back.
 pub fn model_folder(dir: &Path) -> PathBuf {
-    if crate::run::is_run_folder(dir) {
-        dir.join(crate::run::BEST)
-    } else {
-        dir.to_path_buf()
+    if !crate::run::is_run_folder(dir) {
+        return dir.to_path_buf();
     }
+    let best = dir.join(crate::run::BEST);
+    if best.is_dir() {
+        return best;
+    }
+    let prefix = format!(".{}.old-", crate::run::BEST);
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&prefix) && durable::is_temp_name(n))
+        })
+        .unwrap_or(best)
 }
 
 /// The name and shape of every float parameter of `model`, in visiting order, without

@@ -343,4 +343,28 @@ mod tests {
         let names: Vec<String> = listing(&dir).into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["config.json", "notes.txt"]);
     }
+
+    #[test]
+    fn a_killed_swap_of_best_still_names_a_model() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("run");
+        let run = RunFolder::open(&dir, OpenMode::New).unwrap();
+        run.write_config(&serde_json::json!({})).unwrap();
+        assert_eq!(crate::checkpoint::model_folder(&dir), dir.join(BEST));
+        // Killed between the swap's renames: only the previous best is left.
+        std::fs::create_dir(dir.join(".best.old-12")).unwrap();
+        assert_eq!(
+            crate::checkpoint::model_folder(&dir),
+            dir.join(".best.old-12")
+        );
+        // The next open puts it back.
+        RunFolder::open(&dir, OpenMode::Overwrite).unwrap();
+        assert!(!dir.join(".best.old-12").exists());
+        assert_eq!(crate::checkpoint::model_folder(&dir), dir.join(BEST));
+        // A model folder names itself.
+        assert_eq!(
+            crate::checkpoint::model_folder(&dir.join(BEST)),
+            dir.join(BEST)
+        );
+    }
 }

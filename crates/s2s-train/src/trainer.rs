@@ -241,6 +241,17 @@ struct Data {
     valid_refs: Vec<Reference>,
 }
 
+/// What a run starts from, new or resumed.
+struct Start<B: AutodiffBackend> {
+    task: String,
+    model_config: Seq2SeqConfig,
+    codec: TextCodec,
+    model: Seq2Seq<B>,
+    optim: Adam<B>,
+    state: TrainingState,
+    notes: Vec<String>,
+}
+
 /// A training run: the model, the optimizer, the data and the run folder; see the
 /// [module](self) documentation.
 pub struct Trainer<B: AutodiffBackend> {
@@ -325,19 +336,16 @@ impl<B: AutodiffBackend> Trainer<B> {
             moments: Vec::new(),
         };
         let optim = config.adam.init::<B>(config.workers);
-        Self::assemble(
-            task,
+        let start = Start {
+            task: task.to_string(),
             model_config,
             codec,
             model,
             optim,
-            train_pairs,
-            valid_pairs,
             state,
-            run,
             notes,
-            device,
-        )
+        };
+        Self::assemble(start, train_pairs, valid_pairs, run, device)
     }
 
     /// Continues the run in `run` (opened with [`OpenMode::Resume`](crate::run::OpenMode))
@@ -375,35 +383,35 @@ impl<B: AutodiffBackend> Trainer<B> {
             state.epoch,
             state.batch
         )];
-        Self::assemble(
-            &checkpoint.meta.task,
-            checkpoint.meta.model,
-            checkpoint.codec,
-            checkpoint.model,
+        let start = Start {
+            task: checkpoint.meta.task,
+            model_config: checkpoint.meta.model,
+            codec: checkpoint.codec,
+            model: checkpoint.model,
             optim,
-            train_pairs,
-            valid_pairs,
             state,
-            run,
             notes,
-            device,
-        )
+        };
+        Self::assemble(start, train_pairs, valid_pairs, run, device)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// The trainer of `start` over the encoded data.
     fn assemble(
-        task: &str,
-        model_config: Seq2SeqConfig,
-        codec: TextCodec,
-        model: Seq2Seq<B>,
-        optim: Adam<B>,
+        start: Start<B>,
         train_pairs: &[Pair],
         valid_pairs: &[Pair],
-        state: TrainingState,
         run: RunFolder,
-        notes: Vec<String>,
         device: &B::Device,
     ) -> Result<Self, TrainError> {
+        let Start {
+            task,
+            model_config,
+            codec,
+            model,
+            optim,
+            state,
+            notes,
+        } = start;
         if train_pairs.is_empty() || valid_pairs.is_empty() {
             return Err(TrainError::Data(format!(
                 "need training and validation pairs (got {} and {})",
@@ -446,10 +454,10 @@ impl<B: AutodiffBackend> Trainer<B> {
         };
         let metric = config
             .best_metric
-            .unwrap_or_else(|| BestMetric::for_task(task));
+            .unwrap_or_else(|| BestMetric::for_task(&task));
         Ok(Trainer {
             config,
-            task: task.to_string(),
+            task,
             model_config,
             codec,
             model,

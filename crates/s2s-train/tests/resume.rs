@@ -13,7 +13,7 @@ use s2s_data::corpus::SyntheticTask;
 use s2s_data::{Pair, TextCodec, Tokenizer};
 use s2s_nn::Seq2Seq;
 use s2s_tensor::backend::DefaultAutodiffBackend;
-use s2s_train::{OpenMode, Outcome, RunFolder, TrainConfig, TrainEvent, Trainer};
+use s2s_train::{OpenMode, Outcome, RunFolder, TrainConfig, TrainEvent, TrainReport, Trainer};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -45,7 +45,7 @@ fn start_with<AB: AutodiffBackend>(
     config: TrainConfig,
     stop_at: Option<usize>,
     device: &AB::Device,
-) -> Outcome {
+) -> TrainReport {
     let (train, valid) = data();
     let codec = TextCodec::build(&train, Tokenizer::Chars, Tokenizer::Chars, 1);
     let run = RunFolder::open(dir, OpenMode::New).unwrap();
@@ -66,12 +66,12 @@ fn start_with<AB: AutodiffBackend>(
 }
 
 fn start(dir: &Path, stop_at: Option<usize>) -> Outcome {
-    start_with::<DefaultAutodiffBackend>(dir, config(), stop_at, &Default::default())
+    start_with::<DefaultAutodiffBackend>(dir, config(), stop_at, &Default::default()).outcome
 }
 
-fn drive<AB: AutodiffBackend>(trainer: &mut Trainer<AB>, stop_at: Option<usize>) -> Outcome {
+fn drive<AB: AutodiffBackend>(trainer: &mut Trainer<AB>, stop_at: Option<usize>) -> TrainReport {
     let stop = AtomicBool::new(false);
-    let report = trainer
+    trainer
         .run(&stop, &mut |event| {
             if let TrainEvent::Step { step, .. } = event {
                 if Some(step) == stop_at {
@@ -79,8 +79,7 @@ fn drive<AB: AutodiffBackend>(trainer: &mut Trainer<AB>, stop_at: Option<usize>)
                 }
             }
         })
-        .unwrap();
-    report.outcome
+        .unwrap()
 }
 
 fn resume_on<AB: AutodiffBackend>(
@@ -91,7 +90,7 @@ fn resume_on<AB: AutodiffBackend>(
     let (train, valid) = data();
     let run = RunFolder::open(dir, OpenMode::Resume).unwrap();
     let mut trainer = Trainer::<AB>::resume(run, &train, &valid, None, device).unwrap();
-    drive(&mut trainer, stop_at)
+    drive(&mut trainer, stop_at).outcome
 }
 
 fn resume(dir: &Path, stop_at: Option<usize>) -> Outcome {
@@ -169,23 +168,8 @@ fn stopped_and_resumed_runs_end_bit_for_bit_equal() {
     }
     // The training moved the weights, and dropout was on: a run with another seed differs.
     let other = root.path().join("other-seed");
-    let (train, valid) = data();
-    let codec = TextCodec::build(&train, Tokenizer::Chars, Tokenizer::Chars, 1);
-    let run = RunFolder::open(&other, OpenMode::New).unwrap();
-    let mut trainer = Trainer::<DefaultAutodiffBackend>::new(
-        "sort",
-        small_model().with_dropout(0.2),
-        codec,
-        &train,
-        &valid,
-        config().with_seed(7),
-        run,
-        &serde_json::json!({}),
-        None,
-        &Default::default(),
-    )
-    .unwrap();
-    drive(&mut trainer, None);
+    let device = Default::default();
+    start_with::<DefaultAutodiffBackend>(&other, config().with_seed(7), None, &device);
     assert_ne!(
         weights(&other.join("last")),
         weights(&straight.join("last"))
@@ -217,8 +201,8 @@ s2s_tensor::for_each_backend! {
         let config = || config().with_epochs(2).with_valid_every(None).with_save_every(100);
         let root = tempfile::tempdir().unwrap();
         let (straight, stopped) = (root.path().join("straight"), root.path().join("stopped"));
-        assert_eq!(start_with::<AB>(&straight, config(), None, &device), Outcome::Finished);
-        assert_eq!(start_with::<AB>(&stopped, config(), Some(9), &device), Outcome::Interrupted);
+        assert_eq!(start_with::<AB>(&straight, config(), None, &device).outcome, Outcome::Finished);
+        assert_eq!(start_with::<AB>(&stopped, config(), Some(9), &device).outcome, Outcome::Interrupted);
         assert_eq!(resume_on::<AB>(&stopped, None, &device), Outcome::Finished);
         let exact = module_path!().ends_with("flex");
         let (a, b) = (
@@ -236,34 +220,19 @@ s2s_tensor::for_each_backend! {
 }
 
 /// `patience`: with a learning rate too small to move any f32 weight, no validation after
-/// the first improves on it, and the run stops after `patience` of them.
+/// the first improves on it, and the run stops after `patience` of them (dropout does not
+/// touch validation).
 #[test]
 fn patience_stops_a_run_that_no_longer_improves() {
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("flat");
-    let (train, valid) = data();
-    let codec = TextCodec::build(&train, Tokenizer::Chars, Tokenizer::Chars, 1);
-    let run = RunFolder::open(&dir, OpenMode::New).unwrap();
     let config = config()
         .with_lr(1e-12)
         .with_warmup(0)
         .with_valid_every(Some(2))
         .with_patience(Some(2))
         .with_best_metric(Some(s2s_train::BestMetric::Loss));
-    let mut trainer = Trainer::<DefaultAutodiffBackend>::new(
-        "sort",
-        small_model(),
-        codec,
-        &train,
-        &valid,
-        config,
-        run,
-        &serde_json::json!({}),
-        None,
-        &Default::default(),
-    )
-    .unwrap();
-    let report = trainer.run(&AtomicBool::new(false), &mut |_| {}).unwrap();
+    let report = start_with::<DefaultAutodiffBackend>(&dir, config, None, &Default::default());
     assert_eq!(report.outcome, Outcome::EarlyStopped);
     assert_eq!((report.steps, report.best_step), (6, 2));
     assert_eq!(report.history.len(), 3);
