@@ -56,6 +56,9 @@ commands:
 /// The PyTorch release whose libtorch `tch` 0.22 (burn-tch 0.21) is built against.
 const TORCH_VERSION: &str = "2.9.0";
 /// Python packages of the project's virtualenv.
+/// The sacreBLEU that s2s-metrics follows; the live comparison tests require it in the
+/// virtualenv (`S2S_REQUIRE_SACREBLEU=1`).
+const SACREBLEU_VERSION: &str = "2.6.0";
 const VENV_PACKAGES: &[&str] = &["torch==2.9.0", "sacrebleu==2.6.0"];
 
 fn project_root() -> PathBuf {
@@ -142,7 +145,10 @@ impl Venv {
         let ld = std::env::var_os("LD_LIBRARY_PATH").unwrap_or_default();
         let mut libs = vec![self.torch_lib.clone()];
         libs.extend(std::env::split_paths(&ld));
+        // The tests that compare with the virtualenv's sacreBLEU must run, not skip.
         cmd.env("VIRTUAL_ENV", &self.dir)
+            .env("S2S_VENV", &self.dir)
+            .env("S2S_REQUIRE_SACREBLEU", "1")
             .env("PATH", std::env::join_paths(paths).expect("valid PATH"))
             .env("LIBTORCH_USE_PYTORCH", "1")
             .env(
@@ -158,7 +164,8 @@ fn probe_venv(dir: &Path) -> Option<Venv> {
         .args([
             "-c",
             "import os, torch, sacrebleu; print(torch.__version__); \
-             print(os.path.join(os.path.dirname(torch.__file__), 'lib'))",
+             print(os.path.join(os.path.dirname(torch.__file__), 'lib')); \
+             print(sacrebleu.__version__)",
         ])
         .stderr(Stdio::null())
         .output()
@@ -167,7 +174,11 @@ fn probe_venv(dir: &Path) -> Option<Venv> {
     let mut lines = text.lines();
     let version = lines.next()?;
     let lib = lines.next()?;
-    (out.status.success() && version.split('+').next() == Some(TORCH_VERSION)).then(|| Venv {
+    let sacrebleu = lines.next()?;
+    let complete = out.status.success()
+        && version.split('+').next() == Some(TORCH_VERSION)
+        && sacrebleu == SACREBLEU_VERSION;
+    complete.then(|| Venv {
         dir: dir.to_path_buf(),
         torch_lib: PathBuf::from(lib),
     })

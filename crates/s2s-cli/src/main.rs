@@ -69,6 +69,25 @@ enum Command {
     Align(align::AlignArgs),
     /// Draw a training run's curves (loss, best metric, learning rate) as a PNG.
     Plot(plot::PlotArgs),
+    /// Forced decoding: the log-probability of each `source<TAB>target` line's target.
+    Score(ScoreArgs),
+}
+
+#[derive(Args, Debug)]
+struct ScoreArgs {
+    /// Model folder (or training run folder: its best model).
+    #[arg(long)]
+    model: PathBuf,
+    /// `source<TAB>target` lines (default: stdin).
+    #[arg(long, short)]
+    input: Option<PathBuf>,
+    /// Also print every target token's log-probability (`<eos>` last), space-separated,
+    /// after a tab.
+    #[arg(long)]
+    per_token: bool,
+    /// Pairs per batch.
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -652,6 +671,7 @@ fn dispatch<B: Backend, AB: AutodiffBackend<InnerBackend = B, Device = B::Device
         Command::Split(args) => cmd_split(args),
         Command::Align(args) => align::run(args),
         Command::Plot(args) => plot::run(args),
+        Command::Score(args) => cmd_score::<B>(args, device),
     }
 }
 
@@ -1322,6 +1342,62 @@ fn cmd_translate<B: Backend>(args: TranslateArgs, device: &B::Device) -> Result<
     if let (Some(tmp), Some(path)) = (&tmp, &args.output) {
         std::fs::rename(tmp, path).with_context(|| format!("{}: cannot write", path.display()))?;
     }
+    Ok(())
+}
+
+/// `s2s score`: one line per input line, the target's total log-probability (natural log,
+/// `<eos>` included), and with `--per-token` each token's after a tab.
+fn cmd_score<B: Backend>(args: ScoreArgs, device: &B::Device) -> Result<()> {
+    if args.batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let ckpt = Checkpoint::<B>::load(&args.model, device)?;
+    let (name, reader): (String, Box<dyn BufRead>) = match &args.input {
+        Some(path) => (
+            path.display().to_string(),
+            Box::new(std::io::BufReader::new(
+                std::fs::File::open(path)
+                    .with_context(|| format!("{}: cannot open", path.display()))?,
+            )),
+        ),
+        None => ("stdin".into(), Box::new(std::io::stdin().lock())),
+    };
+    let mut lines = LineReader::new(reader, name);
+    let mut examples = Vec::new();
+    while let Some((n, text)) = lines.next_line()? {
+        let Some((source, target)) = text.split_once('\t') else {
+            bail!(
+                "{}:{n}: expected `source<TAB>target`, found no tab",
+                lines.name
+            );
+        };
+        let codec = &ckpt.codec;
+        let (source, unknown_source) = codec.encode_source(source.trim());
+        let (target, unknown_target) = codec
+            .target_vocab
+            .encode_reporting(&codec.target_tokens(target.trim()));
+        for (side, unknown) in [("source", unknown_source), ("target", unknown_target)] {
+            if !unknown.is_empty() {
+                eprintln!(
+                    "warning: {}:{n}: not in the {side} vocabulary, scored as <unk>: {unknown:?}",
+                    lines.name
+                );
+            }
+        }
+        examples.push(s2s_data::Example { source, target });
+    }
+    let scores = s2s_train::score::token_log_probs(&ckpt.model, &examples, args.batch_size, device);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for tokens in &scores {
+        let total: f64 = tokens.iter().map(|&v| v as f64).sum();
+        if args.per_token {
+            let each: Vec<String> = tokens.iter().map(|v| v.to_string()).collect();
+            writeln!(out, "{total}\t{}", each.join(" "))?;
+        } else {
+            writeln!(out, "{total}")?;
+        }
+    }
+    out.flush()?;
     Ok(())
 }
 

@@ -153,6 +153,73 @@ fn decode_is_independent_of_batch_size_and_order() {
     assert_eq!(lines, base_lines);
 }
 
+/// `s2s score` is the oracle of `s2s decode --scores`: every beam hypothesis scores what
+/// forced decoding gives its tokens (with `<eos>`, or without for one cut off at --max-len);
+/// a line without a tab is an error naming the line.
+#[test]
+fn score_agrees_with_beam_scores() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = train_tiny(dir.path());
+    let words = ["abc", "jihgfedcba", "cab", "hhhh", "efgab"];
+    let input: String = words.iter().map(|w| format!("{w}\n")).collect();
+    let max_len = "12";
+    let decoded = s2s(
+        &[
+            "decode",
+            "--model",
+            &model,
+            "--strategy",
+            "beam",
+            "--beam-size",
+            "4",
+            "--n-best",
+            "3",
+            "--max-len",
+            max_len,
+            "--scores",
+        ],
+        input.as_bytes(),
+    );
+    assert!(decoded.status.success(), "{}", text(&decoded.stderr));
+    let mut pairs = Vec::new();
+    let mut scores = Vec::new();
+    for (word, block) in words.iter().zip(text(&decoded.stdout).split("\n\n")) {
+        for line in block.lines() {
+            let (hyp, score) = line.rsplit_once('\t').unwrap();
+            pairs.push(format!("{word}\t{hyp}\n"));
+            scores.push((hyp.chars().count(), score.parse::<f64>().unwrap()));
+        }
+    }
+    assert_eq!(scores.len(), 3 * words.len());
+    let scored = s2s(
+        &["score", "--model", &model, "--per-token"],
+        pairs.concat().as_bytes(),
+    );
+    assert!(scored.status.success(), "{}", text(&scored.stderr));
+    let lines: Vec<String> = text(&scored.stdout).lines().map(String::from).collect();
+    assert_eq!(lines.len(), scores.len());
+    for (line, (len, want)) in lines.iter().zip(&scores) {
+        let (total, each) = line.split_once('\t').unwrap();
+        let total: f64 = total.parse().unwrap();
+        let each: Vec<f64> = each.split(' ').map(|v| v.parse().unwrap()).collect();
+        assert_eq!(each.len(), len + 1, "{line}");
+        assert!((each.iter().sum::<f64>() - total).abs() < 1e-5, "{line}");
+        let cut = total - each[*len];
+        let close = |x: f64| (x - want).abs() <= 1e-4 * (1.0 + want.abs());
+        assert!(
+            close(total) || (*len == 12 && close(cut)),
+            "{line}: beam said {want}"
+        );
+    }
+    let bad = s2s(&["score", "--model", &model], b"abc\tcba\nabc cba\n");
+    assert!(
+        !bad.status.success()
+            && text(&bad.stderr).contains("stdin:2: expected `source<TAB>target`"),
+        "{}",
+        text(&bad.stderr)
+    );
+}
+
 #[test]
 fn decode_warns_on_unknown_symbols_and_rejects_bad_utf8() {
     let dir = tempfile::tempdir().unwrap();

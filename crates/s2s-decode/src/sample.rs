@@ -150,4 +150,83 @@ mod tests {
         s.top_p = 0.81;
         assert_eq!(s.candidates(&logp).len(), 3);
     }
+
+    /// The distribution that `candidates` then `draw` sample from, worked out in f64 from
+    /// the definitions: `p^(1/T)` normalised, the `k` most likely, then the fewest most
+    /// likely whose mass reaches `top_p`, normalised again.
+    fn expected(probs: &[f64], t: f64, k: usize, top_p: f64) -> Vec<f64> {
+        let mut w: Vec<(usize, f64)> = probs.iter().map(|p| p.powf(1.0 / t)).enumerate().collect();
+        w.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap());
+        if k > 0 {
+            w.truncate(k);
+        }
+        let total: f64 = w.iter().map(|x| x.1).sum();
+        let mut acc = 0.0;
+        let mut keep = w.len();
+        for (i, x) in w.iter().enumerate() {
+            acc += x.1 / total;
+            if acc >= top_p {
+                keep = i + 1;
+                break;
+            }
+        }
+        w.truncate(keep);
+        let total: f64 = w.iter().map(|x| x.1).sum();
+        let mut out = vec![0.0; probs.len()];
+        for (i, x) in w {
+            out[i] = x / total;
+        }
+        out
+    }
+
+    /// 20,000 seeded draws match the temperature-, top-k- and top-p-adjusted probabilities:
+    /// Pearson's chi-square stays below its 0.1% critical value, and tokens outside the
+    /// kept set are never drawn. (A sampler that ignored the probabilities, the temperature
+    /// or top-p fails this by orders of magnitude.)
+    #[test]
+    fn draws_follow_the_adjusted_distribution() {
+        let probs = [0.4, 0.25, 0.2, 0.1, 0.05];
+        let logp: Vec<f32> = probs.iter().map(|p: &f64| p.ln() as f32).collect();
+        // Critical values of chi-square at 0.1% for 1..=4 degrees of freedom.
+        let critical = [10.83, 13.82, 16.27, 18.47];
+        for (t, k, top_p) in [
+            (1.0, 0, 1.0),
+            (0.5, 0, 1.0),
+            (2.0, 0, 1.0),
+            (1.0, 3, 1.0),
+            (1.0, 0, 0.8),
+            (0.7, 4, 0.9),
+        ] {
+            let mut s = Sampling::new(1, 10);
+            s.temperature = t as f32;
+            s.top_k = k;
+            s.top_p = top_p as f32;
+            let want = expected(&probs, t, k, top_p);
+            let mut rng = StdRng::seed_from_u64(42);
+            let n = 20_000;
+            let mut counts = [0usize; 5];
+            let candidates = s.candidates(&logp);
+            for _ in 0..n {
+                counts[draw(&mut rng, &candidates)] += 1;
+            }
+            let mut chi2 = 0.0;
+            let mut kept = 0;
+            for (c, p) in counts.iter().zip(&want) {
+                if *p == 0.0 {
+                    assert_eq!(
+                        *c, 0,
+                        "T {t}, k {k}, p {top_p}: a token outside the kept set was drawn"
+                    );
+                    continue;
+                }
+                kept += 1;
+                let e = p * n as f64;
+                chi2 += (*c as f64 - e).powi(2) / e;
+            }
+            assert!(
+                chi2 < critical[kept - 2],
+                "T {t}, k {k}, p {top_p}: chi2 {chi2:.1} for {counts:?}, want {want:?}"
+            );
+        }
+    }
 }

@@ -4,7 +4,8 @@
 //! `<workspace>/.venv/bin/python`; it must be able to `import sacrebleu`. When there is none,
 //! each test says so on stderr (the crate was then compared against the numbers recorded in
 //! `sacrebleu_recorded.rs` only) and passes, unless `S2S_REQUIRE_SACREBLEU=1`, which makes a
-//! missing sacreBLEU a failure.
+//! missing sacreBLEU, or one of another version, a failure (`cargo xtask test` sets it whenever
+//! it uses the virtualenv).
 
 mod common;
 
@@ -53,6 +54,14 @@ fn sacrebleu_python(test: &str) -> Option<(PathBuf, String)> {
             panic!("S2S_REQUIRE_SACREBLEU=1 but sacreBLEU was not found");
         }
     } else if let Some((_, version)) = &found {
+        if version != s2s_metrics::SACREBLEU_VERSION
+            && std::env::var_os("S2S_REQUIRE_SACREBLEU").is_some_and(|v| v == "1")
+        {
+            panic!(
+                "S2S_REQUIRE_SACREBLEU=1 but the sacreBLEU found is {version}, not {}",
+                s2s_metrics::SACREBLEU_VERSION
+            );
+        }
         if version != s2s_metrics::SACREBLEU_VERSION {
             let _ = std::io::stderr().write_all(
                 format!(

@@ -16,6 +16,7 @@
 //!   share of the rows.
 //! - [`checkpoint`]: model folders (config JSON, vocabularies, weights) written atomically,
 //!   their weights' shapes checked on load.
+//! - [`score`]: forced decoding, the log-probability of a given target.
 //! - [`metrics`]: edit distance, exact match, WER and PER against multiple references.
 //!
 //! ```no_run
@@ -42,6 +43,7 @@ pub mod optim;
 pub mod parallel;
 pub mod run;
 pub mod schedule;
+pub mod score;
 pub mod state;
 pub mod trainer;
 pub mod validation;

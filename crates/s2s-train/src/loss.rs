@@ -75,6 +75,44 @@ mod tests {
             }
         }
 
+        /// Non-uniform logits, a padded position, label smoothing: the value worked out in
+        /// f64 here (log-softmax, the target's negative log-probability, the mean over
+        /// classes, the mean over real positions only).
+        #[test]
+        fn value_matches_an_f64_computation() {
+            let device = device();
+            let rows: [[f64; 5]; 4] = [
+                [0.3, -1.2, 2.0, 0.7, -0.4],
+                [1.5, 0.2, -0.8, 0.0, 3.1],
+                [-2.0, 0.9, 0.4, 1.1, -0.3],
+                [0.6, 0.6, -1.5, 2.2, 0.1],
+            ];
+            // Two sentences of two steps; the second sentence's last step is padding.
+            let targets = [[4usize, 2], [3, 0]];
+            let flat: Vec<f32> = rows.iter().flatten().map(|&v| v as f32).collect();
+            let logits = Tensor::<B, 1>::from_floats(flat.as_slice(), &device).reshape([2, 2, 5]);
+            let ids = ops::id_matrix::<B>(&[vec![4, 2], vec![3, 0]], 2, &device);
+            for a in [0.0f64, 0.1, 0.3] {
+                let mut sum = 0.0;
+                let mut count = 0;
+                for (r, row) in rows.iter().enumerate() {
+                    let target = targets[r / 2][r % 2];
+                    if target == 0 {
+                        continue;
+                    }
+                    let lse = row.iter().map(|x| x.exp()).sum::<f64>().ln();
+                    let logp: Vec<f64> = row.iter().map(|x| x - lse).collect();
+                    let nll = -logp[target];
+                    let uniform = -logp.iter().sum::<f64>() / 5.0;
+                    sum += (1.0 - a) * nll + a * uniform;
+                    count += 1;
+                }
+                let want = sum / count as f64;
+                let got = ops::to_vec_f32(masked_cross_entropy(logits.clone(), ids.clone(), a as f32))[0];
+                assert!((got as f64 - want).abs() < 1e-5, "smoothing {a}: {got} vs {want}");
+            }
+        }
+
         #[test]
         fn padding_does_not_change_the_loss() {
             let device = device();
