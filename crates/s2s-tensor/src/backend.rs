@@ -387,6 +387,17 @@ pub fn seeded<B: burn::tensor::backend::Backend, T>(
     init()
 }
 
+/// [`for_each_backend!`] for every compiled backend but flex: for tests that compare a
+/// backend with flex, which on flex would compare flex with itself (and pass whatever flex
+/// computes). In a build with flex alone it expands to nothing.
+#[macro_export]
+macro_rules! for_each_backend_but_flex {
+    ($($body:tt)*) => {
+        $crate::__s2s_if_tch! { $crate::__s2s_backend_mod!(tch, Tch, $($body)*); }
+        $crate::__s2s_if_wgpu! { $crate::__s2s_backend_mod!(wgpu, Wgpu, $($body)*); }
+    };
+}
+
 /// [`seeded`] for a module: initialises `init()`'s parameters before the lock is released.
 ///
 /// Burn creates parameters lazily: their values are drawn at the first read, and every clone

@@ -239,3 +239,84 @@ fn patience_stops_a_run_that_no_longer_improves() {
     let end = events(&dir).pop().unwrap();
     assert_eq!(end["outcome"], "early_stopped");
 }
+
+/// The learning-rate schedule as the trainer wires it: linear warmup, then a cosine decay
+/// that ends at `max_steps` (its `total: 0` filled in by the trainer), read back from the
+/// learning rates `metrics.jsonl` logs at every step; the run stops at `max_steps`.
+#[test]
+fn warmup_and_cosine_end_at_max_steps() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("schedule");
+    let config = config()
+        .with_lr(0.01)
+        .with_warmup(4)
+        .with_decay(s2s_train::Decay::Cosine {
+            total: 0,
+            floor: 0.1,
+        })
+        .with_max_steps(Some(20))
+        .with_log_every(1);
+    let report = start_with::<DefaultAutodiffBackend>(&dir, config, None, &Default::default());
+    assert_eq!((report.outcome, report.steps), (Outcome::Finished, 20));
+    let lr: Vec<f64> = events(&dir)
+        .iter()
+        .filter(|e| e["event"] == "train")
+        .map(|e| e["lr"].as_f64().unwrap())
+        .collect();
+    assert_eq!(lr.len(), 20);
+    for (i, want) in [(0, 0.0025), (1, 0.005), (3, 0.01), (19, 0.001)] {
+        assert!(
+            (lr[i] - want).abs() < 1e-12,
+            "step {}: lr {} vs {want}",
+            i + 1,
+            lr[i]
+        );
+    }
+    assert!(
+        lr[4..].windows(2).all(|w| w[1] < w[0]),
+        "not decaying: {lr:?}"
+    );
+}
+
+/// The metric that picks `best/` is oriented so that lower is better: error rates and loss
+/// as they are, BLEU, chrF and exact match negated; a NaN never wins.
+#[test]
+fn best_metrics_are_oriented() {
+    use s2s_train::{BestMetric, EpochLog, Scores};
+    let log = |wer: f64, bleu: f64, loss: f64| EpochLog {
+        epoch: 1,
+        steps: 1,
+        train_loss: 1.0,
+        valid_loss: loss,
+        valid_perplexity: loss.exp(),
+        scores: Scores {
+            count: 1,
+            exact_match: 1.0 - wer,
+            wer,
+            ter: wer / 2.0,
+        },
+        bleu,
+        chrf: bleu,
+        tokens_per_second: 1.0,
+        elapsed_seconds: 1.0,
+    };
+    let (better, worse) = (log(0.2, 40.0, 0.5), log(0.3, 30.0, 0.7));
+    for m in [
+        BestMetric::Loss,
+        BestMetric::Wer,
+        BestMetric::Per,
+        BestMetric::Bleu,
+        BestMetric::Chrf,
+        BestMetric::Exact,
+    ] {
+        assert!(m.cost(&better) < m.cost(&worse), "{m:?}");
+        assert_eq!(m.name().parse::<BestMetric>().unwrap(), m);
+    }
+    assert_eq!(
+        BestMetric::Bleu.cost(&log(0.2, f64::NAN, 0.5)),
+        f64::INFINITY
+    );
+    assert_eq!(BestMetric::for_task("g2p"), BestMetric::Wer);
+    assert_eq!(BestMetric::for_task("tsv"), BestMetric::Bleu);
+    assert_eq!(BestMetric::for_task("reverse"), BestMetric::Exact);
+}

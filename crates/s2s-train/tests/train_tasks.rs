@@ -5,7 +5,7 @@ mod common;
 use common::small_model;
 use s2s_data::corpus::{group_references, SyntheticTask};
 use s2s_data::{TextCodec, Tokenizer};
-use s2s_nn::CellKind;
+use s2s_nn::{CellKind, Seq2SeqConfig};
 use s2s_train::{evaluate, train, Checkpoint, TrainConfig};
 
 s2s_tensor::for_each_backend! {
@@ -125,6 +125,50 @@ s2s_tensor::for_each_backend! {
             .unwrap_err()
             .to_string();
         assert!(err.contains("config.json"), "{err}");
+        // A model folder, then broken three ways: each error names the file and the problem.
+        let pairs = SyntheticTask::Copy.generate(20, 1, 4, 5, 1);
+        let codec = TextCodec::build(&pairs, Tokenizer::Chars, Tokenizer::Chars, 1);
+        let config = Seq2SeqConfig::new(codec.source_vocab.len(), codec.target_vocab.len())
+            .with_d_embed(3)
+            .with_d_hidden(4)
+            .with_d_decoder(5)
+            .with_d_attention(2);
+        let good = dir.path().join("good");
+        Checkpoint::<B> {
+            meta: s2s_train::CheckpointMeta {
+                format: s2s_train::checkpoint::FORMAT,
+                task: "copy".into(),
+                model: config.clone(),
+                source_tokenizer: Tokenizer::Chars,
+                target_tokenizer: Tokenizer::Chars,
+                max_decode_len: 5,
+                summary: serde_json::Value::Null,
+                s2s_version: String::new(),
+            },
+            codec,
+            model: s2s_tensor::backend::seeded_module::<B, _>(&device, 1, || config.init(&device)),
+        }
+        .save(&good)
+        .unwrap();
+        Checkpoint::<B>::load(&good, &device).unwrap();
+        let broken = |name: &str, file: &str, change: &dyn Fn(Vec<u8>) -> Vec<u8>| {
+            let copy = dir.path().join(name);
+            std::fs::create_dir(&copy).unwrap();
+            for f in ["config.json", "source_vocab.json", "target_vocab.json", "model.mpk"] {
+                let bytes = std::fs::read(good.join(f)).unwrap();
+                let bytes = if f == file { change(bytes) } else { bytes };
+                std::fs::write(copy.join(f), bytes).unwrap();
+            }
+            Checkpoint::<B>::load(&copy, &device).unwrap_err().to_string()
+        };
+        let err = broken("format", "config.json", &|b| {
+            String::from_utf8(b).unwrap().replace("\"format\": 1", "\"format\": 99").into_bytes()
+        });
+        assert!(err.contains("config.json") && err.contains("format 99 is not supported"), "{err}");
+        let err = broken("vocab", "target_vocab.json", &|_| br#"{"tokens":["<pad>","<sos>","<eos>","<unk>","a"]}"#.to_vec());
+        assert!(err.contains("target_vocab.json") && err.contains("tokens, but the model expects"), "{err}");
+        let err = broken("truncated", "model.mpk", &|b| b[..b.len() / 2].to_vec());
+        assert!(err.contains("model.mpk") && err.contains("cannot read weights"), "{err}");
     }
 }
 
