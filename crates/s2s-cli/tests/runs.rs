@@ -363,6 +363,31 @@ fn settings_files_and_invalid_flags() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(losses(&copy), losses(&run));
 
+    // --init-from: the architecture and vocabularies come from the model started from (its
+    // 16-wide layers, not the default 256), with its weights.
+    let tuned = root.path().join("tuned");
+    let out = s2s(&[
+        "train",
+        "--task",
+        "reverse",
+        "--synthetic-size",
+        "40",
+        "--epochs",
+        "1",
+        "--init-from",
+        run.to_str().unwrap(),
+        "--no-progress",
+        "--out",
+        tuned.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let model_of = |dir: &Path| -> serde_json::Value {
+        let text = std::fs::read_to_string(dir.join("best/config.json")).unwrap();
+        serde_json::from_str::<serde_json::Value>(&text).unwrap()["model"].clone()
+    };
+    assert_eq!(model_of(&tuned), model_of(&run));
+    assert_eq!(model_of(&tuned)["d_hidden"], 16);
+
     // An unknown setting names the file and the key.
     std::fs::write(&recipe, r#"{ "task": "reverse", "lrr": 0.1 }"#).unwrap();
     let out = s2s(&["train", "--config", recipe.to_str().unwrap()]);
