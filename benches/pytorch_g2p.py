@@ -587,6 +587,12 @@ def main() -> None:
     parser.add_argument("--no-train", action="store_true", help="leave out the training measurement")
     parser.add_argument("--no-beam", action="store_true", help="leave out the beam search loop")
     parser.add_argument(
+        "--parity-only",
+        action="store_true",
+        help="only compare logits and greedy outputs with the Rust model's (the test of "
+        "benches/tests/pytorch_parity.rs), no measurements",
+    )
+    parser.add_argument(
         "--phases",
         action="store_true",
         help="also time the phases of a training step, and profile the share of training and "
@@ -636,6 +642,9 @@ def main() -> None:
             "the PyTorch port does not compute what the Rust model computes"
         )
 
+    if args.parity_only:
+        print(json.dumps(result))
+        return
     if not args.no_train:
         # Train a copy, so that decoding is measured on the exported weights as in Rust.
         trainee = copy.deepcopy(model)

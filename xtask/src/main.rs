@@ -145,10 +145,11 @@ impl Venv {
         let ld = std::env::var_os("LD_LIBRARY_PATH").unwrap_or_default();
         let mut libs = vec![self.torch_lib.clone()];
         libs.extend(std::env::split_paths(&ld));
-        // The tests that compare with the virtualenv's sacreBLEU must run, not skip.
+        // The tests that compare with the virtualenv's sacreBLEU and torch must run, not skip.
         cmd.env("VIRTUAL_ENV", &self.dir)
             .env("S2S_VENV", &self.dir)
             .env("S2S_REQUIRE_SACREBLEU", "1")
+            .env("S2S_REQUIRE_TORCH", "1")
             .env("PATH", std::env::join_paths(paths).expect("valid PATH"))
             .env("LIBTORCH_USE_PYTORCH", "1")
             .env(
