@@ -4,6 +4,8 @@
 //! losses that agree to 1e-3; a checkpoint trained on a backend loads on flex with the same
 //! outputs (checkpoints are portable).
 //!
+//! Every parameter's gradient of one batch agrees with flex's to 1e-4 of its largest value.
+//!
 //! The model is trained briefly on flex first (a few seconds), so that greedy decisions are
 //! made with real margins, as in use.
 //!
@@ -141,6 +143,53 @@ fn train_steps<AB: AutodiffBackend>(
     (losses, model)
 }
 
+/// Every parameter's gradient of one batch's mean loss (label smoothing 0.1, one worker),
+/// flattened, with the parameter's path, in visiting order.
+fn gradients<AB: AutodiffBackend>(
+    model: &Seq2Seq<AB>,
+    batch: &[Example],
+    device: &AB::Device,
+) -> Vec<(String, Vec<f32>)> {
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::tensor::Tensor;
+    let refs: Vec<&Example> = batch.iter().collect();
+    let out = batch_gradients(model, &refs, 0.1, 1, device, |m, b, _| {
+        m.forward(b.source.clone(), &b.source_lengths, b.target_input.clone())
+    });
+    struct Collect<'a, AB: AutodiffBackend> {
+        grads: &'a burn::optim::GradientsParams,
+        path: Vec<String>,
+        out: Vec<(String, Vec<f32>)>,
+        _backend: std::marker::PhantomData<AB>,
+    }
+    impl<AB: AutodiffBackend> ModuleVisitor<AB> for Collect<'_, AB> {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
+            let g = self
+                .grads
+                .get::<AB::InnerBackend, D>(param.id)
+                .expect("every parameter has a gradient");
+            self.out.push((
+                self.path.join("."),
+                ops::to_vec_f32(g.flatten::<1>(0, D - 1)),
+            ));
+        }
+    }
+    let mut collect = Collect::<AB> {
+        grads: &out.grads,
+        path: Vec::new(),
+        out: Vec::new(),
+        _backend: std::marker::PhantomData,
+    };
+    model.visit(&mut collect);
+    collect.out
+}
+
 s2s_tensor::for_each_backend_but_flex! {
     fn load() -> (Checkpoint<Flex>, Checkpoint<TestBackend>) {
         let dir = reference_checkpoint();
@@ -161,6 +210,29 @@ s2s_tensor::for_each_backend_but_flex! {
     }
 
     /// The same weights give the same greedy outputs for 1,000 CMUdict test words.
+    /// One batch's gradient of every parameter (the backward pass of every fused kernel,
+    /// label smoothing on) equals flex's within 1e-4 of that parameter's largest gradient
+    /// value.
+    #[test]
+    fn gradients_match_flex() {
+        let dir = reference_checkpoint();
+        let flex_device = Default::default();
+        let reference = Checkpoint::<Autodiff<Flex>>::load(dir, &flex_device).unwrap();
+        let here = Checkpoint::<TestAutodiffBackend>::load(dir, &device()).unwrap();
+        let batch = &batches(&reference.codec, 1)[0];
+        let want = gradients(&reference.model, batch, &flex_device);
+        let got = gradients(&here.model, batch, &device());
+        assert_eq!(got.len(), want.len());
+        for ((name, g), (_, w)) in got.iter().zip(&want) {
+            // Relative to the parameter's largest gradient value, so that small entries are
+            // held to the same standard as large ones.
+            let scale = w.iter().fold(0.0f32, |m, x| m.max(x.abs()));
+            assert!(scale > 0.0, "{name}: flex's gradient is zero");
+            let worst = g.iter().zip(w).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= 1e-4 * scale, "gradient of {name}: max difference {worst:e}, largest value {scale:e}");
+        }
+    }
+
     #[test]
     fn greedy_outputs_match_flex_on_1000_words() {
         let (reference, here) = load();
