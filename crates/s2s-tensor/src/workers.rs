@@ -138,31 +138,61 @@ mod tests {
         assert_eq!(names.len(), 3, "each job on a thread of its own");
     }
 
+    /// Runs `f` on a thread of its own and fails if it has not finished within `secs`: a
+    /// deadlock fails the test instead of hanging it (the stuck thread ends with the process).
+    fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(secs)) {
+            Ok(value) => value,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("did not finish within {secs} s: a deadlock")
+            }
+            // The thread panicked before sending: its panic message is already printed.
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("the job panicked"),
+        }
+    }
+
     #[test]
     fn jobs_apart_may_hold_a_lock_across_parallel_kernels() {
         // Each job holds a lock of its own while it runs a parallel loop, and then takes
         // every job's lock in turn, as Burn's autodiff does in a backward pass. Several
         // callers at once, so that jobs could meet inside each other on a shared pool.
-        let locks: Vec<Mutex<()>> = (0..3).map(|_| Mutex::new(())).collect();
-        std::thread::scope(|scope| {
-            for _ in 0..3 {
-                scope.spawn(|| {
-                    for _ in 0..20 {
-                        each_apart(3, |k| {
-                            let sum: u64 = {
-                                let _held = locks[k].lock().unwrap();
-                                use rayon::prelude::*;
-                                (0..20_000u64).into_par_iter().map(|i| i % 7).sum()
-                            };
-                            for lock in &locks {
-                                drop(lock.lock().unwrap());
-                            }
-                            sum
-                        });
-                    }
-                });
-            }
+        let want: u64 = (0..20_000u64).map(|i| i % 7).sum();
+        let sums = within(120, || {
+            let locks: Vec<Mutex<()>> = (0..3).map(|_| Mutex::new(())).collect();
+            std::thread::scope(|scope| {
+                let callers: Vec<_> = (0..3)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            (0..20)
+                                .flat_map(|_| {
+                                    each_apart(3, |k| {
+                                        let sum: u64 = {
+                                            let _held = locks[k].lock().unwrap();
+                                            use rayon::prelude::*;
+                                            (0..20_000u64).into_par_iter().map(|i| i % 7).sum()
+                                        };
+                                        for lock in &locks {
+                                            drop(lock.lock().unwrap());
+                                        }
+                                        sum
+                                    })
+                                })
+                                .collect::<Vec<u64>>()
+                        })
+                    })
+                    .collect();
+                callers
+                    .into_iter()
+                    .flat_map(|c| c.join().unwrap())
+                    .collect::<Vec<u64>>()
+            })
         });
+        assert_eq!(sums.len(), 3 * 20 * 3);
+        assert!(sums.iter().all(|&s| s == want));
     }
 
     #[test]
