@@ -17,6 +17,16 @@ use s2s_train::{OpenMode, Outcome, RunFolder, TrainConfig, TrainEvent, TrainRepo
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+/// Every test of this binary holds this lock: the tests compare runs bit for bit, and one of
+/// them (`two_runs_with_two_workers_log_identical_losses`) once saw its two runs differ
+/// from the first step while the tch and wgpu instances ran beside it; the cause was not
+/// found (see docs/training-runs.md). One run at a time is what a training process does.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn data() -> (Vec<Pair>, Vec<Pair>) {
     let pairs = SyntheticTask::Sort.generate(260, 1, 6, 6, 4);
     let (train, valid) = pairs.split_at(220);
@@ -135,6 +145,7 @@ fn events(dir: &Path) -> Vec<serde_json::Value> {
 
 #[test]
 fn stopped_and_resumed_runs_end_bit_for_bit_equal() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let straight = root.path().join("straight");
     assert_eq!(start(&straight, None), Outcome::Finished);
@@ -178,6 +189,7 @@ fn stopped_and_resumed_runs_end_bit_for_bit_equal() {
 
 #[test]
 fn two_runs_with_two_workers_log_identical_losses() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let (a, b) = (root.path().join("a"), root.path().join("b"));
     start(&a, None);
@@ -197,6 +209,7 @@ s2s_tensor::for_each_backend! {
     /// elsewhere. Short (two epochs of 14 steps), for wgpu's software device in CI.
     #[test]
     fn a_resumed_run_ends_where_the_straight_run_ends() {
+        let _serial = serial();
         let device = device();
         let config = || config().with_epochs(2).with_valid_every(None).with_save_every(100);
         let root = tempfile::tempdir().unwrap();
@@ -224,6 +237,7 @@ s2s_tensor::for_each_backend! {
 /// touch validation).
 #[test]
 fn patience_stops_a_run_that_no_longer_improves() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("flat");
     let config = config()
@@ -245,6 +259,7 @@ fn patience_stops_a_run_that_no_longer_improves() {
 /// learning rates `metrics.jsonl` logs at every step; the run stops at `max_steps`.
 #[test]
 fn warmup_and_cosine_end_at_max_steps() {
+    let _serial = serial();
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("schedule");
     let config = config()
@@ -282,6 +297,7 @@ fn warmup_and_cosine_end_at_max_steps() {
 /// as they are, BLEU, chrF and exact match negated; a NaN never wins.
 #[test]
 fn best_metrics_are_oriented() {
+    let _serial = serial();
     use s2s_train::{BestMetric, EpochLog, Scores};
     let log = |wer: f64, bleu: f64, loss: f64| EpochLog {
         epoch: 1,
