@@ -1294,16 +1294,7 @@ fn cmd_translate<B: Backend>(args: TranslateArgs, device: &B::Device) -> Result<
     let strategy = args.decoding.strategy(ckpt.meta.max_decode_len, false)?;
     let size = BatchSize::Sentences(args.decoding.batch_size);
     let workers = args.decoding.workers.unwrap_or(1);
-    let (name, reader): (String, Box<dyn BufRead>) = match &args.input {
-        Some(path) => (
-            path.display().to_string(),
-            Box::new(std::io::BufReader::new(
-                std::fs::File::open(path)
-                    .with_context(|| format!("{}: cannot open", path.display()))?,
-            )),
-        ),
-        None => ("stdin".into(), Box::new(std::io::stdin().lock())),
-    };
+    let (name, reader) = open_input(args.input.as_deref())?;
     let tmp = args.output.as_ref().map(|p| p.with_extension("tmp"));
     let mut out: Box<dyn Write> = match &tmp {
         Some(path) => Box::new(std::io::BufWriter::new(
@@ -1352,16 +1343,7 @@ fn cmd_score<B: Backend>(args: ScoreArgs, device: &B::Device) -> Result<()> {
         bail!("--batch-size must be at least 1");
     }
     let ckpt = Checkpoint::<B>::load(&args.model, device)?;
-    let (name, reader): (String, Box<dyn BufRead>) = match &args.input {
-        Some(path) => (
-            path.display().to_string(),
-            Box::new(std::io::BufReader::new(
-                std::fs::File::open(path)
-                    .with_context(|| format!("{}: cannot open", path.display()))?,
-            )),
-        ),
-        None => ("stdin".into(), Box::new(std::io::stdin().lock())),
-    };
+    let (name, reader) = open_input(args.input.as_deref())?;
     let mut lines = LineReader::new(reader, name);
     let mut examples = Vec::new();
     while let Some((n, text)) = lines.next_line()? {
@@ -1399,6 +1381,20 @@ fn cmd_score<B: Backend>(args: ScoreArgs, device: &B::Device) -> Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// The input's name for messages and a reader of it: the file, or stdin when there is none.
+fn open_input(path: Option<&std::path::Path>) -> Result<(String, Box<dyn BufRead>)> {
+    Ok(match path {
+        Some(path) => (
+            path.display().to_string(),
+            Box::new(std::io::BufReader::new(
+                std::fs::File::open(path)
+                    .with_context(|| format!("{}: cannot open", path.display()))?,
+            )),
+        ),
+        None => ("stdin".into(), Box::new(std::io::stdin().lock())),
+    })
 }
 
 /// Reads lines of UTF-8 text, naming the input and line in errors.
