@@ -50,7 +50,9 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
-# The parity check fails above this max relative error |a - b| / (1 + |b|) on the logits.
+# The parity check fails above this max relative error |a - b| / (1 + |b|) on the logits,
+# and above this largest |a - b| over a parameter's gradient, divided by the parameter's
+# largest gradient value.
 PARITY_TOLERANCE = 1e-4
 # The score of masked (padding) source positions before the attention softmax; the same
 # constant as s2s_tensor::ops::MASK_VALUE.
@@ -406,11 +408,12 @@ def beam_search_loop(model, source: list, beam: int, max_len: int, special: dict
 
 
 def parity(model, data: dict, reference: dict, special: dict, device) -> dict:
-    """Compares teacher-forced logits and greedy outputs with the Rust model's."""
+    """Compares teacher-forced logits, greedy outputs and the gradients of one batch's loss
+    with the Rust model's."""
     model.eval()
+    examples = data["train_batches"][reference["batch"]]
+    source, lengths, target_input, target_output, _ = training_batch(examples, special, device)
     with torch.inference_mode():
-        examples = data["train_batches"][reference["batch"]]
-        source, lengths, target_input, _, _ = training_batch(examples, special, device)
         logits = model(source, lengths, target_input).float().cpu()
         expected = torch.tensor(reference["logits"], dtype=torch.float32)
         shape = list(reference["logits_shape"])
@@ -421,20 +424,65 @@ def parity(model, data: dict, reference: dict, special: dict, device) -> dict:
         max_abs = float(diff.max())
         max_rel = float((diff / (1.0 + expected.abs())).max())
 
-        sources = data["test_sources"][: data["batch"]]
-        greedy = greedy_batch(model, sources, data["max_len"], special, device)
-    ref_greedy = reference["greedy"]
+        ref_greedy = reference["greedy"]
+        sources = data["test_sources"][: len(ref_greedy)]
+        greedy = greedy_all(model, sources, data["batch"], data["max_len"], special, device)
     equal = sum(a == b for a, b in zip(greedy, ref_greedy))
+    grad_rel, grad_worst = gradient_parity(model, reference, special, source, lengths, target_input, target_output)
     log(
         f"parity: logits {shape} max abs diff {max_abs:.3e}, max rel diff {max_rel:.3e} "
-        f"(tolerance {PARITY_TOLERANCE:g}); greedy outputs equal {equal}/{len(ref_greedy)}"
+        f"(tolerance {PARITY_TOLERANCE:g}); greedy outputs equal {equal}/{len(ref_greedy)}; "
+        f"gradients: largest difference {grad_rel:.3e} of the parameter's largest value "
+        f"({grad_worst})"
     )
     return {
         "max_abs": max_abs,
         "max_rel": max_rel,
         "greedy_equal": equal,
         "greedy_total": len(ref_greedy),
+        "gradient_max_rel": grad_rel,
+        "gradient_worst": grad_worst,
+        "gradients_compared": len(reference["gradients"]),
     }
+
+
+def gradient_parity(model, reference: dict, special: dict, source, lengths, target_input, target_output):
+    """The gradient of every parameter for one batch's loss (mean cross-entropy over the
+    non-pad positions, with the reference's label smoothing), against the exported Rust
+    gradients. Returns the largest difference relative to the parameter's largest Rust
+    gradient value, and that parameter's name."""
+    model.zero_grad(set_to_none=True)
+    logits = model(source, lengths, target_input)
+    loss = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)),
+        target_output.reshape(-1),
+        ignore_index=special["pad"],
+        label_smoothing=reference["label_smoothing"],
+    )
+    loss.backward()
+    mapping = weight_map(model)
+    params = dict(model.named_parameters())
+    worst, worst_name = 0.0, ""
+    for g in reference["gradients"]:
+        name = g["name"]
+        if name not in mapping:
+            raise SystemExit(f"error: exported gradient {name!r} has no torch parameter")
+        target_name, transpose = mapping[name]
+        grad = params[target_name].grad
+        if grad is None:
+            raise SystemExit(f"error: {target_name} got no gradient in PyTorch")
+        grad = grad.t() if transpose else grad
+        expected = torch.tensor(g["data"], dtype=torch.float32).reshape(g["shape"])
+        if list(grad.shape) != list(expected.shape):
+            raise SystemExit(f"error: gradient {name}: shape {list(grad.shape)}, reference {g['shape']}")
+        scale = float(expected.abs().max())
+        if scale == 0.0:
+            raise SystemExit(f"error: the Rust gradient of {name} is zero")
+        rel = float((grad.detach().float().cpu() - expected).abs().max()) / scale
+        if not rel <= worst:  # also catches NaN
+            worst, worst_name = rel, name
+    model.zero_grad(set_to_none=True)
+    return worst, worst_name
 
 
 # The phases of a training step that --phases times (the same as s2s-bench's).
@@ -640,6 +688,12 @@ def main() -> None:
             f"error: parity check failed: max relative logit difference "
             f"{result['parity']['max_rel']:.3e} > {PARITY_TOLERANCE:g}; "
             "the PyTorch port does not compute what the Rust model computes"
+        )
+    if not result["parity"]["gradient_max_rel"] <= PARITY_TOLERANCE:
+        raise SystemExit(
+            f"error: parity check failed: the gradient of {result['parity']['gradient_worst']} "
+            f"differs by {result['parity']['gradient_max_rel']:.3e} of its largest value "
+            f"> {PARITY_TOLERANCE:g}"
         )
 
     if args.parity_only:

@@ -4,7 +4,9 @@
 //! the same model on the same data.
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{backend::Backend, Int, Tensor};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor};
 use s2s_data::corpus::{read_cmudict, CmudictOptions};
 use s2s_data::Splits;
 use s2s_decode::StepDecoder;
@@ -76,6 +78,49 @@ impl<B: Backend> ModuleVisitor<B> for Collector {
 /// Every float parameter of `module`, with its path.
 pub fn named_params<B: Backend, M: Module<B>>(module: &M) -> Vec<NamedParam> {
     let mut c = Collector {
+        path: Vec::new(),
+        params: Vec::new(),
+    };
+    module.visit(&mut c);
+    c.params
+}
+
+/// The gradient of every float parameter of `module` in `grads`, with the parameter's path
+/// and shape (as [`named_params`] lists the values).
+///
+/// # Panics
+/// When a parameter has no gradient in `grads`.
+pub fn named_gradients<AB: AutodiffBackend, M: Module<AB>>(
+    module: &M,
+    grads: &GradientsParams,
+) -> Vec<NamedParam> {
+    struct Grads<'a> {
+        grads: &'a GradientsParams,
+        path: Vec<String>,
+        params: Vec<NamedParam>,
+    }
+    impl<AB: AutodiffBackend> ModuleVisitor<AB> for Grads<'_> {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<AB, D>>) {
+            let name = self.path.join(".");
+            let grad = self
+                .grads
+                .get::<AB::InnerBackend, D>(param.id)
+                .unwrap_or_else(|| panic!("{name} has no gradient"));
+            self.params.push(NamedParam {
+                name,
+                shape: grad.dims().to_vec(),
+                data: s2s_tensor::ops::to_vec_f32(grad),
+            });
+        }
+    }
+    let mut c = Grads {
+        grads,
         path: Vec::new(),
         params: Vec::new(),
     };

@@ -5,7 +5,8 @@
 //!   benchmark model (the trained G2P model when given and of the same cell, otherwise a seeded
 //!   initialisation) to `DIR/checkpoint`, and for `benches/pytorch_g2p.py`: its weights
 //!   (`model.json`), the training batches and test words (`data.json`) and reference outputs
-//!   (`reference.json`: teacher-forced logits of one batch, greedy outputs of 64 words).
+//!   (`reference.json`: teacher-forced logits of one batch, greedy outputs of the 1,000 test
+//!   words, every parameter's gradient of one batch's loss with label smoothing 0.1).
 //! - `s2s-bench run --backend B [--device D] --model DIR/checkpoint` measures training
 //!   throughput, greedy and beam-5 decoding (each the median of [`DECODE_PASSES`] passes over
 //!   the test words, every pass in `*_words_s_passes`) and peak memory on one backend and
@@ -19,7 +20,9 @@ use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::{Parser, Subcommand, ValueEnum};
-use s2s_benches::{bench_model, cmudict, named_params, peak_rss_mib, CountingDecoder};
+use s2s_benches::{
+    bench_model, cmudict, named_gradients, named_params, peak_rss_mib, CountingDecoder,
+};
 use s2s_data::batch::plan_training_batches;
 use s2s_data::{BatchSize, Example, TextCodec, Tokenizer, TrainingBatch};
 use s2s_decode::{decode_all, decode_all_parallel, BeamSearch, Greedy, Strategy};
@@ -48,6 +51,8 @@ const MAX_LEN: usize = 40;
 const DECODE_PASSES: usize = 5;
 /// Seed of the training batch order and of the untrained models.
 const SEED: u64 = 1;
+/// Label smoothing of the loss whose gradients the export writes.
+const GRADIENT_SMOOTHING: f32 = 0.1;
 
 #[derive(Parser)]
 #[command(name = "s2s-bench", about = "The s2s backend comparison benchmark")]
@@ -291,8 +296,8 @@ fn export(cell: CellKind, out: &Path, trained: Option<&Path>) -> Result<()> {
             "max_len": MAX_LEN, "train_batches": batches, "test_sources": data.test,
         }),
     )?;
-    // Reference outputs: teacher-forced logits of the first training batch, and the greedy
-    // outputs of the first 64 test words.
+    // Reference outputs: teacher-forced logits of the first training batch, the greedy
+    // outputs of the test words, and the gradients of the first batch's loss.
     let examples: Vec<&Example> = data.batches[0].iter().map(|&i| &data.train[i]).collect();
     let batch = TrainingBatch::<B>::new(&examples, &device);
     let logits = model.forward(
@@ -303,10 +308,23 @@ fn export(cell: CellKind, out: &Path, trained: Option<&Path>) -> Result<()> {
     let greedy = decode_all(
         &model,
         &Greedy::new(MAX_LEN),
-        &data.test[..BATCH],
+        &data.test,
         BatchSize::Sentences(BATCH),
         &device,
     );
+    let checkpoint = out.join("checkpoint");
+    Checkpoint {
+        meta,
+        codec: data.codec,
+        model,
+    }
+    .save(&checkpoint)?;
+    // The same weights on the autodiff backend, as training sees them.
+    let trainee = Checkpoint::<Autodiff<B>>::load(&checkpoint, &device)?.model;
+    let batch = TrainingBatch::<Autodiff<B>>::new(&examples, &device);
+    let logits_ad = trainee.forward(batch.source, &batch.source_lengths, batch.target_input);
+    let loss = masked_cross_entropy(logits_ad, batch.target_output, GRADIENT_SMOOTHING);
+    let grads = GradientsParams::from_grads(loss.backward(), &trainee);
     write(
         "reference.json",
         json!({
@@ -314,14 +332,10 @@ fn export(cell: CellKind, out: &Path, trained: Option<&Path>) -> Result<()> {
             "logits_shape": logits.dims(),
             "logits": ops::to_vec_f32(logits),
             "greedy": greedy.iter().map(|h| &h[0].tokens).collect::<Vec<_>>(),
+            "label_smoothing": GRADIENT_SMOOTHING,
+            "gradients": named_gradients(&trainee, &grads),
         }),
     )?;
-    Checkpoint {
-        meta,
-        codec: data.codec,
-        model,
-    }
-    .save(&out.join("checkpoint"))?;
     eprintln!(
         "exported the {} {cell:?} model to {}",
         if is_trained { "trained" } else { "untrained" },
