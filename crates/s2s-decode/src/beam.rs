@@ -367,3 +367,261 @@ impl<B: Backend, M: StepDecoder<B>> Strategy<B, M> for BeamSearch {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Beam search on a decoder whose next-token distribution is a table indexed by the
+    //! prefix, so that every result can be worked out by hand. The decoder's state is the
+    //! prefix itself: a back-pointer that hands a beam another beam's state makes the table
+    //! answer for the wrong prefix, and the scores come out wrong.
+    use super::*;
+    use crate::{decode_all, Greedy};
+    use burn::tensor::{Int, Tensor, TensorData};
+    use s2s_data::BatchSize;
+    use s2s_tensor::backend::DefaultBackend as B;
+
+    const A: u32 = 4;
+    const BEE: u32 = 5;
+    const VOCAB: usize = 6;
+
+    /// `(eos, a, b)` after `prefix`: `[] -> a .55, b .45; [a] -> eos .25, a .40, b .35;`
+    /// `[b] -> eos .05, a .90, b .05; [a a] -> eos .50, a .30, b .20`; anything else:
+    /// `eos .90, a .05, b .05`. Specials other than `<eos>` get 1e-6 (and `<eos>` at least
+    /// that).
+    fn probs(prefix: &[u32]) -> [f64; 3] {
+        match prefix {
+            [] => [0.0, 0.55, 0.45],
+            [A] => [0.25, 0.40, 0.35],
+            [BEE] => [0.05, 0.90, 0.05],
+            [A, A] => [0.50, 0.30, 0.20],
+            _ => [0.90, 0.05, 0.05],
+        }
+    }
+
+    struct Table;
+
+    impl StepDecoder<B> for Table {
+        type Memory = Vec<usize>;
+        type State = Vec<Vec<u32>>;
+
+        fn start(
+            &self,
+            source: Tensor<B, 2, Int>,
+            _lengths: &[usize],
+        ) -> (Vec<usize>, Vec<Vec<u32>>) {
+            let rows = source.dims()[0];
+            ((0..rows).collect(), vec![Vec::new(); rows])
+        }
+
+        fn step(
+            &self,
+            memory: &Vec<usize>,
+            tokens: Tensor<B, 1, Int>,
+            state: Vec<Vec<u32>>,
+        ) -> (Tensor<B, 2>, Vec<Vec<u32>>, Tensor<B, 2>) {
+            let device = tokens.device();
+            let tokens: Vec<i64> = tokens.into_data().convert::<i64>().to_vec().unwrap();
+            let state: Vec<Vec<u32>> = state
+                .into_iter()
+                .zip(&tokens)
+                .map(|(mut prefix, &t)| {
+                    if t != Vocab::SOS as i64 {
+                        prefix.push(t as u32);
+                    }
+                    prefix
+                })
+                .collect();
+            let mut logits = Vec::with_capacity(state.len() * VOCAB);
+            for prefix in &state {
+                let [eos, a, b] = probs(prefix);
+                let p = [1e-6, 1e-6, eos.max(1e-6), 1e-6, a, b];
+                logits.extend(p.iter().map(|&p| p.ln() as f32));
+            }
+            let rows = state.len();
+            let logits = Tensor::from_data(TensorData::new(logits, [rows, VOCAB]), &device);
+            let attention = Tensor::ones([rows, 1], &device);
+            assert_eq!(memory.len(), rows);
+            (logits, state, attention)
+        }
+
+        fn select_rows(
+            &self,
+            memory: &Vec<usize>,
+            state: Vec<Vec<u32>>,
+            indices: &[usize],
+        ) -> (Vec<usize>, Vec<Vec<u32>>) {
+            let memory = indices.iter().map(|&i| memory[i]).collect();
+            (memory, self.select_state_rows(state, indices))
+        }
+
+        fn select_state_rows(&self, state: Vec<Vec<u32>>, indices: &[usize]) -> Vec<Vec<u32>> {
+            indices.iter().map(|&i| state[i].clone()).collect()
+        }
+    }
+
+    /// The hypotheses of one source: tokens and scores.
+    fn run(strategy: &impl Strategy<B, Table>) -> Vec<(Vec<u32>, f64)> {
+        let out = decode_all(
+            &Table,
+            strategy,
+            &[vec![7]],
+            BatchSize::Sentences(1),
+            &Default::default(),
+        );
+        out[0]
+            .iter()
+            .map(|h| (h.tokens.clone(), h.score as f64))
+            .collect()
+    }
+
+    /// The log-probability that the table gives `tokens`, followed by `<eos>` when `ends`,
+    /// normalised over the vocabulary with its 1e-6 entries (as the log-softmax does).
+    fn log_prob(tokens: &[u32], ends: bool) -> f64 {
+        let mut p = 1.0;
+        for i in 0..=tokens.len() {
+            let [eos, a, b] = probs(&tokens[..i]);
+            let total = eos.max(1e-6) + a + b + 3e-6;
+            p *= match tokens.get(i) {
+                None if ends => eos,
+                None => total,
+                Some(&A) => a,
+                Some(_) => b,
+            } / total;
+        }
+        p.ln()
+    }
+
+    fn ended(tokens: &[u32]) -> f64 {
+        log_prob(tokens, true)
+    }
+
+    fn assert_hypotheses(got: &[(Vec<u32>, f64)], want: &[(Vec<u32>, f64)]) {
+        assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+        for ((gt, gs), (wt, ws)) in got.iter().zip(want) {
+            assert_eq!(gt, wt, "{got:?} vs {want:?}");
+            assert!((gs - ws).abs() < 1e-5, "{got:?} vs {want:?}");
+        }
+    }
+
+    /// Greedy takes `a` (.55) and ends at `a a` (.55 * .40 * .50 = .11). Two beams keep `a`
+    /// and `b`, then `b a` (.405, from the second beam) and `a a` (.22, from the first), and
+    /// find `b a` (.405 * .9 = .3645) and `a a` (.11). Had `b a` been given `a`'s state, the
+    /// table would have answered for `a a` and scored it .405 * .5.
+    #[test]
+    fn two_beams_find_what_greedy_misses() {
+        assert_eq!(run(&Greedy::new(5))[0].0, vec![A, A]);
+        let mut beam = BeamSearch::new(2, 5);
+        beam.n_best = 2;
+        assert_hypotheses(
+            &run(&beam),
+            &[
+                (vec![BEE, A], ended(&[BEE, A])),
+                (vec![A, A], ended(&[A, A])),
+            ],
+        );
+        assert!((ended(&[BEE, A]) - (0.45f64 * 0.9 * 0.9).ln()).abs() < 1e-4);
+    }
+
+    /// `avg:1.0` divides each score by its length with `<eos>`, which favours long outputs:
+    /// `a a a` (ln .0594 / 4 = -0.706) now beats `a a` (ln .11 / 3 = -0.736), so the search
+    /// may not stop once two hypotheses have ended.
+    #[test]
+    fn a_length_penalty_divides_the_scores() {
+        let mut beam = BeamSearch::new(2, 5);
+        beam.n_best = 2;
+        beam.length_penalty = LengthPenalty::Average(1.0);
+        assert_hypotheses(
+            &run(&beam),
+            &[
+                (vec![BEE, A], ended(&[BEE, A]) / 3.0),
+                (vec![A, A, A], ended(&[A, A, A]) / 4.0),
+            ],
+        );
+    }
+
+    /// With `min_len` 3 nothing ends before three tokens: `b a` and `a a` may not end; the
+    /// beams after three steps are `a a a` (.066) and `a a b` (.044), which then end (.9).
+    #[test]
+    fn min_len_forbids_an_early_end() {
+        let mut beam = BeamSearch::new(2, 5);
+        beam.n_best = 2;
+        beam.min_len = 3;
+        assert_hypotheses(
+            &run(&beam),
+            &[
+                (vec![A, A, A], ended(&[A, A, A])),
+                (vec![A, A, BEE], ended(&[A, A, BEE])),
+            ],
+        );
+    }
+
+    /// At `max_len` 1 the search stops after one token. Neither `a` nor `b` has `<eos>` as
+    /// its best next token, so both are cut off and scored without it (.55 and .45).
+    #[test]
+    fn max_len_cuts_hypotheses_off() {
+        let mut beam = BeamSearch::new(2, 1);
+        beam.n_best = 2;
+        assert_hypotheses(
+            &run(&beam),
+            &[
+                (vec![A], log_prob(&[A], false)),
+                (vec![BEE], log_prob(&[BEE], false)),
+            ],
+        );
+        // At max_len 2, `b a` and `a a` both end with `<eos>`, their best token.
+        let mut beam = BeamSearch::new(2, 2);
+        beam.n_best = 2;
+        assert_hypotheses(
+            &run(&beam),
+            &[
+                (vec![BEE, A], ended(&[BEE, A])),
+                (vec![A, A], ended(&[A, A])),
+            ],
+        );
+    }
+
+    fn hyp(score: f32) -> Hypothesis {
+        Hypothesis {
+            tokens: Vec::new(),
+            score,
+            attention: None,
+        }
+    }
+
+    fn beam(score: f32) -> Beam {
+        Beam {
+            tokens: vec![A],
+            score,
+            group: 0,
+            attention: None,
+        }
+    }
+
+    /// A sentence is done when its `n_best`-th finished score is at least the best an open
+    /// beam can still reach: its score without a penalty (sums only fall), its score divided
+    /// by the largest divisor (at `max_len + 1`) with one.
+    #[test]
+    fn a_sentence_is_done_when_no_open_beam_can_win() {
+        let sentence = |open: f32| Sentence {
+            row: 0,
+            max_len: 5,
+            beams: vec![beam(-9.0), beam(open)],
+            finished: vec![hyp(-2.0), hyp(-1.0), hyp(-4.0)],
+        };
+        // Two kept: the worst is -2.0.
+        assert!(!sentence(-1.9).is_done(2, LengthPenalty::None));
+        assert!(sentence(-2.0).is_done(2, LengthPenalty::None));
+        assert!(sentence(-2.1).is_done(2, LengthPenalty::None));
+        // Fewer finished than n_best: never done while beams are open.
+        assert!(!sentence(-9.0).is_done(4, LengthPenalty::None));
+        // avg:1.0 with max_len 5: an open -3.0 may still reach -3.0 / 6 = -0.5.
+        let mut s = sentence(-3.0);
+        s.finished = vec![hyp(-0.6), hyp(-0.4)];
+        assert!(!s.is_done(2, LengthPenalty::Average(1.0)));
+        s.beams = vec![beam(-3.7)];
+        assert!(s.is_done(2, LengthPenalty::Average(1.0)));
+        // No open beam: done.
+        s.beams.clear();
+        assert!(s.is_done(5, LengthPenalty::None));
+    }
+}

@@ -74,6 +74,71 @@ s2s_tensor::for_each_backend! {
         }
     }
 
+    /// The `n_best` best outputs of `m` for `source` by exhaustive search over every output
+    /// of at most `max_len` tokens and at least `min_len`, scored in one teacher-forced pass
+    /// computed here (not through the score module): those that end before `max_len` end
+    /// with `<eos>`; those of `max_len` get `<eos>` only where it is the best token (as beam
+    /// search cuts them off).
+    fn exhaustive(m: &Seq2Seq<B>, source: &[u32], vocab: usize, max_len: usize, min_len: usize) -> Vec<(f64, Vec<u32>)> {
+        let device = device();
+        // Every output the beam can produce: any tokens but `<eos>`, up to max_len.
+        let choices: Vec<u32> = (0..vocab as u32).filter(|&t| t != Vocab::EOS).collect();
+        let mut outputs: Vec<Vec<u32>> = vec![Vec::new()];
+        let mut frontier: Vec<Vec<u32>> = vec![Vec::new()];
+        for _ in 0..max_len {
+            frontier = frontier
+                .iter()
+                .flat_map(|p| choices.iter().map(move |&t| [p.clone(), vec![t]].concat()))
+                .collect();
+            outputs.extend(frontier.iter().cloned());
+        }
+        let examples: Vec<Example> = outputs
+            .iter()
+            .map(|t| Example { source: source.to_vec(), target: t.clone() })
+            .collect();
+        let rows: Vec<&Example> = examples.iter().collect();
+        let batch = TrainingBatch::<B>::new(&rows, &device);
+        let logits = m.forward(batch.source, &batch.source_lengths, batch.target_input);
+        let [n, steps, v] = logits.dims();
+        let logp = s2s_tensor::ops::to_vec_f32(log_softmax(logits, 2).reshape([n * steps * v]));
+        let mut scored: Vec<(f64, Vec<u32>)> = outputs
+            .iter()
+            .enumerate()
+            .map(|(r, t)| {
+                let at = |step: usize, token: u32| logp[(r * steps + step) * v + token as usize] as f64;
+                let mut score: f64 = t.iter().enumerate().map(|(s, &tok)| at(s, tok)).sum();
+                let last = &logp[(r * steps + t.len()) * v..(r * steps + t.len() + 1) * v];
+                let eos_best = last.iter().enumerate().all(|(i, &x)| x <= last[Vocab::EOS as usize] || i == Vocab::EOS as usize);
+                if t.len() < max_len || eos_best {
+                    score += at(t.len(), Vocab::EOS);
+                }
+                (score, t.clone())
+            })
+            .filter(|(_, t)| t.len() >= min_len)
+            .collect();
+        scored.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap());
+        scored
+    }
+
+    /// Beam search with a beam wide enough to keep every prefix returns exactly the `n_best`
+    /// best hypotheses of exhaustive search, tokens and scores.
+    fn assert_beam_is_exhaustive(m: &Seq2Seq<B>, vocab: usize, max_len: usize, min_len: usize, n_best: usize, what: &str) {
+        let device = device();
+        let beam_size = (vocab - 1).pow(max_len as u32) + 1;
+        for source in sources().into_iter().take(4) {
+            let want = exhaustive(m, &source, vocab, max_len, min_len);
+            let mut beam = BeamSearch::new(beam_size, max_len);
+            beam.n_best = n_best;
+            beam.min_len = min_len;
+            let got = decode_all(m, &beam, std::slice::from_ref(&source), BatchSize::Sentences(1), &device);
+            assert_eq!(got[0].len(), n_best);
+            for (h, (score, tokens)) in got[0].iter().zip(&want) {
+                assert_eq!(&h.tokens, tokens, "{what}, source {source:?}: got {:?}, want {:?}", got[0], &want[..n_best]);
+                assert!((h.score as f64 - score).abs() <= 1e-4 * (1.0 + score.abs()), "{what}: {} vs {score}", h.score);
+            }
+        }
+    }
+
     /// On a model small enough to enumerate (3 tokens beside the specials, at most 3 output
     /// tokens) and a beam wide enough to keep every prefix, beam search returns exactly the
     /// 30 best hypotheses of exhaustive search, scored by the teacher-forced pass. With
@@ -81,63 +146,29 @@ s2s_tensor::for_each_backend! {
     /// model's best outputs are otherwise short and the search stops after a step or two).
     #[test]
     fn a_wide_beam_equals_exhaustive_search() {
-        let vocab = 7usize;
-        let max_len = 3usize;
-        let device = device();
         for (seed, min_len) in [(4, 0), (5, 0), (4, 3), (5, 3)] {
-            let m = model(vocab, seed);
-            for source in sources().into_iter().take(4) {
-                // Every output the beam can produce: any tokens but `<eos>`, up to max_len.
-                let choices: Vec<u32> = (0..vocab as u32).filter(|&t| t != Vocab::EOS).collect();
-                let mut outputs: Vec<Vec<u32>> = vec![Vec::new()];
-                let mut frontier: Vec<Vec<u32>> = vec![Vec::new()];
-                for _ in 0..max_len {
-                    frontier = frontier
-                        .iter()
-                        .flat_map(|p| choices.iter().map(move |&t| [p.clone(), vec![t]].concat()))
-                        .collect();
-                    outputs.extend(frontier.iter().cloned());
-                }
-                // Their scores, from one teacher-forced pass over all of them (computed here,
-                // not through the score module): those that end before max_len end with
-                // `<eos>`; those of max_len get `<eos>` only where it is the best token.
-                let examples: Vec<Example> = outputs
-                    .iter()
-                    .map(|t| Example { source: source.clone(), target: t.clone() })
-                    .collect();
-                let rows: Vec<&Example> = examples.iter().collect();
-                let batch = TrainingBatch::<B>::new(&rows, &device);
-                let logits = m.forward(batch.source, &batch.source_lengths, batch.target_input);
-                let [n, steps, v] = logits.dims();
-                let logp = s2s_tensor::ops::to_vec_f32(log_softmax(logits, 2).reshape([n * steps * v]));
-                let mut exhaustive: Vec<(f64, Vec<u32>)> = outputs
-                    .iter()
-                    .enumerate()
-                    .map(|(r, t)| {
-                        let at = |step: usize, token: u32| logp[(r * steps + step) * v + token as usize] as f64;
-                        let mut score: f64 = t.iter().enumerate().map(|(s, &tok)| at(s, tok)).sum();
-                        let last = &logp[(r * steps + t.len()) * v..(r * steps + t.len() + 1) * v];
-                        let eos_best = last.iter().enumerate().all(|(i, &x)| x <= last[Vocab::EOS as usize] || i == Vocab::EOS as usize);
-                        if t.len() < max_len || eos_best {
-                            score += at(t.len(), Vocab::EOS);
-                        }
-                        (score, t.clone())
-                    })
-                    .filter(|(_, t)| t.len() >= min_len)
-                    .collect();
-                exhaustive.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap());
-                // The 30 best, so that the list reaches hypotheses of every length and a search
-                // that stops too early misses some.
-                let mut beam = BeamSearch::new(300, max_len);
-                beam.n_best = 30;
-                beam.min_len = min_len;
-                let got = decode_all(&m, &beam, std::slice::from_ref(&source), BatchSize::Sentences(1), &device);
-                assert_eq!(got[0].len(), 30);
-                for (h, (score, tokens)) in got[0].iter().zip(&exhaustive) {
-                    assert_eq!(&h.tokens, tokens, "seed {seed}, min_len {min_len}, source {source:?}: {:?}", &exhaustive[..30]);
-                    assert!((h.score as f64 - score).abs() <= 1e-4 * (1.0 + score.abs()));
-                }
-            }
+            let m = model(7, seed);
+            assert_beam_is_exhaustive(&m, 7, 3, min_len, 30, &format!("seed {seed}, min_len {min_len}"));
+        }
+    }
+
+    /// The early stop loses nothing: on models whose output layer is scaled up, so that
+    /// some tokens cost far less than one nat and the best outputs run long, the search
+    /// stops (its `n_best` of 3 hypotheses have ended after the first steps) only when no
+    /// open beam can still beat them, and returns the exhaustive search's 3 best of up to 4
+    /// tokens. A stop that allowed a margin of even 0.5 nats loses some of them.
+    #[test]
+    fn the_early_stop_loses_no_hypothesis() {
+        for seed in [8, 9, 10] {
+            let m = model(6, seed);
+            let m = Seq2Seq {
+                output: burn::nn::Linear {
+                    weight: m.output.weight.clone().map(|w| w.mul_scalar(5.0)),
+                    bias: m.output.bias.clone().map(|b| b.map(|b| b.mul_scalar(5.0))),
+                },
+                ..m
+            };
+            assert_beam_is_exhaustive(&m, 6, 4, 0, 3, &format!("sharpened, seed {seed}"));
         }
     }
 

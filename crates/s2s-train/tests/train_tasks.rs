@@ -91,7 +91,14 @@ s2s_tensor::for_each_backend! {
         )
         .unwrap();
         assert_eq!(report.history.len(), 2);
-        assert!(report.history[1].valid_loss < report.history[0].valid_loss * 1.5);
+        // It learns: the validation loss falls every epoch, from below the loss of a uniform
+        // guess (ln of the target vocabulary's size; on flex 2.08 then 1.93, against 2.64).
+        let uniform = (ckpt_vocab(&out) as f64).ln();
+        let losses: Vec<f64> = report.history.iter().map(|e| e.valid_loss).collect();
+        assert!(
+            losses[0] < uniform && losses[1] < losses[0],
+            "validation losses {losses:?}, uniform {uniform}"
+        );
         // The run folder's best model, saved again over itself.
         let ckpt = Checkpoint::<B>::load(&out, &device).unwrap();
         ckpt.save(&out.join("best")).unwrap();
@@ -107,6 +114,11 @@ s2s_tensor::for_each_backend! {
         let err = ckpt.save(&out).unwrap_err().to_string();
         assert!(err.contains("not an s2s model folder"), "{err}");
         assert!(out.join("last/training_state.json").is_file());
+    }
+
+    /// The size of the target vocabulary of the model in `dir`.
+    fn ckpt_vocab(dir: &std::path::Path) -> usize {
+        Checkpoint::<B>::load(dir, &device()).unwrap().codec.target_vocab.len()
     }
 
     #[test]
