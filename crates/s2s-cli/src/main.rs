@@ -21,6 +21,7 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 
 mod align;
+mod average;
 mod plot;
 
 #[derive(Parser)]
@@ -71,6 +72,8 @@ enum Command {
     Plot(plot::PlotArgs),
     /// Forced decoding: the log-probability of each `source<TAB>target` line's target.
     Score(ScoreArgs),
+    /// Average the weights of several checkpoints of one model into a new model folder.
+    Average(average::AverageArgs),
 }
 
 #[derive(Args, Debug)]
@@ -299,6 +302,14 @@ struct TrainArgs {
     /// Stop when the best metric has not improved for N validations in a row.
     #[arg(long, value_name = "N")]
     patience: Option<usize>,
+    /// Keep the model of each of the last N validations in checkpoints/step-NNNNNNNN/ (for
+    /// `s2s average`).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    keep_checkpoints: usize,
+    /// At the end, average the last N kept checkpoints into averaged/ and validate it
+    /// (needs --keep-checkpoints N or more).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    average_last: usize,
     /// The validation metric that picks best/ (loss, wer, per, bleu, chrf, exact); default:
     /// wer for g2p, bleu for tsv, exact for the synthetic tasks.
     #[arg(long)]
@@ -350,9 +361,11 @@ struct TrainArgs {
 
 #[derive(Args, Debug)]
 struct DecodeArgs {
-    /// Model folder.
-    #[arg(long)]
-    model: PathBuf,
+    /// Model folder (or training run folder: its best model). Repeat it to decode with an
+    /// ensemble: the models' next-token log-probabilities are averaged at every step; they
+    /// must share their vocabularies.
+    #[arg(long, required = true)]
+    model: Vec<PathBuf>,
     #[command(flatten)]
     decoding: DecodingArgs,
     /// Print every hypothesis of the n-best list as `hypothesis<TAB>score`, with one blank
@@ -366,9 +379,11 @@ struct DecodeArgs {
 
 #[derive(Args, Debug)]
 struct TranslateArgs {
-    /// Model folder.
-    #[arg(long)]
-    model: PathBuf,
+    /// Model folder (or training run folder: its best model). Repeat it to decode with an
+    /// ensemble: the models' next-token log-probabilities are averaged at every step; they
+    /// must share their vocabularies.
+    #[arg(long, required = true)]
+    model: Vec<PathBuf>,
     /// Input text file (default: stdin).
     #[arg(long, short)]
     input: Option<PathBuf>,
@@ -553,9 +568,11 @@ impl DecodingArgs {
 
 #[derive(Args, Debug)]
 struct EvalArgs {
-    /// Model folder.
-    #[arg(long)]
-    model: PathBuf,
+    /// Model folder (or training run folder: its best model). Repeat it to decode with an
+    /// ensemble: the models' next-token log-probabilities are averaged at every step; they
+    /// must share their vocabularies.
+    #[arg(long, required = true)]
+    model: Vec<PathBuf>,
     /// Test TSV (`source<TAB>target`; repeated sources are extra references).
     #[arg(long, conflicts_with = "split")]
     test: Option<PathBuf>,
@@ -672,6 +689,7 @@ fn dispatch<B: Backend, AB: AutodiffBackend<InnerBackend = B, Device = B::Device
         Command::Align(args) => align::run(args),
         Command::Plot(args) => plot::run(args),
         Command::Score(args) => cmd_score::<B>(args, device),
+        Command::Average(args) => average::run::<B>(args, device),
     }
 }
 
@@ -809,7 +827,9 @@ impl TrainArgs {
             .with_save_every(self.save_every)
             .with_log_every(self.log_every)
             .with_patience(self.patience)
-            .with_best_metric(self.best_metric);
+            .with_best_metric(self.best_metric)
+            .with_keep_checkpoints(self.keep_checkpoints)
+            .with_average_last(self.average_last);
         config.validate()?;
         Ok(config)
     }
@@ -969,6 +989,21 @@ impl Printer {
                 self.bar.suspend(|| eprintln!("{line}"));
             }
             TrainEvent::Saved { .. } => {}
+            TrainEvent::Averaged {
+                checkpoints,
+                valid_loss,
+                scores,
+                bleu,
+                chrf,
+            } => {
+                let line = format!(
+                    "averaged the last {checkpoints} checkpoints: valid loss {valid_loss:.4}, valid exact {:.2}% WER {:.2}% TER {:.2}% BLEU {bleu:.2} chrF {chrf:.2}",
+                    100.0 * scores.exact_match,
+                    100.0 * scores.wer,
+                    100.0 * scores.ter,
+                );
+                self.bar.suspend(|| eprintln!("{line}"));
+            }
         }
     }
 }
@@ -1070,26 +1105,31 @@ fn cmd_train<AB: AutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Resul
         report.best_epoch
     );
     if !splits.test.is_empty() {
-        let ckpt = Checkpoint::<AB::InnerBackend>::load(&args.out, device)?;
         let refs = group_references(&splits.test);
-        let (scores, _) = evaluate(
-            &ckpt.model,
-            &ckpt.codec,
-            &refs,
-            args.batch_size,
-            args.max_len,
-            device,
-        );
-        println!(
-            "{}",
-            serde_json::to_string(&serde_json::json!({ "split": "test", "scores": scores }))?
-        );
+        let test = |dir: &std::path::Path| -> Result<s2s_train::Scores> {
+            let ckpt = Checkpoint::<AB::InnerBackend>::load(dir, device)?;
+            let (scores, _) = evaluate(
+                &ckpt.model,
+                &ckpt.codec,
+                &refs,
+                args.batch_size,
+                args.max_len,
+                device,
+            );
+            Ok(scores)
+        };
+        let mut line = serde_json::json!({ "split": "test", "scores": test(&args.out)? });
+        let averaged = trainer.run_folder().averaged();
+        if args.average_last > 0 && averaged.is_dir() {
+            line["averaged"] = serde_json::to_value(test(&averaged)?)?;
+        }
+        println!("{}", serde_json::to_string(&line)?);
     }
     Ok(())
 }
 
 fn cmd_decode<B: Backend>(args: DecodeArgs, device: &B::Device) -> Result<()> {
-    let ckpt = Checkpoint::<B>::load(&args.model, device)?;
+    let (ckpt, models) = Checkpoint::<B>::load_ensemble(&args.model, device)?;
     let strategy = args
         .decoding
         .strategy(ckpt.meta.max_decode_len, args.alignments.is_some())?;
@@ -1106,7 +1146,7 @@ fn cmd_decode<B: Backend>(args: DecodeArgs, device: &B::Device) -> Result<()> {
     }
     let size = BatchSize::Sentences(args.decoding.batch_size);
     let workers = args.decoding.workers.unwrap_or(1);
-    let hyps = decode_all_parallel(&ckpt.model, &strategy, &sources, size, device, workers);
+    let hyps = decode_all_parallel(&models, &strategy, &sources, size, device, workers);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for list in &hyps {
         if args.scores {
@@ -1166,7 +1206,7 @@ fn write_alignments(
 }
 
 fn cmd_eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
-    let ckpt = Checkpoint::<B>::load(&args.model, device)?;
+    let (ckpt, models) = Checkpoint::<B>::load_ensemble(&args.model, device)?;
     let (label, pairs): (String, Vec<Pair>) = match (&args.test, args.split) {
         (Some(path), _) => (path.display().to_string(), corpus::read_tsv(path)?),
         (None, Some(split)) => {
@@ -1185,7 +1225,7 @@ fn cmd_eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
     let (scores, predictions) = {
         let workers = args.decoding.workers.unwrap_or(1);
         evaluate_with(
-            &ckpt.model,
+            &models,
             &ckpt.codec,
             &refs,
             &strategy,
@@ -1290,7 +1330,7 @@ fn cmd_translate<B: Backend>(args: TranslateArgs, device: &B::Device) -> Result<
             );
         }
     }
-    let ckpt = Checkpoint::<B>::load(&args.model, device)?;
+    let (ckpt, models) = Checkpoint::<B>::load_ensemble(&args.model, device)?;
     let strategy = args.decoding.strategy(ckpt.meta.max_decode_len, false)?;
     let size = BatchSize::Sentences(args.decoding.batch_size);
     let workers = args.decoding.workers.unwrap_or(1);
@@ -1322,7 +1362,7 @@ fn cmd_translate<B: Backend>(args: TranslateArgs, device: &B::Device) -> Result<
         if sources.is_empty() {
             break;
         }
-        let hyps = decode_all_parallel(&ckpt.model, &strategy, &sources, size, device, workers);
+        let hyps = decode_all_parallel(&models, &strategy, &sources, size, device, workers);
         for list in &hyps {
             let best = list.first().map(|h| h.tokens.as_slice()).unwrap_or(&[]);
             writeln!(out, "{}", ckpt.codec.decode_target(best))?;

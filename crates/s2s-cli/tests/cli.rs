@@ -21,33 +21,39 @@ fn text(bytes: &[u8]) -> String {
 }
 
 fn train_tiny(dir: &Path) -> String {
+    train_tiny_with(dir, &[])
+}
+
+/// `train_tiny` with more options.
+fn train_tiny_with(dir: &Path, extra: &[&str]) -> String {
     let model = dir.join("m");
     let model_str = model.to_str().unwrap().to_string();
-    let out = s2s(
-        &[
-            "train",
-            "--task",
-            "reverse",
-            "--synthetic-size",
-            "600",
-            "--epochs",
-            "1",
-            "--embed",
-            "8",
-            "--hidden",
-            "16",
-            "--decoder-hidden",
-            "16",
-            "--attention-dim",
-            "16",
-            "--max-len",
-            "20",
-            "--no-progress",
-            "--out",
-            &model_str,
-        ],
-        b"",
-    );
+    let args: Vec<&str> = [
+        "train",
+        "--task",
+        "reverse",
+        "--synthetic-size",
+        "600",
+        "--epochs",
+        "1",
+        "--embed",
+        "8",
+        "--hidden",
+        "16",
+        "--decoder-hidden",
+        "16",
+        "--attention-dim",
+        "16",
+        "--max-len",
+        "20",
+        "--no-progress",
+        "--out",
+        &model_str,
+    ]
+    .into_iter()
+    .chain(extra.iter().copied())
+    .collect();
+    let out = s2s(&args, b"");
     assert!(out.status.success(), "{}", text(&out.stderr));
     // The test split's scores come as one JSON line.
     let json: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
@@ -587,4 +593,113 @@ fn split_train_bpe_translate_and_eval() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("/nonexistent.txt: cannot open"));
+}
+
+/// `--keep-checkpoints` keeps the last validations' models, `--average-last` averages them
+/// into averaged/ (validated, and tested beside best/), `s2s average` does the same from the
+/// command line, and `--model` repeated decodes with an ensemble; models with other
+/// vocabularies are refused, naming the folder.
+#[test]
+fn checkpoints_averaging_and_ensembles() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = train_tiny_with(
+        dir.path(),
+        &[
+            "--valid-every",
+            "2",
+            "--keep-checkpoints",
+            "3",
+            "--average-last",
+            "3",
+        ],
+    );
+    let run = Path::new(&run);
+    let mut kept: Vec<String> = std::fs::read_dir(run.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    kept.sort();
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    assert!(kept.iter().all(|k| k.starts_with("step-")), "{kept:?}");
+    assert!(run.join("averaged/model.mpk").is_file());
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let averaged: Vec<serde_json::Value> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "averaged")
+        .collect();
+    assert_eq!(averaged.len(), 1);
+    assert_eq!(averaged[0]["checkpoints"].as_array().unwrap().len(), 3);
+    assert!(averaged[0]["wer"].as_f64().is_some());
+
+    // The same average from the command line, into a new folder only.
+    let ckpts: Vec<String> = kept
+        .iter()
+        .map(|k| run.join("checkpoints").join(k).display().to_string())
+        .collect();
+    let again = dir.path().join("again");
+    let mut args = vec!["average"];
+    args.extend(ckpts.iter().map(String::as_str));
+    args.extend(["--out", again.to_str().unwrap()]);
+    let out = s2s(&args, b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(again.join("model.mpk")).unwrap(),
+        std::fs::read(run.join("averaged/model.mpk")).unwrap()
+    );
+    let out = s2s(&args, b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("exists already"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // An ensemble of the best and the averaged model decodes every line.
+    let words = "abc\nhello\n\nzyx\n";
+    let best = run.to_str().unwrap();
+    let averaged = again.to_str().unwrap();
+    for strategy in [
+        &["--strategy", "greedy"][..],
+        &["--strategy", "beam", "--beam-size", "3"][..],
+    ] {
+        let mut args = vec!["decode", "--model", best, "--model", averaged];
+        args.extend(strategy);
+        let out = s2s(&args, words.as_bytes());
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert_eq!(text(&out.stdout).lines().count(), 4);
+    }
+
+    // A model whose target vocabulary differs (two tokens swapped) is refused.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    for entry in std::fs::read_dir(&again).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), other.join(entry.file_name())).unwrap();
+    }
+    let vocab = std::fs::read_to_string(other.join("target_vocab.json")).unwrap();
+    let swapped = vocab
+        .replacen("\"a\"", "\"@\"", 1)
+        .replacen("\"b\"", "\"a\"", 1)
+        .replacen("\"@\"", "\"b\"", 1);
+    assert_ne!(swapped, vocab);
+    std::fs::write(other.join("target_vocab.json"), swapped).unwrap();
+    let out = s2s(
+        &[
+            "decode",
+            "--model",
+            averaged,
+            "--model",
+            other.to_str().unwrap(),
+        ],
+        words.as_bytes(),
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("other")
+            && err.contains("cannot be ensembled")
+            && err.contains("target vocabulary"),
+        "{err}"
+    );
 }

@@ -4,7 +4,8 @@
 //! row by one token; reorder rows when the set of live hypotheses changes). A strategy such
 //! as [`Greedy`] implements [`Strategy`] for any `StepDecoder`, so new strategies and new
 //! models plug in independently. [`decode_all`] decodes any number of sources in
-//! length-sorted batches and returns the results in input order.
+//! length-sorted batches and returns the results in input order. An [`Ensemble`] of models
+//! is itself a `StepDecoder`.
 //!
 //! ```
 //! use s2s_decode::{decode_all, Greedy};
@@ -23,12 +24,14 @@
 //! ```
 
 mod beam;
+mod ensemble;
 mod greedy;
 mod sample;
 mod search;
 mod step;
 
 pub use beam::BeamSearch;
+pub use ensemble::Ensemble;
 pub use greedy::Greedy;
 pub use sample::Sampling;
 pub use search::{LengthPenalty, LogitsProcessors};

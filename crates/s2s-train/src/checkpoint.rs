@@ -13,6 +13,7 @@ use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use s2s_data::{TextCodec, Tokenizer, Vocab};
+use s2s_decode::Ensemble;
 use s2s_nn::{Seq2Seq, Seq2SeqConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -281,4 +282,67 @@ impl<B: Backend> Checkpoint<B> {
             model,
         })
     }
+
+    /// Loads the models of an ensemble (model folders or run folders, see [`load`]): they
+    /// must share their tokenizers and vocabularies, token for token, since they read the
+    /// same source ids and their next-token distributions are averaged. Returns the first
+    /// checkpoint (whose codec and settings the ensemble uses) and the ensemble of all.
+    ///
+    /// [`load`]: Checkpoint::load
+    pub fn load_ensemble(
+        dirs: &[PathBuf],
+        device: &B::Device,
+    ) -> Result<(Checkpoint<B>, Ensemble<Seq2Seq<B>>), CheckpointError> {
+        let Some((first_dir, rest)) = dirs.split_first() else {
+            return Err(CheckpointError::Invalid {
+                path: PathBuf::new(),
+                message: "an ensemble needs at least one model folder".into(),
+            });
+        };
+        let first = Checkpoint::<B>::load(first_dir, device)?;
+        let mut models = vec![first.model.clone()];
+        for dir in rest {
+            let other = Checkpoint::<B>::load(dir, device)?;
+            if let Some(what) = codec_difference(&first.codec, &other.codec) {
+                return Err(CheckpointError::Invalid {
+                    path: model_folder(dir),
+                    message: format!(
+                        "cannot be ensembled with {}: {what}",
+                        model_folder(first_dir).display()
+                    ),
+                });
+            }
+            models.push(other.model);
+        }
+        let ensemble = Ensemble::new(models).expect("at least the first model");
+        Ok((first, ensemble))
+    }
+}
+
+/// How two codecs differ (tokenizers, then vocabularies: sizes or the first differing id),
+/// or `None` when they are the same.
+pub(crate) fn codec_difference(a: &TextCodec, b: &TextCodec) -> Option<String> {
+    if a.source_tokenizer != b.source_tokenizer || a.target_tokenizer != b.target_tokenizer {
+        return Some("its tokenizers differ".into());
+    }
+    for (side, x, y) in [
+        ("source", &a.source_vocab, &b.source_vocab),
+        ("target", &a.target_vocab, &b.target_vocab),
+    ] {
+        if x.len() != y.len() {
+            return Some(format!(
+                "its {side} vocabulary has {} tokens, not {}",
+                y.len(),
+                x.len()
+            ));
+        }
+        if let Some(id) = (0..x.len()).find(|&i| x.tokens()[i] != y.tokens()[i]) {
+            return Some(format!(
+                "its {side} vocabulary has {:?} at id {id}, not {:?}",
+                y.tokens()[id],
+                x.tokens()[id]
+            ));
+        }
+    }
+    None
 }

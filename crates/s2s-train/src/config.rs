@@ -157,6 +157,14 @@ pub struct TrainConfig {
     /// The metric that picks `best/` (ties broken by validation loss); `None`: the task's
     /// default ([`BestMetric::for_task`]).
     pub best_metric: Option<BestMetric>,
+    /// Keep the model of each of the last this many validations in
+    /// `checkpoints/step-NNNNNNNN/` (0: none), for checkpoint averaging.
+    #[config(default = 0)]
+    pub keep_checkpoints: usize,
+    /// At the end of the run, average the weights of the last this many kept checkpoints
+    /// into `averaged/` and validate it (0: no averaging; at most `keep_checkpoints`).
+    #[config(default = 0)]
+    pub average_last: usize,
 }
 
 impl TrainConfig {
@@ -193,6 +201,13 @@ impl TrainConfig {
         }
         if !(a.weight_decay.is_finite() && a.weight_decay >= 0.0) {
             return bad(format!("weight decay must be >= 0, got {}", a.weight_decay));
+        }
+        if self.average_last > self.keep_checkpoints {
+            return bad(format!(
+                "averaging the last {} checkpoints needs at least as many kept \
+                 (keep_checkpoints is {})",
+                self.average_last, self.keep_checkpoints
+            ));
         }
         if self.max_steps == Some(0) {
             return bad("max steps must be at least 1".into());

@@ -34,6 +34,7 @@
 //! # Ok::<(), s2s_train::TrainError>(())
 //! ```
 
+pub mod average;
 pub mod checkpoint;
 pub mod config;
 pub mod durable;

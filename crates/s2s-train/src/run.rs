@@ -7,6 +7,9 @@
 //!   best/           the model with the best validation score (a model folder)
 //!   last/           the latest model (a model folder) and, beside its weights, the training
 //!                   state: training_state.json and optimizer.bin
+//!   checkpoints/    with keep_checkpoints: the model of each of the last validations,
+//!                   step-NNNNNNNN/ (model folders)
+//!   averaged/       with average_last: the mean of the last kept checkpoints (a model folder)
 //! ```
 //!
 //! [`RunFolder::open`] refuses a folder that is neither empty nor a run folder, and an
@@ -22,6 +25,10 @@ use std::path::{Path, PathBuf};
 pub const BEST: &str = "best";
 /// The latest model's folder, with the training state.
 pub const LAST: &str = "last";
+/// The folder of the kept checkpoints.
+pub const CHECKPOINTS: &str = "checkpoints";
+/// The averaged model's folder.
+pub const AVERAGED: &str = "averaged";
 /// The settings file.
 pub const CONFIG: &str = "config.json";
 /// The event log.
@@ -54,8 +61,8 @@ pub enum OpenMode {
     New,
     /// Continue the run in the folder from its `last/` checkpoint.
     Resume,
-    /// Start the run in the folder again: its `best/`, `last/` and `metrics.jsonl` are
-    /// removed.
+    /// Start the run in the folder again: its `best/`, `last/`, `checkpoints/`, `averaged/`
+    /// and `metrics.jsonl` are removed.
     Overwrite,
 }
 
@@ -128,8 +135,8 @@ impl RunFolder {
 
     /// Opens `dir` for a run in `mode` (after [`check`](Self::check)), cleaning up what a
     /// killed process left in it ([`durable::recover`]). [`OpenMode::Resume`] needs a `last/`
-    /// checkpoint; [`OpenMode::Overwrite`] removes the run's `best/`, `last/` and
-    /// `metrics.jsonl`, and nothing else.
+    /// checkpoint; [`OpenMode::Overwrite`] removes the run's `best/`, `last/`,
+    /// `checkpoints/`, `averaged/` and `metrics.jsonl`, and nothing else.
     pub fn open(dir: &Path, mode: OpenMode) -> Result<Self, RunError> {
         let refuse = |message: String| RunError::Refused {
             path: dir.to_path_buf(),
@@ -142,6 +149,9 @@ impl RunFolder {
         };
         // `check` passed: the folder is a run folder or holds only temporary files.
         durable::recover(dir)?;
+        if run.checkpoints().is_dir() {
+            durable::recover(&run.checkpoints())?;
+        }
         match mode {
             OpenMode::Resume if !run.last().join(crate::state::STATE).is_file() => {
                 return Err(refuse(
@@ -151,7 +161,7 @@ impl RunFolder {
                 ));
             }
             OpenMode::Overwrite if is_run => {
-                for name in [BEST, LAST] {
+                for name in [BEST, LAST, CHECKPOINTS, AVERAGED] {
                     let path = dir.join(name);
                     if path.is_dir() {
                         std::fs::remove_dir_all(&path).map_err(at(&path))?;
@@ -181,6 +191,38 @@ impl RunFolder {
     /// `last/`.
     pub fn last(&self) -> PathBuf {
         self.dir.join(LAST)
+    }
+
+    /// `checkpoints/`.
+    pub fn checkpoints(&self) -> PathBuf {
+        self.dir.join(CHECKPOINTS)
+    }
+
+    /// `averaged/`.
+    pub fn averaged(&self) -> PathBuf {
+        self.dir.join(AVERAGED)
+    }
+
+    /// The kept checkpoints in `checkpoints/`, oldest first.
+    pub fn kept_checkpoints(&self) -> Result<Vec<PathBuf>, IoError> {
+        let dir = self.checkpoints();
+        if !dir.is_dir() {
+            return Ok(Vec::new());
+        }
+        let mut kept: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(at(&dir))?
+            .map(|e| e.map(|e| e.path()).map_err(at(&dir)))
+            .collect::<Result<Vec<_>, _>>()?
+            .into_iter()
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("step-"))
+                    && p.is_dir()
+            })
+            .collect();
+        kept.sort();
+        Ok(kept)
     }
 
     /// `metrics.jsonl`.

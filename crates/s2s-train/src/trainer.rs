@@ -125,6 +125,20 @@ pub enum TrainEvent<'a> {
         /// Steps so far.
         step: usize,
     },
+    /// The end of the run: the last kept checkpoints were averaged into `averaged/`, and
+    /// the average validated.
+    Averaged {
+        /// How many checkpoints were averaged.
+        checkpoints: usize,
+        /// Validation loss of the average.
+        valid_loss: f64,
+        /// Its validation scores (greedy).
+        scores: Scores,
+        /// Its validation BLEU.
+        bleu: f64,
+        /// Its validation chrF.
+        chrf: f64,
+    },
 }
 
 /// Why [`Trainer::run`] returned.
@@ -604,19 +618,20 @@ impl<B: AutodiffBackend> Trainer<B> {
             .state
             .best
             .is_none_or(|(c, l, _)| (cost, valid_loss) < (c, l));
+        let checkpoint = Checkpoint {
+            meta: self.meta(json!({ "validation": log, "train": config })),
+            codec: self.codec.clone(),
+            model: valid_model,
+        };
         if better {
             self.state.best = Some((cost, valid_loss, self.state.step));
             self.state.bad_validations = 0;
             self.best_epoch = log.epoch;
-            Checkpoint {
-                meta: self.meta(json!({ "validation": log, "train": config })),
-                codec: self.codec.clone(),
-                model: valid_model,
-            }
-            .save(&self.run.best())?;
+            checkpoint.save(&self.run.best())?;
         } else {
             self.state.bad_validations += 1;
         }
+        self.keep_checkpoint(&checkpoint)?;
         self.state.validated_at = Some(self.state.step);
         self.run.log(&json!({
             "event": "valid",
@@ -640,6 +655,81 @@ impl<B: AutodiffBackend> Trainer<B> {
             best: better,
         });
         self.history.push(log);
+        Ok(())
+    }
+
+    /// With `keep_checkpoints`, saves a validated model as `checkpoints/step-NNNNNNNN/` and
+    /// removes the oldest kept ones beyond that number (only those: nothing else there).
+    fn keep_checkpoint(&self, checkpoint: &Checkpoint<B::InnerBackend>) -> Result<(), TrainError> {
+        let keep = self.config.keep_checkpoints;
+        if keep == 0 {
+            return Ok(());
+        }
+        let dir = self.run.checkpoints();
+        std::fs::create_dir_all(&dir).map_err(crate::durable::at(&dir))?;
+        checkpoint.save(&dir.join(format!("step-{:08}", self.state.step)))?;
+        let kept = self.run.kept_checkpoints()?;
+        for old in &kept[..kept.len().saturating_sub(keep)] {
+            std::fs::remove_dir_all(old).map_err(crate::durable::at(old))?;
+        }
+        crate::durable::sync_dir(&dir)?;
+        Ok(())
+    }
+
+    /// With `average_last`, averages the last kept checkpoints into `averaged/`, validates
+    /// the average and logs it (`"event": "averaged"`).
+    fn average(&mut self, events: &mut dyn FnMut(TrainEvent)) -> Result<(), TrainError> {
+        let n = self.config.average_last;
+        if n == 0 {
+            return Ok(());
+        }
+        let kept = self.run.kept_checkpoints()?;
+        let last = &kept[kept.len().saturating_sub(n)..];
+        if last.is_empty() {
+            return Ok(());
+        }
+        let averaged = crate::average::average_checkpoints::<B::InnerBackend>(last, &self.device)?;
+        let config = &self.config;
+        let valid_loss = validation_loss(
+            &averaged.model,
+            &self.data.valid,
+            config.batch_size,
+            &self.device,
+        );
+        let (scores, predictions) = evaluate_with(
+            &averaged.model,
+            &self.codec,
+            &self.data.valid_refs,
+            &Greedy::new(config.max_decode_len),
+            config.batch_size,
+            config.workers,
+            &self.device,
+        );
+        let (bleu, chrf) =
+            corpus_bleu_chrf(&self.data.valid_pairs, &self.data.valid_refs, &predictions);
+        averaged.save(&self.run.averaged())?;
+        let names: Vec<String> = last
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect();
+        self.run.log(&json!({
+            "event": "averaged",
+            "step": self.state.step,
+            "checkpoints": names,
+            "loss": valid_loss,
+            "exact_match": scores.exact_match,
+            "wer": scores.wer,
+            "per": scores.ter,
+            "bleu": bleu,
+            "chrf": chrf,
+        }))?;
+        events(TrainEvent::Averaged {
+            checkpoints: last.len(),
+            valid_loss,
+            scores,
+            bleu,
+            chrf,
+        });
         Ok(())
     }
 
@@ -703,6 +793,9 @@ impl<B: AutodiffBackend> Trainer<B> {
                 break outcome;
             }
         };
+        if outcome != Outcome::Interrupted {
+            self.average(events)?;
+        }
         self.run.log(&json!({
             "event": "end",
             "step": self.state.step,

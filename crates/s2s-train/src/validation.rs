@@ -5,7 +5,7 @@ use crate::metrics::{score, Scores};
 use burn::tensor::backend::Backend;
 use s2s_data::batch::plan_inference_batches;
 use s2s_data::{BatchSize, Example, Reference, TextCodec, TrainingBatch};
-use s2s_decode::{decode_all_parallel, Greedy, Strategy};
+use s2s_decode::{decode_all_parallel, Greedy, StepDecoder, Strategy};
 use s2s_nn::Seq2Seq;
 
 /// Mean validation loss per target token (no smoothing), over length-sorted batches.
@@ -46,15 +46,20 @@ pub fn evaluate<B: Backend>(
 /// Decodes the sources of `references` with `strategy`, in batches of `batch_size` shared out
 /// among `workers` threads ([`decode_all_parallel`]), and scores the best hypothesis of each;
 /// also returns the predictions (as text) in input order.
-pub fn evaluate_with<B: Backend, S: Strategy<B, Seq2Seq<B>> + Sync>(
-    model: &Seq2Seq<B>,
+pub fn evaluate_with<B, M, S>(
+    model: &M,
     codec: &TextCodec,
     references: &[Reference],
     strategy: &S,
     batch_size: usize,
     workers: usize,
     device: &B::Device,
-) -> (Scores, Vec<String>) {
+) -> (Scores, Vec<String>)
+where
+    B: Backend,
+    M: StepDecoder<B> + Sync,
+    S: Strategy<B, M> + Sync,
+{
     let sources: Vec<Vec<u32>> = references
         .iter()
         .map(|r| codec.encode_source(&r.source).0)
