@@ -15,13 +15,14 @@ use std::process::{Command, Stdio};
 const USAGE: &str = "usage: cargo xtask <command> [options]
 
 commands:
-  train [--task g2p|eng-fra|copy|reverse|sort|double|tsv] [--epochs N] [--out DIR]
-        [--time-limit SECONDS] [--backend flex|tch|wgpu] [--device DEVICE]
+  train [--recipe NAME | --task g2p|eng-fra|copy|reverse|sort|double|tsv] [--epochs N]
+        [--out DIR] [--time-limit SECONDS] [--backend flex|tch|wgpu] [--device DEVICE]
         [--full] [--resume | --overwrite] [-- EXTRA s2s train OPTIONS]
-        Train (default: CMUdict G2P, 15 minutes in all on a 2-core CPU, the settings of
-        recipes/g2p.json), then print the test WER/PER and sample words. The run folder is
-        --out (default runs/g2p): --resume continues a stopped run there, --overwrite starts
-        it again.
+        Train with the settings of recipes/NAME.json (default: g2p, CMUdict G2P, 15 minutes
+        in all on a 2-core CPU; g2p-large, the state-of-the-art model, for hours; one recipe
+        per --task), then print the test WER/PER and sample words. The run folder is --out
+        (default runs/NAME): --resume continues a stopped run there, --overwrite starts it
+        again.
         --task eng-fra: English->French on ../shared/data/eng-fra.tsv (the PyTorch tutorial's
         filtered subset; --full for all pairs), BPE, then BLEU/chrF for greedy, beam 5, 10.
   test [--backends flex,tch,wgpu] [--no-lint] [-- CARGO TEST ARGS]
@@ -792,6 +793,8 @@ fn ceiling_table(rows: &[(serde_json::Value, serde_json::Value)]) -> String {
 
 struct TrainOptions {
     task: String,
+    /// `recipes/NAME.json`; `None` for a task without a recipe (`tsv`).
+    recipe: Option<String>,
     epochs: Option<String>,
     out: PathBuf,
     time_limit: Option<f64>,
@@ -806,6 +809,7 @@ struct TrainOptions {
 fn parse_train(args: &[String]) -> Result<TrainOptions> {
     let mut o = TrainOptions {
         task: "g2p".into(),
+        recipe: None,
         // The recipe's (recipes/*.json) unless given.
         epochs: None,
         out: PathBuf::from("runs/g2p"),
@@ -822,6 +826,7 @@ fn parse_train(args: &[String]) -> Result<TrainOptions> {
         let mut value = || option_value(&mut it, a);
         match a.as_str() {
             "--task" => o.task = value()?,
+            "--recipe" => o.recipe = Some(value()?),
             "--epochs" => o.epochs = Some(value()?),
             "--out" => o.out = PathBuf::from(value()?),
             "--time-limit" => {
@@ -839,8 +844,28 @@ fn parse_train(args: &[String]) -> Result<TrainOptions> {
             other => bail!("unknown train option {other:?}\n\n{USAGE}"),
         }
     }
-    if o.task != "g2p" && o.out == Path::new("runs/g2p") {
-        o.out = PathBuf::from(format!("runs/{}", o.task));
+    match &o.recipe {
+        Some(name) => {
+            // The recipe names the task.
+            let recipe = recipe_path(name);
+            let text = std::fs::read_to_string(&recipe)
+                .with_context(|| format!("--recipe {name}: cannot read {}", recipe.display()))?;
+            let settings: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not JSON", recipe.display()))?;
+            let task = settings["task"]
+                .as_str()
+                .with_context(|| format!("{}: no \"task\"", recipe.display()))?;
+            o.task = if name == "eng-fra" {
+                name.clone()
+            } else {
+                task.to_string()
+            };
+        }
+        None if recipe_path(&o.task).is_file() => o.recipe = Some(o.task.clone()),
+        None => {}
+    }
+    if o.out == Path::new("runs/g2p") {
+        o.out = PathBuf::from(format!("runs/{}", o.recipe.as_deref().unwrap_or(&o.task)));
     }
     if o.resume && o.overwrite {
         bail!("--resume and --overwrite exclude each other");
@@ -856,10 +881,12 @@ fn run_args(o: &TrainOptions, recipe: &str, out: &Path) -> Vec<std::ffi::OsStrin
     if o.resume {
         args.extend(["--resume".into(), out.into()]);
     } else {
-        let recipe = project_root()
-            .join("recipes")
-            .join(format!("{recipe}.json"));
-        args.extend(["--config".into(), recipe.into(), "--out".into(), out.into()]);
+        args.extend([
+            "--config".into(),
+            recipe_path(recipe).into(),
+            "--out".into(),
+            out.into(),
+        ]);
         if o.overwrite {
             args.push("--overwrite".into());
         }
@@ -871,6 +898,11 @@ fn run_args(o: &TrainOptions, recipe: &str, out: &Path) -> Vec<std::ffi::OsStrin
         args.extend(["--time-limit".into(), t.to_string().into()]);
     }
     args
+}
+
+/// `recipes/NAME.json`.
+fn recipe_path(name: &str) -> PathBuf {
+    project_root().join("recipes").join(format!("{name}.json"))
 }
 
 fn train(args: &[String]) -> Result<()> {
@@ -886,22 +918,27 @@ fn train(args: &[String]) -> Result<()> {
     };
     let started = std::time::Instant::now();
     let mut cmd = s2s_command(&s2s, venv.as_ref(), &o);
-    // The default recipe (recipes/g2p.json): Adam at 2e-3 with a short warmup and a cosine
-    // decay over 2,600 steps; its time limit only guards slower machines. Other tasks take
-    // their task and settings from the command line. Later options (after `--`) override.
-    if o.task == "g2p" {
-        cmd.args(run_args(&o, "g2p", &out));
-    } else if o.resume {
-        cmd.args(run_args(&o, "", &out));
-    } else {
-        cmd.args(["train", "--task", &o.task, "--epochs"])
-            .arg(o.epochs.as_deref().unwrap_or("100"))
-            .arg("--out")
-            .arg(&out)
-            .args(["--time-limit", &o.time_limit.unwrap_or(840.0).to_string()])
-            .args(schedule_args("2600"));
-        if o.overwrite {
-            cmd.arg("--overwrite");
+    // The recipe (recipes/NAME.json; the default, g2p, trains a step-based schedule whose
+    // time limit only guards slower machines). A task without a recipe (tsv) takes its
+    // settings from the command line. Later options (after `--`) override.
+    match &o.recipe {
+        Some(recipe) => {
+            cmd.args(run_args(&o, recipe, &out));
+        }
+        None if o.resume => {
+            cmd.args(run_args(&o, "", &out));
+        }
+        None => {
+            cmd.args(["train", "--task", &o.task, "--out"]).arg(&out);
+            if let Some(epochs) = &o.epochs {
+                cmd.args(["--epochs", epochs]);
+            }
+            if let Some(t) = o.time_limit {
+                cmd.args(["--time-limit", &t.to_string()]);
+            }
+            if o.overwrite {
+                cmd.arg("--overwrite");
+            }
         }
     }
     cmd.args(&o.extra);
@@ -925,6 +962,7 @@ fn train(args: &[String]) -> Result<()> {
     };
     let mut report: serde_json::Value =
         serde_json::from_str(line).context("parsing s2s train output")?;
+    let averaged = report.get("averaged").cloned();
     if o.task == "g2p" {
         // Sample words from the test split.
         let mut eval = s2s_command(&s2s, venv.as_ref(), &o);
@@ -961,6 +999,13 @@ fn train(args: &[String]) -> Result<()> {
         "exact match: {:.2}%",
         100.0 * scores["exact_match"].as_f64().unwrap_or(f64::NAN)
     );
+    if let Some(a) = averaged {
+        println!(
+            "averaged checkpoints (averaged/): WER {:.2}%, PER {:.2}%",
+            100.0 * a["wer"].as_f64().unwrap_or(f64::NAN),
+            100.0 * a["ter"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
     println!("time: {train_secs:.0}s training, {total:.0}s in all");
     print_samples(&report, "prediction");
     println!(
@@ -996,21 +1041,6 @@ fn s2s_command(s2s: &Path, venv: Option<&Venv>, o: &TrainOptions) -> Command {
     c.args(["--backend", &o.backend, "--device", &o.device])
         .current_dir(project_root());
     c
-}
-
-/// The training schedule both recipes use: learning rate 2e-3, 200 warmup steps, then a cosine
-/// decay until `max_steps`.
-fn schedule_args(max_steps: &str) -> [&str; 8] {
-    [
-        "--lr",
-        "2e-3",
-        "--warmup",
-        "200",
-        "--decay",
-        "cosine",
-        "--max-steps",
-        max_steps,
-    ]
 }
 
 /// Prints the samples of an `s2s eval --json` report, `output` naming the predicted side.
@@ -1068,7 +1098,7 @@ fn train_eng_fra(o: &TrainOptions) -> Result<()> {
     let mut train = s2s_cmd();
     // The recipe (recipes/eng-fra.json): BPE on both sides (small vocabularies suit the ~10k
     // tutorial pairs), the g2p-bench model sizes, Adam 2e-3 with warmup and a cosine decay.
-    train.args(run_args(o, "eng-fra", &out));
+    train.args(run_args(o, o.recipe.as_deref().unwrap_or("eng-fra"), &out));
     if !o.resume {
         train
             .arg("--train")
