@@ -104,8 +104,20 @@ pub fn write(
 pub fn read(dir: &Path) -> Result<(TrainingState, Vec<Option<SavedMoments>>), CheckpointError> {
     let path = dir.join(STATE);
     let text = std::fs::read_to_string(&path).map_err(crate::durable::at(&path))?;
-    let state: TrainingState =
+    let mut value: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| invalid(&path, e.to_string()))?;
+    // Settings added to `TrainConfig` after the run was saved take their defaults, so that
+    // a newer s2s resumes an older run.
+    if let (Some(config), serde_json::Value::Object(defaults)) = (
+        value.get_mut("config").and_then(|c| c.as_object_mut()),
+        serde_json::to_value(TrainConfig::new()).expect("a config serialises"),
+    ) {
+        for (key, default) in defaults {
+            config.entry(key).or_insert(default);
+        }
+    }
+    let state: TrainingState =
+        serde_json::from_value(value).map_err(|e| invalid(&path, e.to_string()))?;
     if state.format != STATE_FORMAT {
         return Err(invalid(
             &path,
@@ -188,6 +200,26 @@ mod tests {
         assert_eq!(got_moments, moments);
         assert_eq!(got.step, 12);
         assert_eq!(got.moments, vec![Some((12, 3)), None, Some((3, 1))]);
+    }
+
+    /// A state saved before a setting existed reads with that setting's default.
+    #[test]
+    fn settings_added_later_take_their_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut state, moments) = sample();
+        state.config.keep_checkpoints = 3;
+        write(dir.path(), &state, &moments).unwrap();
+        let path = dir.path().join(STATE);
+        let mut value: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let config = value["config"].as_object_mut().unwrap();
+        config.remove("keep_checkpoints").unwrap();
+        config.remove("average_last").unwrap();
+        std::fs::write(&path, value.to_string()).unwrap();
+        let (got, _) = read(dir.path()).unwrap();
+        assert_eq!(got.config.keep_checkpoints, 0);
+        assert_eq!(got.config.average_last, 0);
+        assert_eq!(got.step, 12);
     }
 
     #[test]
