@@ -191,8 +191,8 @@ struct TrainArgs {
     #[arg(long, value_name = "DIR", conflicts_with_all = ["overwrite", "config", "init_from"])]
     #[serde(skip)]
     resume: Option<PathBuf>,
-    /// Start the run in --out again when --out is a run folder already (its best/, last/ and
-    /// metrics.jsonl are removed; nothing else is).
+    /// Start the run in --out again when --out is a run folder already (its best/, last/,
+    /// checkpoints/, averaged/ and metrics.jsonl are removed; nothing else is).
     #[arg(long)]
     #[serde(skip)]
     overwrite: bool,
