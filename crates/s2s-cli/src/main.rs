@@ -11,6 +11,7 @@ use s2s_decode::{
     decode_all_parallel, BeamSearch, Decoding, Greedy, LengthPenalty, LogitsProcessors, Sampling,
 };
 use s2s_nn::{AttentionKind, CellKind, Seq2SeqConfig};
+use s2s_train::metrics::{corpus_scores_with, ReferenceMode};
 use s2s_train::run::{OpenMode, RunFolder};
 use s2s_train::{
     evaluate, evaluate_with, AdamConfig, BestMetric, Checkpoint, Decay, Outcome, TeacherForcing,
@@ -587,8 +588,19 @@ struct EvalArgs {
     /// Also print this many sample predictions.
     #[arg(long, default_value_t = 0)]
     samples: usize,
+    /// BLEU and chrF references: per-line (each test line against its own target, as
+    /// `sacrebleu targets -i outputs`) or grouped (one hypothesis per distinct source against
+    /// all of its targets, multi-reference).
+    #[arg(long, value_enum, default_value = "per-line")]
+    references: ReferencesArg,
     #[command(flatten)]
     decoding: DecodingArgs,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ReferencesArg {
+    PerLine,
+    Grouped,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -1235,7 +1247,21 @@ fn cmd_eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
         )
     };
     let seconds = started.elapsed().as_secs_f64();
-    let (bleu, chrf) = s2s_train::metrics::corpus_scores(&pairs, &refs, &predictions)?;
+    let mode = match args.references {
+        ReferencesArg::PerLine => ReferenceMode::PerLine,
+        ReferencesArg::Grouped => ReferenceMode::Grouped,
+    };
+    let (bleu, chrf) = corpus_scores_with(&pairs, &refs, &predictions, mode)?;
+    let references = match mode {
+        ReferenceMode::PerLine => {
+            format!("per-line ({} test lines, one reference each)", pairs.len())
+        }
+        ReferenceMode::Grouped => format!(
+            "grouped ({} distinct sources, {} references in all)",
+            refs.len(),
+            pairs.len()
+        ),
+    };
     if args.json {
         let samples: Vec<_> = refs
             .iter()
@@ -1247,6 +1273,7 @@ fn cmd_eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
                 "test": label,
+                "references": mode,
                 "scores": scores,
                 "bleu": { "score": bleu.score, "signature": bleu.signature(), "verbose": bleu.to_string() },
                 "chrf": { "score": chrf.score, "signature": chrf.signature() },
@@ -1260,6 +1287,7 @@ fn cmd_eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
         println!("exact match: {:.2}%", 100.0 * scores.exact_match);
         println!("WER: {:.2}%", 100.0 * scores.wer);
         println!("token error rate (PER): {:.2}%", 100.0 * scores.ter);
+        println!("BLEU/chrF references: {references}");
         println!("{bleu} ({})", bleu.signature());
         println!("{chrf} ({})", chrf.signature());
         println!(

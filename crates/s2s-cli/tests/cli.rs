@@ -580,6 +580,82 @@ fn split_train_bpe_translate_and_eval() {
         .contains("tok:13a|smooth:exp|version:2.6.0"));
     assert!(json["chrf"]["signature"].as_str().unwrap().contains("nc:6"));
 
+    // A test set with repeated sources: per-line scores each line against its own target,
+    // grouped one output per distinct source against all of its targets (variable numbers:
+    // nrefs:var). Both equal s2s-metrics on the model's outputs (s2s-metrics is compared
+    // with sacreBLEU itself in its live tests).
+    let pairs = [
+        ("I am tired 7!", "Je suis fatigué 7 !"),
+        ("We are here 8.", "Nous sommes là 8."),
+        ("I am tired 7!", "Je suis fatiguée 7 !"),
+        ("He is ready 100!", "Il est prêt 100 !"),
+        ("I am tired 7!", "Je suis épuisé 7 !"),
+        ("We are here 8.", "Nous sommes ici 8."),
+    ];
+    let tsv: String = pairs.iter().map(|(a, b)| format!("{a}\t{b}\n")).collect();
+    let test = dir.path().join("repeated.tsv");
+    std::fs::write(&test, tsv).unwrap();
+    let sources = ["I am tired 7!", "We are here 8.", "He is ready 100!"];
+    let out = s2s(
+        &["decode", "--model", &path(&model)],
+        sources.join("\n").as_bytes(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let outputs: Vec<String> = text(&out.stdout).lines().map(String::from).collect();
+    let output_of = |src: &str| outputs[sources.iter().position(|s| *s == src).unwrap()].clone();
+    let per_line_hyps: Vec<String> = pairs.iter().map(|(a, _)| output_of(a)).collect();
+    let per_line_refs: Vec<&str> = pairs.iter().map(|(_, b)| *b).collect();
+    let groups: Vec<Vec<&str>> = sources
+        .iter()
+        .map(|s| pairs.iter().filter(|p| p.0 == *s).map(|p| p.1).collect())
+        .collect();
+    let want = [
+        (
+            "per-line",
+            s2s_metrics::corpus_bleu(&per_line_hyps, &[&per_line_refs]).unwrap(),
+            s2s_metrics::corpus_chrf(&per_line_hyps, &[&per_line_refs]).unwrap(),
+            "nrefs:1|",
+        ),
+        (
+            "grouped",
+            s2s_metrics::BleuConfig::default()
+                .corpus_score_grouped(&outputs, &groups)
+                .unwrap(),
+            s2s_metrics::ChrfConfig::default()
+                .corpus_score_grouped(&outputs, &groups)
+                .unwrap(),
+            "nrefs:var|",
+        ),
+    ];
+    for (mode, bleu, chrf, nrefs) in want {
+        let out = s2s(
+            &[
+                "eval",
+                "--model",
+                &path(&model),
+                "--test",
+                &path(&test),
+                "--references",
+                mode,
+                "--json",
+            ],
+            b"",
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["references"], mode);
+        assert!(
+            (json["bleu"]["score"].as_f64().unwrap() - bleu.score).abs() < 1e-9,
+            "{mode}"
+        );
+        assert!(
+            (json["chrf"]["score"].as_f64().unwrap() - chrf.score).abs() < 1e-9,
+            "{mode}"
+        );
+        assert_eq!(json["bleu"]["signature"], bleu.signature(), "{mode}");
+        assert!(bleu.signature().starts_with(nrefs), "{}", bleu.signature());
+    }
+
     // A missing input file is a clear error.
     let out = s2s(
         &[

@@ -248,6 +248,27 @@ impl BleuConfig {
         self.score_from_stats(&stats, refs.len())
     }
 
+    /// Corpus BLEU where each hypothesis has its own references, any number of them
+    /// (`refs[i]` are those of `hyps[i]`): what sacreBLEU computes from reference streams
+    /// padded with `None` where a segment has fewer. The signature says `nrefs:N` when every
+    /// segment has `N`, else `nrefs:var`; `nrefs` of the score is the largest number.
+    pub fn corpus_score_grouped<H, R, S>(
+        &self,
+        hyps: &[H],
+        refs: &[R],
+    ) -> Result<BleuScore, MetricsError>
+    where
+        H: AsRef<str>,
+        R: AsRef<[S]>,
+        S: AsRef<str>,
+    {
+        let (stats, nrefs) = stats::grouped_stats(self, hyps, refs)?;
+        let most = refs.iter().map(|r| r.as_ref().len()).max().unwrap_or(1);
+        let mut score = self.score_from_stats(&stats, most)?;
+        score.signature = stats::with_nrefs(self.signature(1), nrefs);
+        Ok(score)
+    }
+
     /// BLEU of one hypothesis against its references, as sacreBLEU's `sentence_score` (which
     /// is a corpus of one segment; consider [`BleuConfig::effective_order`]).
     pub fn sentence_score<S: AsRef<str>>(

@@ -279,6 +279,29 @@ impl ChrfConfig {
         Ok(score)
     }
 
+    /// Corpus chrF where each hypothesis has its own references, any number of them
+    /// (`refs[i]` are those of `hyps[i]`), as [`crate::BleuConfig::corpus_score_grouped`]
+    /// does for BLEU.
+    pub fn corpus_score_grouped<H, R, S>(
+        &self,
+        hyps: &[H],
+        refs: &[R],
+    ) -> Result<ChrfScore, MetricsError>
+    where
+        H: AsRef<str>,
+        R: AsRef<[S]>,
+        S: AsRef<str>,
+    {
+        let (stats, nrefs) = stats::grouped_stats(self, hyps, refs)?;
+        let most = refs.iter().map(|r| r.as_ref().len()).max().unwrap_or(1);
+        let mut score = self.score_from_stats(&stats, most)?;
+        if hyps.is_empty() {
+            score.score = 0.0;
+        }
+        score.signature = stats::with_nrefs(self.signature(1), nrefs);
+        Ok(score)
+    }
+
     /// chrF of one hypothesis against its references, as sacreBLEU's `sentence_score`.
     pub fn sentence_score<S: AsRef<str>>(
         &self,

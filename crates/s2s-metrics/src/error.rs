@@ -20,6 +20,24 @@ pub enum MetricsError {
         /// Number of lines in that reference stream.
         found: usize,
     },
+    /// References given per segment ([`crate::BleuConfig::corpus_score_grouped`]) are not one
+    /// list per hypothesis.
+    #[error(
+        "{found} reference lists for {expected} hypotheses: every hypothesis needs its own \
+         list of references"
+    )]
+    GroupCountMismatch {
+        /// Number of hypotheses.
+        expected: usize,
+        /// Number of reference lists.
+        found: usize,
+    },
+    /// A segment's list of references is empty.
+    #[error("hypothesis {segment} (0-based) has no reference")]
+    EmptyReferenceList {
+        /// The segment.
+        segment: usize,
+    },
     /// The configuration cannot be used (for example an n-gram order of 0).
     #[error("invalid {metric} configuration: {reason}")]
     InvalidConfig {

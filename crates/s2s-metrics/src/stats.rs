@@ -46,6 +46,56 @@ where
     Ok(total)
 }
 
+/// The statistics of a corpus whose segments each have their own references (`refs[i]` are
+/// those of `hyps[i]`, at least one, any number), and the number of references: `Some(n)`
+/// when every segment has `n`, `None` when the numbers vary (sacreBLEU's `nrefs:var`, what it
+/// computes from reference streams padded with `None`).
+pub(crate) fn grouped_stats<M, H, R, S>(
+    metric: &M,
+    hyps: &[H],
+    refs: &[R],
+) -> Result<(M::Stats, Option<usize>), MetricsError>
+where
+    M: SegmentMetric,
+    H: AsRef<str>,
+    R: AsRef<[S]>,
+    S: AsRef<str>,
+{
+    metric.check_config()?;
+    if refs.len() != hyps.len() {
+        return Err(MetricsError::GroupCountMismatch {
+            expected: hyps.len(),
+            found: refs.len(),
+        });
+    }
+    let mut total = metric.zero_stats();
+    let mut counts = std::collections::BTreeSet::new();
+    for (segment, (hyp, refs)) in hyps.iter().zip(refs).enumerate() {
+        let refs = refs.as_ref();
+        if refs.is_empty() {
+            return Err(MetricsError::EmptyReferenceList { segment });
+        }
+        counts.insert(refs.len());
+        M::add_stats(
+            &mut total,
+            &metric.segment_stats_unchecked(hyp.as_ref(), refs),
+        );
+    }
+    let nrefs = match (counts.len(), counts.first()) {
+        (1, Some(&n)) => Some(n),
+        (0, _) => Some(1),
+        _ => None,
+    };
+    Ok((total, nrefs))
+}
+
+/// The signature of `signature_for_one` (made for one reference) for `nrefs` references per
+/// segment: `nrefs:N`, or `nrefs:var` when the numbers vary.
+pub(crate) fn with_nrefs(signature_for_one: String, nrefs: Option<usize>) -> String {
+    let label = nrefs.map_or("var".to_string(), |n| n.to_string());
+    signature_for_one.replacen("nrefs:1|", &format!("nrefs:{label}|"), 1)
+}
+
 /// The statistics of one segment against its references (at least one).
 pub(crate) fn segment_stats<M, S>(
     metric: &M,

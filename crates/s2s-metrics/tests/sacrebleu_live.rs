@@ -448,3 +448,91 @@ print(json.dumps(out))
         }
     }
 }
+
+/// References per segment, a variable number of them (`corpus_score_grouped`), against
+/// sacreBLEU given reference streams padded with `None`: scores and signatures (`nrefs:var`),
+/// and `nrefs:2` when every segment has two.
+#[test]
+fn grouped_references_match_live_sacrebleu() {
+    let Some((py, version)) = sacrebleu_python("grouped_references_match_live_sacrebleu") else {
+        return;
+    };
+    let mut rng = Rng(0x0123_4567_89ab_cdef_u64);
+    let hyps = random_lines(&mut rng, 200);
+    let groups: Vec<Vec<String>> = hyps
+        .iter()
+        .map(|h| {
+            let n = 1 + rng.below(3);
+            let others = random_lines(&mut rng, n);
+            others
+                .into_iter()
+                .map(|r| {
+                    let cut = (h.len() / 2..=h.len())
+                        .find(|&i| h.is_char_boundary(i))
+                        .unwrap();
+                    format!("{}{}", &h[..cut], r)
+                })
+                .collect()
+        })
+        .collect();
+    let two: Vec<Vec<String>> = groups
+        .iter()
+        .map(|g| vec![g[0].clone(), g.last().unwrap().clone() + " x"])
+        .collect();
+    let input = serde_json::json!({ "hyps": hyps, "var": groups, "two": two }).to_string();
+    let code = r#"
+import json, sys
+from sacrebleu.metrics import BLEU, CHRF
+d = json.loads(sys.stdin.buffer.read().decode("utf-8"))
+out = {}
+for key in ("var", "two"):
+    groups = d[key]
+    k = max(len(g) for g in groups)
+    streams = [[g[i] if i < len(g) else None for g in groups] for i in range(k)]
+    for name, m in (("bleu", BLEU()), ("chrf", CHRF())):
+        s = m.corpus_score(d["hyps"], streams)
+        out[name + "_" + key] = [s.score, str(m.get_signature())]
+print(json.dumps(out))
+"#;
+    let out = run_python(&py, &["-c", code], Some(&input));
+    let json: Value = serde_json::from_str(&out).unwrap();
+    for (key, refs, nrefs) in [("var", &groups, "nrefs:var|"), ("two", &two, "nrefs:2|")] {
+        let bleu = BleuConfig::default()
+            .corpus_score_grouped(&hyps, refs)
+            .unwrap();
+        let chrf = ChrfConfig::default()
+            .corpus_score_grouped(&hyps, refs)
+            .unwrap();
+        for (name, score, sig) in [
+            ("bleu", bleu.score, bleu.signature.clone()),
+            ("chrf", chrf.score, chrf.signature.clone()),
+        ] {
+            let want = &json[format!("{name}_{key}")];
+            let (want_score, want_sig) = (want[0].as_f64().unwrap(), want[1].as_str().unwrap());
+            assert!(
+                want_score > 5.0 && want_score < 95.0,
+                "{name} {key}: {want_score}"
+            );
+            assert!(
+                (score - want_score).abs() <= TOL,
+                "{name} {key}: {score} vs live sacreBLEU {want_score}"
+            );
+            assert!(sig.starts_with(nrefs), "{sig}");
+            assert!(
+                same_signature(&sig, want_sig, &version),
+                "{sig} vs {want_sig}"
+            );
+        }
+    }
+    // A segment without references, and a list per segment missing, are errors.
+    let mut empty = groups.clone();
+    empty[3].clear();
+    assert!(matches!(
+        BleuConfig::default().corpus_score_grouped(&hyps, &empty),
+        Err(s2s_metrics::MetricsError::EmptyReferenceList { segment: 3 })
+    ));
+    assert!(matches!(
+        ChrfConfig::default().corpus_score_grouped(&hyps, &groups[1..]),
+        Err(s2s_metrics::MetricsError::GroupCountMismatch { .. })
+    ));
+}

@@ -75,10 +75,45 @@ pub fn score<S: AsRef<str> + PartialEq>(
     }
 }
 
+/// Which references BLEU and chrF compare with, when a test set repeats sources with other
+/// targets (Tatoeba, CMUdict's variant pronunciations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReferenceMode {
+    /// One line per test pair, its own target the single reference (`nrefs:1`): what
+    /// `sacrebleu targets -i outputs` gives for the test file.
+    #[default]
+    PerLine,
+    /// One hypothesis per distinct source against all of its targets (multi-reference,
+    /// `nrefs:N` or `nrefs:var`): what sacreBLEU gives with one reference file per
+    /// alternative.
+    Grouped,
+}
+
+/// Corpus BLEU and chrF (sacreBLEU's defaults) of `predictions` (one per distinct source,
+/// `refs` from [`group_references`](s2s_data::corpus::group_references)) in `mode`.
+pub fn corpus_scores_with(
+    pairs: &[Pair],
+    refs: &[Reference],
+    predictions: &[String],
+    mode: ReferenceMode,
+) -> Result<(BleuScore, ChrfScore), MetricsError> {
+    match mode {
+        ReferenceMode::PerLine => corpus_scores(pairs, refs, predictions),
+        ReferenceMode::Grouped => {
+            let groups: Vec<&[String]> = refs.iter().map(|r| r.targets.as_slice()).collect();
+            Ok((
+                s2s_metrics::BleuConfig::default().corpus_score_grouped(predictions, &groups)?,
+                s2s_metrics::ChrfConfig::default().corpus_score_grouped(predictions, &groups)?,
+            ))
+        }
+    }
+}
+
 /// Corpus BLEU and chrF (sacreBLEU's defaults) over the test pairs, one line per pair with
 /// its own target as the single reference: what `sacrebleu targets -i outputs` gives for the
-/// test file. `predictions` are per distinct source (`refs`, from
-/// [`group_references`](s2s_data::corpus::group_references)).
+/// test file ([`ReferenceMode::PerLine`]). `predictions` are per distinct source (`refs`,
+/// from [`group_references`](s2s_data::corpus::group_references)).
 pub fn corpus_scores(
     pairs: &[Pair],
     refs: &[Reference],
