@@ -17,14 +17,16 @@ const USAGE: &str = "usage: cargo xtask <command> [options]
 commands:
   train [--recipe NAME | --task g2p|eng-fra|copy|reverse|sort|double|tsv] [--epochs N]
         [--out DIR] [--time-limit SECONDS] [--backend flex|tch|wgpu] [--device DEVICE]
-        [--full] [--resume | --overwrite] [-- EXTRA s2s train OPTIONS]
+        [--full FILE] [--resume | --overwrite] [-- EXTRA s2s train OPTIONS]
         Train with the settings of recipes/NAME.json (default: g2p, CMUdict G2P, 15 minutes
         in all on a 2-core CPU; g2p-large, the state-of-the-art model, for hours; one recipe
         per --task), then print the test WER/PER and sample words. The run folder is --out
         (default runs/NAME): --resume continues a stopped run there, --overwrite starts it
         again.
-        --task eng-fra: English->French on ../shared/data/eng-fra.tsv (the PyTorch tutorial's
-        filtered subset; --full for all pairs), BPE, then BLEU/chrF for greedy, beam 5, 10.
+        --task eng-fra: English->French on data/eng-fra/tutorial.tsv (the PyTorch
+        tutorial's subset of Tatoeba, shipped; --full FILE trains on every pair of a full
+        Tatoeba file instead), BPE, then BLEU/chrF for greedy, beam 5 and 10, with one
+        reference per test line and with all references of each distinct source.
   test [--backends flex,tch,wgpu] [--no-lint] [-- CARGO TEST ARGS]
         Check formatting, run clippy with -D warnings, and run every test with the listed
         backends compiled into one build (default: flex,tch,wgpu), in profile `ci`
@@ -802,7 +804,8 @@ struct TrainOptions {
     overwrite: bool,
     backend: String,
     device: String,
-    full: bool,
+    /// `--full FILE`: a full Tatoeba file instead of the shipped tutorial subset.
+    full: Option<PathBuf>,
     extra: Vec<String>,
 }
 
@@ -818,7 +821,7 @@ fn parse_train(args: &[String]) -> Result<TrainOptions> {
         overwrite: false,
         backend: "flex".into(),
         device: "default".into(),
-        full: false,
+        full: None,
         extra: Vec::new(),
     };
     let mut it = args.iter();
@@ -836,7 +839,7 @@ fn parse_train(args: &[String]) -> Result<TrainOptions> {
             "--overwrite" => o.overwrite = true,
             "--backend" => o.backend = value()?,
             "--device" => o.device = value()?,
-            "--full" => o.full = true,
+            "--full" => o.full = Some(PathBuf::from(value()?)),
             "--" => {
                 o.extra = it.cloned().collect();
                 break;
@@ -898,6 +901,11 @@ fn run_args(o: &TrainOptions, recipe: &str, out: &Path) -> Vec<std::ffi::OsStrin
         args.extend(["--time-limit".into(), t.to_string().into()]);
     }
     args
+}
+
+/// The number of lines of a text file (0 when it cannot be read).
+fn data_lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
 }
 
 /// `recipes/NAME.json`.
@@ -1056,17 +1064,26 @@ fn print_samples(report: &serde_json::Value, output: &str) {
     }
 }
 
-/// English->French on the shared Tatoeba file: split (with the PyTorch tutorial's filter
-/// unless `--full`), train with BPE on both sides, then score greedy, beam 5 and beam 10
-/// on the held-out test split with BLEU and chrF.
+/// English->French on Tatoeba: split the shipped tutorial subset (`data/eng-fra/`, or every
+/// pair of the `--full` file), train with BPE on both sides, then score greedy, beam 5 and
+/// beam 10 on the held-out test split with BLEU and chrF, per line and grouped.
 fn train_eng_fra(o: &TrainOptions) -> Result<()> {
-    let corpus = project_root().join("../shared/data/eng-fra.tsv");
-    if !corpus.exists() {
-        bail!(
-            "{}: not found; the eng-fra task needs the shared Tatoeba file beside the repo",
-            corpus.display()
-        );
-    }
+    let corpus = match &o.full {
+        Some(path) => {
+            let path = std::env::current_dir()
+                .map(|d| d.join(path))
+                .unwrap_or_else(|_| path.clone());
+            if !path.is_file() {
+                bail!(
+                    "--full {}: not found (give the full Tatoeba English-French file, \
+                     English<TAB>French per line)",
+                    path.display()
+                );
+            }
+            path
+        }
+        None => project_root().join("data/eng-fra/tutorial.tsv"),
+    };
     let (s2s, venv) = build_s2s(&o.backend)?;
     let s2s_cmd = || s2s_command(&s2s, venv.as_ref(), o);
     let abs = |p: &Path| {
@@ -1090,9 +1107,6 @@ fn train_eng_fra(o: &TrainOptions) -> Result<()> {
         .arg(&corpus)
         .arg("--out")
         .arg(&data);
-    if !o.full {
-        split.arg("--tutorial-filter");
-    }
     run(split)?;
     let started = std::time::Instant::now();
     let mut train = s2s_cmd();
@@ -1105,7 +1119,7 @@ fn train_eng_fra(o: &TrainOptions) -> Result<()> {
             .arg(data.join("train.tsv"))
             .arg("--valid")
             .arg(data.join("valid.tsv"));
-        if o.full {
+        if o.full.is_some() {
             train.args(["--bpe-vocab", "8000", "--max-steps", "20000"]);
         }
     }
@@ -1113,17 +1127,14 @@ fn train_eng_fra(o: &TrainOptions) -> Result<()> {
     run(train)?;
     let train_secs = started.elapsed().as_secs_f64();
     let mut rows = Vec::new();
-    for (name, args) in [
-        ("greedy", vec!["--strategy", "greedy"]),
-        ("beam 5", vec!["--strategy", "beam", "--beam-size", "5"]),
-        ("beam 10", vec!["--strategy", "beam", "--beam-size", "10"]),
-    ] {
+    let eval = |args: &[&str], references: &str| -> Result<serde_json::Value> {
         let mut eval = s2s_cmd();
         eval.args(["eval", "--json", "--samples", "5", "--model"])
             .arg(&out)
             .arg("--test")
             .arg(data.join("test.tsv"))
-            .args(&args)
+            .args(["--references", references])
+            .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         eprintln!("$ {eval:?}");
@@ -1131,30 +1142,46 @@ fn train_eng_fra(o: &TrainOptions) -> Result<()> {
         if !output.status.success() {
             bail!("s2s eval failed with {}", output.status);
         }
-        let report: serde_json::Value =
-            serde_json::from_slice(&output.stdout).context("parsing s2s eval output")?;
+        serde_json::from_slice(&output.stdout).context("parsing s2s eval output")
+    };
+    for (name, args) in [
+        ("greedy", vec!["--strategy", "greedy"]),
+        ("beam 5", vec!["--strategy", "beam", "--beam-size", "5"]),
+        ("beam 10", vec!["--strategy", "beam", "--beam-size", "10"]),
+    ] {
+        let per_line = eval(&args, "per-line")?;
+        let grouped = eval(&args, "grouped")?;
         if name == "greedy" {
-            print_samples(&report, "translation");
+            print_samples(&per_line, "translation");
         }
-        rows.push((name, report));
+        rows.push((name, per_line, grouped));
     }
-    println!("\n| decoding | BLEU | chrF | sentences/s |\n|---|---|---|---|");
-    for (name, r) in &rows {
+    println!(
+        "\n| decoding | BLEU per line | chrF per line | BLEU grouped | chrF grouped | sentences/s |\n|---|---|---|---|---|---|"
+    );
+    let score = |r: &serde_json::Value, m: &str| r[m]["score"].as_f64().unwrap_or(f64::NAN);
+    for (name, r, g) in &rows {
         let count = r["scores"]["count"].as_f64().unwrap_or(f64::NAN);
         let secs = r["decode_seconds"].as_f64().unwrap_or(f64::NAN);
         println!(
-            "| {name} | {:.2} | {:.2} | {:.0} |",
-            r["bleu"]["score"].as_f64().unwrap_or(f64::NAN),
-            r["chrf"]["score"].as_f64().unwrap_or(f64::NAN),
+            "| {name} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} |",
+            score(r, "bleu"),
+            score(r, "chrf"),
+            score(g, "bleu"),
+            score(g, "chrf"),
             count / secs
         );
     }
-    if let Some((_, r)) = rows.first() {
+    if let Some((_, r, g)) = rows.first() {
         println!(
-            "\ntest: {} sentences; BLEU {}; chrF {}",
+            "\nper line: every test line against its own target ({} lines); grouped: one \
+             output per distinct source ({}) against all of its targets.\nBLEU {} / {}; chrF {} / {}",
+            data_lines(&data.join("test.tsv")),
             r["scores"]["count"],
             r["bleu"]["signature"].as_str().unwrap_or("?"),
-            r["chrf"]["signature"].as_str().unwrap_or("?")
+            g["bleu"]["signature"].as_str().unwrap_or("?"),
+            r["chrf"]["signature"].as_str().unwrap_or("?"),
+            g["chrf"]["signature"].as_str().unwrap_or("?")
         );
     }
     println!(
