@@ -145,4 +145,58 @@ mod tests {
         }
         assert!(average_models::<B>(&[]).is_none());
     }
+
+    /// Checkpoints of other architectures are refused, naming the folder; nothing is
+    /// averaged from an empty list.
+    #[test]
+    fn other_architectures_are_refused() {
+        use crate::checkpoint::{CheckpointMeta, FORMAT};
+        use s2s_data::{corpus::SyntheticTask, TextCodec, Tokenizer};
+        let device = Default::default();
+        let dir = tempfile::tempdir().unwrap();
+        let pairs = SyntheticTask::Copy.generate(20, 1, 4, 5, 1);
+        let codec = TextCodec::build(&pairs, Tokenizer::Chars, Tokenizer::Chars, 1);
+        let save = |name: &str, hidden: usize| {
+            let config = Seq2SeqConfig::new(codec.source_vocab.len(), codec.target_vocab.len())
+                .with_d_embed(3)
+                .with_d_hidden(hidden)
+                .with_d_decoder(5)
+                .with_d_attention(2);
+            let path = dir.path().join(name);
+            Checkpoint::<B> {
+                meta: CheckpointMeta {
+                    format: FORMAT,
+                    task: "copy".into(),
+                    model: config.clone(),
+                    source_tokenizer: Tokenizer::Chars,
+                    target_tokenizer: Tokenizer::Chars,
+                    max_decode_len: 5,
+                    summary: serde_json::Value::Null,
+                    s2s_version: String::new(),
+                },
+                codec: codec.clone(),
+                model: seeded_module::<B, _>(&device, hidden as u64, || config.init(&device)),
+            }
+            .save(&path)
+            .unwrap();
+            path
+        };
+        let (a, b, c) = (save("a", 4), save("b", 4), save("c", 6));
+        let averaged = average_checkpoints::<B>(&[a.clone(), b], &device).unwrap();
+        assert_eq!(
+            averaged.meta.summary["averaged_from"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+        let err = average_checkpoints::<B>(&[a, c], &device)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("/c") && err.contains("model settings differ"),
+            "{err}"
+        );
+        assert!(average_checkpoints::<B>(&[], &device).is_err());
+    }
 }
