@@ -583,23 +583,7 @@ impl<B: AutodiffBackend> Trainer<B> {
     ) -> Result<(), TrainError> {
         let config = &self.config;
         let valid_model = self.model.valid();
-        let valid_loss = validation_loss(
-            &valid_model,
-            &self.data.valid,
-            config.batch_size,
-            &self.device,
-        );
-        let (scores, predictions) = evaluate_with(
-            &valid_model,
-            &self.codec,
-            &self.data.valid_refs,
-            &Greedy::new(config.max_decode_len),
-            config.batch_size,
-            config.workers,
-            &self.device,
-        );
-        let (bleu, chrf) =
-            corpus_bleu_chrf(&self.data.valid_pairs, &self.data.valid_refs, &predictions);
+        let (valid_loss, scores, bleu, chrf) = self.measure(&valid_model);
         let (sum, tokens) = self.state.epoch_loss;
         let log = EpochLog {
             epoch: self.state.epoch,
@@ -658,6 +642,24 @@ impl<B: AutodiffBackend> Trainer<B> {
         Ok(())
     }
 
+    /// A model's validation loss, greedy scores, BLEU and chrF on the validation set.
+    fn measure(&self, model: &Seq2Seq<B::InnerBackend>) -> (f64, Scores, f64, f64) {
+        let config = &self.config;
+        let loss = validation_loss(model, &self.data.valid, config.batch_size, &self.device);
+        let (scores, predictions) = evaluate_with(
+            model,
+            &self.codec,
+            &self.data.valid_refs,
+            &Greedy::new(config.max_decode_len),
+            config.batch_size,
+            config.workers,
+            &self.device,
+        );
+        let (bleu, chrf) =
+            corpus_bleu_chrf(&self.data.valid_pairs, &self.data.valid_refs, &predictions);
+        (loss, scores, bleu, chrf)
+    }
+
     /// With `keep_checkpoints`, saves a validated model as `checkpoints/step-NNNNNNNN/` and
     /// removes the oldest kept ones beyond that number (only those: nothing else there).
     fn keep_checkpoint(&self, checkpoint: &Checkpoint<B::InnerBackend>) -> Result<(), TrainError> {
@@ -689,24 +691,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             return Ok(());
         }
         let averaged = crate::average::average_checkpoints::<B::InnerBackend>(last, &self.device)?;
-        let config = &self.config;
-        let valid_loss = validation_loss(
-            &averaged.model,
-            &self.data.valid,
-            config.batch_size,
-            &self.device,
-        );
-        let (scores, predictions) = evaluate_with(
-            &averaged.model,
-            &self.codec,
-            &self.data.valid_refs,
-            &Greedy::new(config.max_decode_len),
-            config.batch_size,
-            config.workers,
-            &self.device,
-        );
-        let (bleu, chrf) =
-            corpus_bleu_chrf(&self.data.valid_pairs, &self.data.valid_refs, &predictions);
+        let (valid_loss, scores, bleu, chrf) = self.measure(&averaged.model);
         averaged.save(&self.run.averaged())?;
         let names: Vec<String> = last
             .iter()
