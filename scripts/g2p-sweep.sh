@@ -1,7 +1,8 @@
 #!/bin/bash
-# Recipe measurements of issue 35 (docs/accuracy.md): trains recipes/g2p.json with the given
-# overrides into runs/sweep/NAME (flex, the machine's default workers; the recipe's time limit
-# lifted, so that a loaded machine changes the time and not the result), then evaluates the
+# Recipe measurements of issue 35 (docs/accuracy.md): trains scripts/g2p-sweep-base.json (the
+# default recipe before issue 35, the base of every sweep row) with the given overrides into
+# runs/sweep/NAME (flex, the machine's default workers; the time limit lifted, so that a
+# loaded machine changes the time and not the result), then evaluates the
 # best model on the CMUdict test split, greedy and beam 5, and appends one row to
 # runs/sweep/results.tsv: name, overrides, steps, training seconds, test WER/PER greedy,
 # test WER/PER beam 5.
@@ -15,7 +16,7 @@ out=runs/sweep/$name
 mkdir -p runs/sweep
 over=()
 [ -e "$out/config.json" ] && over=(--overwrite)
-$S train --config recipes/g2p.json --out "$out" "${over[@]}" --no-progress --time-limit 7200 "$@" > "$out.log" 2>&1
+$S train --config scripts/g2p-sweep-base.json --out "$out" "${over[@]}" --no-progress --time-limit 7200 "$@" > "$out.log" 2>&1
 read -r steps secs < <(python3 - "$out/metrics.jsonl" <<'PY'
 import json, sys
 steps, secs = 0, 0.0
