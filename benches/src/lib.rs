@@ -11,6 +11,7 @@ use s2s_data::corpus::{read_cmudict, CmudictOptions};
 use s2s_data::Splits;
 use s2s_decode::StepDecoder;
 use s2s_nn::{CellKind, DecoderState, Memory, Seq2Seq, Seq2SeqConfig};
+use s2s_tensor::S2sBackend;
 use std::path::PathBuf;
 
 /// The workspace root.
@@ -186,7 +187,7 @@ impl<'a, B: Backend> CountingDecoder<'a, B> {
     }
 }
 
-impl<B: Backend> StepDecoder<B> for CountingDecoder<'_, B> {
+impl<B: S2sBackend> StepDecoder<B> for CountingDecoder<'_, B> {
     type Memory = Memory<B>;
     type State = DecoderState<B>;
 

@@ -18,7 +18,6 @@
 use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::{Parser, Subcommand, ValueEnum};
 use s2s_benches::{
     bench_model, cmudict, named_gradients, named_params, peak_rss_mib, CountingDecoder,
@@ -29,6 +28,7 @@ use s2s_decode::{decode_all, decode_all_parallel, BeamSearch, Greedy, Strategy};
 use s2s_nn::{CellKind, Seq2Seq, Seq2SeqConfig};
 use s2s_tensor::backend::{self as backends, Autodiff, BackendKind};
 use s2s_tensor::ops;
+use s2s_tensor::{S2sAutodiffBackend, S2sBackend};
 use s2s_train::loss::masked_cross_entropy;
 use s2s_train::trainer::clip_global_norm;
 use s2s_train::{batch_gradients, AdamConfig, Checkpoint, CheckpointMeta};
@@ -355,7 +355,7 @@ struct RunOptions {
     phases: bool,
 }
 
-fn measure<B: Backend, AB: AutodiffBackend<InnerBackend = B, Device = B::Device>>(
+fn measure<B: S2sBackend, AB: S2sAutodiffBackend<InnerBackend = B, Device = B::Device>>(
     opts: &RunOptions,
     device: &B::Device,
 ) -> Result<serde_json::Value> {
@@ -422,7 +422,7 @@ const PHASES: [&str; 4] = ["forward", "backward", "clip", "optimizer"];
 /// and the second result holds the median milliseconds of each of [`PHASES`] over the
 /// measured steps (the syncs slow the steps down, so the throughput of such a pass is not the
 /// one to report).
-fn train_steps<AB: AutodiffBackend>(
+fn train_steps<AB: S2sAutodiffBackend>(
     mut model: Seq2Seq<AB>,
     data: &BenchData,
     device: &AB::Device,
@@ -504,7 +504,7 @@ struct DecodeFigures {
 
 /// Words per second decoding the test words in batches of [`BATCH`], after one warm-up
 /// batch per worker: the median of [`DECODE_PASSES`] passes over all the words.
-fn decode_throughput<B: Backend, S: for<'m> Strategy<B, CountingDecoder<'m, B>> + Sync>(
+fn decode_throughput<B: S2sBackend, S: for<'m> Strategy<B, CountingDecoder<'m, B>> + Sync>(
     model: &Seq2Seq<B>,
     config: &Seq2SeqConfig,
     strategy: &S,

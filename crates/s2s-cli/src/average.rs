@@ -1,7 +1,6 @@
 //! `s2s average`: checkpoint averaging from the command line.
 
 use anyhow::{bail, Result};
-use burn::tensor::backend::Backend;
 use clap::Args;
 use s2s_train::average::average_checkpoints;
 use std::path::PathBuf;
@@ -18,7 +17,7 @@ pub struct AverageArgs {
 }
 
 /// Averages the weights of the models into a new model folder.
-pub fn run<B: Backend>(args: AverageArgs, device: &B::Device) -> Result<()> {
+pub fn run<B: s2s_tensor::S2sBackend>(args: AverageArgs, device: &B::Device) -> Result<()> {
     if args.out.exists() {
         bail!(
             "--out {}: exists already; give a new folder (nothing was written)",

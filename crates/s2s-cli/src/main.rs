@@ -3,7 +3,6 @@
 //! The concrete Burn backend is chosen here and nowhere else (`--backend`).
 
 use anyhow::{bail, Context, Result};
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use s2s_data::corpus::{self, group_references, CmudictOptions, Reference, SyntheticTask};
 use s2s_data::{BatchSize, Pair, Splits, Subword, TextCodec, Tokenizer};
@@ -11,6 +10,7 @@ use s2s_decode::{
     decode_all_parallel, BeamSearch, Decoding, Greedy, LengthPenalty, LogitsProcessors, Sampling,
 };
 use s2s_nn::{AttentionKind, CellKind, Seq2SeqConfig};
+use s2s_tensor::{S2sAutodiffBackend, S2sBackend};
 use s2s_train::metrics::{corpus_scores_with, ReferenceMode};
 use s2s_train::run::{OpenMode, RunFolder};
 use s2s_train::{
@@ -688,7 +688,7 @@ impl Command {
     }
 }
 
-fn dispatch<B: Backend, AB: AutodiffBackend<InnerBackend = B, Device = B::Device>>(
+fn dispatch<B: S2sBackend, AB: S2sAutodiffBackend<InnerBackend = B, Device = B::Device>>(
     command: Command,
     device: &B::Device,
 ) -> Result<()> {
@@ -1020,7 +1020,7 @@ impl Printer {
     }
 }
 
-fn cmd_train<AB: AutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Result<()> {
+fn cmd_train<AB: S2sAutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Result<()> {
     let config = args.train_config()?;
     // The model options, checked before any data is read (the vocabulary sizes come later).
     let mut model_flags = args.model_config(&TextCodec::build(
@@ -1140,7 +1140,7 @@ fn cmd_train<AB: AutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Resul
     Ok(())
 }
 
-fn cmd_decode<B: Backend>(args: DecodeArgs, device: &B::Device) -> Result<()> {
+fn cmd_decode<B: S2sBackend>(args: DecodeArgs, device: &B::Device) -> Result<()> {
     let (ckpt, models) = Checkpoint::<B>::load_ensemble(&args.model, device)?;
     let strategy = args
         .decoding
@@ -1217,7 +1217,7 @@ fn write_alignments(
     Ok(())
 }
 
-fn cmd_eval<B: Backend>(args: EvalArgs, device: &B::Device) -> Result<()> {
+fn cmd_eval<B: S2sBackend>(args: EvalArgs, device: &B::Device) -> Result<()> {
     let (ckpt, models) = Checkpoint::<B>::load_ensemble(&args.model, device)?;
     let (label, pairs): (String, Vec<Pair>) = match (&args.test, args.split) {
         (Some(path), _) => (path.display().to_string(), corpus::read_tsv(path)?),
@@ -1341,7 +1341,7 @@ fn cmd_split(args: SplitArgs) -> Result<()> {
     Ok(())
 }
 
-fn cmd_translate<B: Backend>(args: TranslateArgs, device: &B::Device) -> Result<()> {
+fn cmd_translate<B: S2sBackend>(args: TranslateArgs, device: &B::Device) -> Result<()> {
     if args.chunk == 0 {
         bail!("--chunk must be at least 1");
     }
@@ -1406,7 +1406,7 @@ fn cmd_translate<B: Backend>(args: TranslateArgs, device: &B::Device) -> Result<
 
 /// `s2s score`: one line per input line, the target's total log-probability (natural log,
 /// `<eos>` included), and with `--per-token` each token's after a tab.
-fn cmd_score<B: Backend>(args: ScoreArgs, device: &B::Device) -> Result<()> {
+fn cmd_score<B: S2sBackend>(args: ScoreArgs, device: &B::Device) -> Result<()> {
     if args.batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }

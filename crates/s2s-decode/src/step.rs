@@ -42,7 +42,7 @@ pub trait StepDecoder<B: Backend> {
     fn select_state_rows(&self, state: Self::State, indices: &[usize]) -> Self::State;
 }
 
-impl<B: Backend> StepDecoder<B> for Seq2Seq<B> {
+impl<B: s2s_tensor::S2sBackend> StepDecoder<B> for Seq2Seq<B> {
     type Memory = Memory<B>;
     type State = DecoderState<B>;
 

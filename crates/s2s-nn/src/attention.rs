@@ -4,6 +4,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Bool, Tensor};
+use s2s_tensor::S2sBackend;
 use serde::{Deserialize, Serialize};
 
 /// The scoring function.
@@ -107,7 +108,7 @@ pub struct Attention<B: Backend> {
     pub kind: AttentionKind,
 }
 
-impl<B: Backend> Attention<B> {
+impl<B: S2sBackend> Attention<B> {
     /// Projects the encoder outputs once per source, before decoding starts.
     ///
     /// Bahdanau keys are stored doubled, `2 (W_k k + b_k)`: [`forward`](Self::forward)

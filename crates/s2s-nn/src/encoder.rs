@@ -5,6 +5,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig};
 use burn::tensor::{backend::Backend, Int, Tensor};
+use s2s_tensor::S2sBackend;
 
 /// Configuration of the [`Encoder`].
 #[derive(Config, Debug)]
@@ -83,7 +84,7 @@ pub struct EncoderOutput<B: Backend> {
     pub final_states: Vec<(RnnState<B>, Option<RnnState<B>>)>,
 }
 
-impl<B: Backend> Encoder<B> {
+impl<B: S2sBackend> Encoder<B> {
     /// Encodes a padded batch of sources.
     ///
     /// # Shapes

@@ -10,6 +10,7 @@ use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, Linea
 use burn::tensor::{backend::Backend, Bool, Int, Tensor, TensorData};
 use s2s_tensor::activation::tanh;
 use s2s_tensor::ops;
+use s2s_tensor::S2sBackend;
 
 /// A model configuration that cannot be built.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -213,7 +214,7 @@ enum EmbeddingShare<B: Backend> {
     Ids(Tensor<B, 1, Int>),
 }
 
-impl<B: Backend> Memory<B> {
+impl<B: S2sBackend> Memory<B> {
     /// Reorders (or repeats) decoder rows: `out[i] = self[indices[i]]`.
     ///
     /// When the new rows come in equal runs from one source each (the beams of each
@@ -343,7 +344,7 @@ pub struct Seq2Seq<B: Backend> {
     pub d_decoder: usize,
 }
 
-impl<B: Backend> Seq2Seq<B> {
+impl<B: S2sBackend> Seq2Seq<B> {
     /// Overwrites rows of the source (`source = true`) or target embedding table, e.g. with
     /// pretrained word vectors: `rows` holds `(token id, vector)`; other rows keep their
     /// initialisation.

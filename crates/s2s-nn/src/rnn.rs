@@ -10,6 +10,7 @@ use burn::config::Config;
 use burn::module::{Initializer, Module, Param};
 use burn::tensor::{backend::Backend, Int, Tensor};
 use s2s_tensor::step_product::StepProduct;
+use s2s_tensor::S2sBackend;
 use serde::{Deserialize, Serialize};
 
 /// The recurrent cell type.
@@ -104,7 +105,7 @@ impl<B: Backend> RnnState<B> {
 /// # Shapes
 /// - `projected`, `recurrent`: `[batch, gates * d_hidden]`
 /// - `h`, `c` (LSTM only) and the returned states: `[batch, d_hidden]`
-fn cell_update<B: Backend>(
+fn cell_update<B: S2sBackend>(
     cell: CellKind,
     projected: Tensor<B, 2>,
     recurrent: Tensor<B, 2>,
@@ -203,7 +204,7 @@ impl RnnLayerConfig {
     }
 }
 
-impl<B: Backend> RnnLayer<B> {
+impl<B: S2sBackend> RnnLayer<B> {
     /// Applies the input weights and bias to every time step at once.
     ///
     /// # Shapes

@@ -1,4 +1,4 @@
-//! `sigmoid` and `tanh` for any backend, with vectorised kernels on burn-flex.
+//! `sigmoid` and `tanh` for any [`S2sBackend`], with vectorised kernels on burn-flex.
 //!
 //! burn-flex 0.21 evaluates both through scalar calls to the C library's `expf`/`tanhf`, one
 //! element at a time, with a branch per element; a profile of flex decoding put a quarter of
@@ -6,72 +6,21 @@
 //! gates). On [`Flex`](crate::backend::Flex) itself (no autodiff) these functions run the
 //! kernels of `s2s_kernels` (a branch-free polynomial `exp`, Cephes' `expf`, within a few
 //! units in the last place, which the compiler vectorises); every other backend, and
-//! `Autodiff<Flex>`, gets Burn's own.
-//! The fused cells and attention of [`crate::fused`] call them on the inner backend, so
-//! training on flex uses the kernels in the forward pass too.
+//! `Autodiff<Flex>`, gets Burn's own. The reference cells and attention
+//! ([`crate::reference`]) call them on the inner backend, so training on flex uses the
+//! kernels in the forward pass too.
 
-use burn::tensor::backend::Backend;
+use crate::s2s_backend::S2sBackend;
 use burn::tensor::Tensor;
 
 /// The logistic function `1 / (1 + exp(-x))`, elementwise.
-pub fn sigmoid<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    #[cfg(feature = "flex")]
-    let x = match flex::map(x, s2s_kernels::sigmoid_in_place) {
-        Ok(y) => return y,
-        Err(x) => x,
-    };
-    burn::tensor::activation::sigmoid(x)
+pub fn sigmoid<B: S2sBackend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    B::elementwise_sigmoid(x)
 }
 
 /// The hyperbolic tangent, elementwise.
-pub fn tanh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
-    #[cfg(feature = "flex")]
-    let x = match flex::map(x, s2s_kernels::tanh_in_place) {
-        Ok(y) => return y,
-        Err(x) => x,
-    };
-    x.tanh()
-}
-
-#[cfg(feature = "flex")]
-mod flex {
-    use crate::backend::Flex;
-    use crate::flex::{cast, tensor};
-    use burn::backend::flex::FlexTensor;
-    use burn::tensor::backend::Backend;
-    use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
-
-    /// `f` applied to the values of `x` when `B` is [`Flex`] and `x` holds `f32`; `x` back
-    /// otherwise.
-    pub(super) fn map<B: Backend, const D: usize>(
-        x: Tensor<B, D>,
-        f: fn(&mut [f32]),
-    ) -> Result<Tensor<B, D>, Tensor<B, D>> {
-        let x: Tensor<Flex, D> = cast(x)?;
-        match x.into_primitive() {
-            TensorPrimitive::Float(t) if t.dtype() == DType::F32 => Ok(tensor(apply(t, f))),
-            other => Err(cast(Tensor::<Flex, D>::from_primitive(other)).expect("B is Flex")),
-        }
-    }
-
-    /// `f` over the tensor's values: in place when it owns a contiguous buffer, else into a
-    /// new contiguous one.
-    fn apply(mut t: FlexTensor, f: fn(&mut [f32])) -> FlexTensor {
-        if let Some((start, end)) = t.layout().contiguous_offsets() {
-            if let Some(values) = t.try_storage_mut::<f32>() {
-                f(&mut values[start..end]);
-                return t;
-            }
-        }
-        let shape = t.layout().shape().clone();
-        let contiguous = t.to_contiguous();
-        let mut values = contiguous
-            .as_slice::<f32>()
-            .expect("a contiguous f32 tensor")
-            .to_vec();
-        f(&mut values);
-        FlexTensor::from_data(TensorData::new(values, shape))
-    }
+pub fn tanh<B: S2sBackend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
+    B::elementwise_tanh(x)
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 
 pub use s2s_kernels::optim::AdamStep;
 
+use crate::s2s_backend::S2sBackend;
 use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 
@@ -34,21 +35,13 @@ pub struct AdamState<B: Backend> {
 
 /// One Adam step of `param` with gradient `grad`; `moments` are the first and second
 /// moments after the previous step (`None` before the first, when both are zero).
-pub fn adam_update<B: Backend>(
+pub fn adam_update<B: S2sBackend>(
     param: Tensor<B, 1>,
     grad: Tensor<B, 1>,
     moments: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
     step: AdamStep,
 ) -> AdamState<B> {
-    #[cfg(feature = "flex")]
-    if on_flex::is_flex_f32(&param) {
-        return on_flex::adam_update(param, grad, moments, step);
-    }
-    #[cfg(feature = "tch")]
-    if on_tch::is_tch::<B>() {
-        return on_tch::adam_update(param, grad, moments, step);
-    }
-    adam_update_composed(param, grad, moments, step)
+    B::adam_update(param, grad, moments, step)
 }
 
 /// [`adam_update`] with Burn's tensor operations, as Burn's `Adam` runs them.
@@ -75,137 +68,6 @@ pub fn adam_update_composed<B: Backend>(
         param: param - delta,
         moment_1,
         moment_2,
-    }
-}
-
-#[cfg(feature = "flex")]
-mod on_flex {
-    use super::{AdamState, AdamStep};
-    use crate::backend::Flex;
-    use crate::flex::{cast, tensor};
-    use burn::backend::flex::FlexTensor;
-    use burn::tensor::backend::Backend;
-    use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
-    use s2s_kernels::optim;
-
-    /// The flex tensor behind `t`, which the caller knows to be a tensor of [`Flex`].
-    fn primitive<B: Backend>(t: Tensor<B, 1>) -> FlexTensor {
-        match cast::<_, Tensor<Flex, 1>>(t).map(Tensor::into_primitive) {
-            Ok(TensorPrimitive::Float(t)) => t,
-            _ => unreachable!("called only for float tensors of Flex"),
-        }
-    }
-
-    /// Whether `B` is [`Flex`] and `t` holds `f32`.
-    pub(super) fn is_flex_f32<B: Backend>(t: &Tensor<B, 1>) -> bool {
-        std::any::TypeId::of::<B>() == std::any::TypeId::of::<Flex>() && t.dtype() == DType::F32
-    }
-
-    /// `t` with its values contiguous from the start of its buffer (copied otherwise).
-    fn contiguous<B: Backend>(t: Tensor<B, 1>) -> FlexTensor {
-        let t = primitive(t);
-        match t.layout().contiguous_offsets() {
-            Some((0, _)) => t,
-            _ => t.to_contiguous(),
-        }
-    }
-
-    /// The update in place, one pass over the values: the parameter and its moments are
-    /// written over, or copied first where another tensor shares their buffer
-    /// (`storage_mut`, copy on write).
-    pub(super) fn adam_update<B: Backend>(
-        param: Tensor<B, 1>,
-        grad: Tensor<B, 1>,
-        moments: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
-        step: AdamStep,
-    ) -> AdamState<B> {
-        let n = param.dims()[0];
-        let zeros = || FlexTensor::from_data(TensorData::new(vec![0.0f32; n], [n]));
-        let (mut m, mut v) = match moments {
-            Some((m, v)) => (contiguous(m), contiguous(v)),
-            None => (zeros(), zeros()),
-        };
-        let (mut p, g) = (contiguous(param), contiguous(grad));
-        optim::adam(
-            &mut p.storage_mut::<f32>()[..n],
-            &g.storage::<f32>()[..n],
-            &mut m.storage_mut::<f32>()[..n],
-            &mut v.storage_mut::<f32>()[..n],
-            step,
-        );
-        AdamState {
-            param: tensor(p),
-            moment_1: tensor(m),
-            moment_2: tensor(v),
-        }
-    }
-}
-
-#[cfg(feature = "tch")]
-mod on_tch {
-    use super::{AdamState, AdamStep};
-    use crate::backend::{from_tch, tch_of, Tch};
-    use burn::tensor::backend::Backend;
-    use burn::tensor::Tensor;
-
-    /// Whether `B` is [`Tch`].
-    pub(super) fn is_tch<B: Backend>() -> bool {
-        std::any::TypeId::of::<B>() == std::any::TypeId::of::<Tch>()
-    }
-
-    fn torch<B: Backend>(t: Tensor<B, 1>) -> (tch::Tensor, bool) {
-        tch_of(t).unwrap_or_else(|| unreachable!("called only when B is Tch, on float tensors"))
-    }
-
-    /// The values of `t` to be written in place: its own when nothing else holds them, else
-    /// a copy.
-    fn writable<B: Backend>(t: Tensor<B, 1>) -> tch::Tensor {
-        match torch(t) {
-            (t, true) => t,
-            (t, false) => t.copy(),
-        }
-    }
-
-    /// The update in place: the parameter, its moments and the gradient are written over
-    /// (copied first where another tensor shares their values, as Burn's in-place
-    /// operations do).
-    pub(super) fn adam_update<B: Backend>(
-        param: Tensor<B, 1>,
-        grad: Tensor<B, 1>,
-        moments: Option<(Tensor<B, 1>, Tensor<B, 1>)>,
-        s: AdamStep,
-    ) -> AdamState<B> {
-        let (a1, a2) = (1.0 - s.beta_1 as f64, 1.0 - s.beta_2 as f64);
-        // The gradient's values are the one buffer of the step: the gradient, its square,
-        // then the denominator.
-        let mut g = writable(grad);
-        let (m, v) = match moments {
-            // m + (1 - b1) (g - m) and v + (1 - b2) (g^2 - v).
-            Some((m, v)) => {
-                let (mut m, mut v) = (writable(m), writable(v));
-                let _ = m.lerp_(&g, a1);
-                let _ = g.g_mul_(&g.shallow_clone());
-                let _ = v.lerp_(&g, a2);
-                (m, v)
-            }
-            None => {
-                let m = g.g_mul_scalar(a1);
-                let _ = g.g_mul_(&g.shallow_clone());
-                (m, g.g_mul_scalar(a2))
-            }
-        };
-        // p + m / ((sqrt(v) + eps) / (-lr * factor)): the denominator's scalings in place,
-        // then one `addcdiv`.
-        let _ = v.sqrt_out(&g);
-        let _ = g.g_add_scalar_(s.epsilon as f64);
-        let _ = g.g_div_scalar_(-(s.lr as f64) * s.factor as f64);
-        let mut p = writable(param);
-        let _ = p.addcdiv_(&m, &g);
-        AdamState {
-            param: from_tch(p),
-            moment_1: from_tch(m),
-            moment_2: from_tch(v),
-        }
     }
 }
 

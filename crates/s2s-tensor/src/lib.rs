@@ -1,8 +1,10 @@
 //! Backend selection and the small set of tensor operations that s2s models need.
 //!
-//! Everything in s2s is generic over a Burn [`Backend`](burn::tensor::backend::Backend).
-//! This crate names the concrete backends that were compiled in (the pure-Rust `flex` CPU
-//! backend by default; further backends come behind cargo features) and provides the
+//! Everything in s2s is generic over a Burn backend that implements [`S2sBackend`]: Burn's
+//! [`Backend`](burn::tensor::backend::Backend) with the operations that have faster versions
+//! on some backends, each with a default. This crate implements it for the concrete backends
+//! that were compiled in (the pure-Rust `flex` CPU backend by default; further backends come
+//! behind cargo features) and for `Autodiff` over any of them, and provides the
 //! sequence helpers shared by the model and the decoders: masks built from lengths, masked
 //! softmax, gathering rows by index (used to reorder beams), and `sigmoid`/`tanh` with
 //! vectorised kernels on flex; and, for training, single autodiff nodes with hand-written
@@ -26,10 +28,14 @@ pub use burn;
 
 pub mod activation;
 pub mod adam;
+pub mod autodiff;
 pub mod backend;
-#[cfg(feature = "flex")]
-mod flex;
+mod backends;
 pub mod fused;
 pub mod ops;
+pub mod reference;
+pub mod s2s_backend;
 pub mod step_product;
 pub mod workers;
+
+pub use s2s_backend::{S2sAutodiffBackend, S2sBackend};

@@ -7,7 +7,7 @@
 //! small batch the addition, which streams three weight-sized tensors through memory, costs
 //! more than the step's own product (libtorch, one thread, 32 rows, a bidirectional layer's
 //! `[2, 256, 768]` recurrent weight over 12 steps: 10.3 ms per sequence against 3.5 ms for
-//! one product of all steps' rows). On `Autodiff` over a backend compiled into this crate,
+//! one product of all steps' rows). On `Autodiff<B>` for any [`S2sBackend`] `B`,
 //! [`StepProduct`] therefore records one node for the weight and bias and one per step. A
 //! step's gradient only computes its input's gradient and keeps its input and output
 //! gradient; the weight's node, which Burn runs after every step's (it is their parent),
@@ -24,13 +24,7 @@
 //! - a step's input: `[groups * rows, d_in]`, group-major (the rows of group 0 first), and
 //!   its output `[groups * rows, d_out]`
 
-// Without a backend compiled in, only the plain products are used.
-#![cfg_attr(
-    not(any(feature = "flex", feature = "tch", feature = "wgpu")),
-    allow(dead_code, unused_imports, unused_macros, unused_variables)
-)]
-
-use crate::fused::{autodiff_of, each_compiled_backend, same_type};
+use crate::s2s_backend::S2sBackend;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
@@ -39,64 +33,61 @@ use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Tensor, TensorPrimitive};
-use std::any::Any;
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 /// `x @ weight + bias` for the input `x` of every step of a sequence (see the module docs).
 #[derive(Clone)]
 pub struct StepProduct<B: Backend> {
-    /// `[groups, d_in, d_out]`; on a fused backend, the output of the weight's node.
+    /// `[groups, d_in, d_out]`; with per-sequence gradients, the output of the weight's node.
     weight: Tensor<B, 3>,
     /// `[groups, d_out]`
     bias: Tensor<B, 2>,
-    /// On a fused backend, the `Shared<X>` that the weight's node and the steps' nodes share.
-    shared: Option<Arc<dyn Any + Send + Sync>>,
+    /// With per-sequence gradients, what records the steps' nodes.
+    steps: Option<Arc<dyn StepNodes<B>>>,
+}
+
+/// Records a step's node on an autodiff backend (implemented by [`Shared`]).
+trait StepNodes<B: Backend>: Send + Sync {
+    /// The step's product of `x` with `weight` (the weight node's output).
+    fn apply(self: Arc<Self>, x: Tensor<B, 2>, weight: Tensor<B, 3>) -> Tensor<B, 2>;
 }
 
 impl<B: Backend> fmt::Debug for StepProduct<B> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StepProduct")
             .field("weight", &self.weight.dims())
-            .field("fused", &self.shared.is_some())
+            .field("fused", &self.steps.is_some())
             .finish()
     }
 }
 
 impl<B: Backend> StepProduct<B> {
-    /// The product with `weight` (`[groups, d_in, d_out]`) and `bias` (`[groups, d_out]`).
-    pub fn new(weight: Tensor<B, 3>, bias: Tensor<B, 2>) -> Self {
+    /// The product with `weight` (`[groups, d_in, d_out]`) and `bias` (`[groups, d_out]`),
+    /// as backend `B` makes it ([`S2sBackend::step_product`]).
+    pub fn new(weight: Tensor<B, 3>, bias: Tensor<B, 2>) -> Self
+    where
+        B: S2sBackend,
+    {
+        B::step_product(weight, bias)
+    }
+
+    /// The plain product at every step, with Burn's operations (the default of
+    /// [`S2sBackend::step_product`]).
+    pub fn plain(weight: Tensor<B, 3>, bias: Tensor<B, 2>) -> Self {
         let [groups, _, d_out] = weight.dims();
         assert_eq!(bias.dims(), [groups, d_out], "bias shape");
-        macro_rules! on {
-            ($x:ty) => {
-                if let (Some(w), Some(b)) = (
-                    autodiff_of::<B, $x, 3>(&weight),
-                    autodiff_of::<B, $x, 2>(&bias),
-                ) {
-                    if let Some(Collected { weight: w, shared }) = collect::<$x>(w, b) {
-                        let shared: Arc<dyn Any + Send + Sync> = shared;
-                        return Self {
-                            weight: same_type(w),
-                            bias,
-                            shared: Some(shared),
-                        };
-                    }
-                }
-            };
-        }
-        each_compiled_backend!(on);
         Self {
             weight,
             bias,
-            shared: None,
+            steps: None,
         }
     }
 
-    /// Whether the weight's gradient is made once per sequence (an `Autodiff` backend
-    /// compiled into this crate, with the weight or the bias tracked).
+    /// Whether the weight's gradient is made once per sequence (an `Autodiff` backend, with
+    /// the weight or the bias tracked).
     pub fn fused(&self) -> bool {
-        self.shared.is_some()
+        self.steps.is_some()
     }
 
     /// One step's product.
@@ -104,22 +95,28 @@ impl<B: Backend> StepProduct<B> {
     /// # Shapes
     /// - `x`: `[groups * rows, d_in]`, group-major; returns `[groups * rows, d_out]`
     pub fn apply(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
-        if let Some(shared) = &self.shared {
-            macro_rules! on {
-                ($x:ty) => {
-                    if let (Some(xa), Some(w), Ok(shared)) = (
-                        autodiff_of::<B, $x, 2>(&x),
-                        autodiff_of::<B, $x, 3>(&self.weight),
-                        Arc::downcast::<Shared<$x>>(shared.clone()),
-                    ) {
-                        return same_type(step::<$x>(xa, w, shared));
-                    }
-                };
-            }
-            each_compiled_backend!(on);
-            unreachable!("a fused product is applied on the backend it was made on");
+        match &self.steps {
+            Some(steps) => steps.clone().apply(x, self.weight.clone()),
+            None => product(x, self.weight.clone(), self.bias.clone()),
         }
-        product(x, self.weight.clone(), self.bias.clone())
+    }
+}
+
+/// The product with the weight's gradient made once per sequence, on `Autodiff<X>`; the
+/// plain product when neither the weight nor the bias is tracked.
+pub(crate) fn per_sequence<X: S2sBackend>(
+    weight: Tensor<Autodiff<X>, 3>,
+    bias: Tensor<Autodiff<X>, 2>,
+) -> StepProduct<Autodiff<X>> {
+    let [groups, _, d_out] = weight.dims();
+    assert_eq!(bias.dims(), [groups, d_out], "bias shape");
+    match collect::<X>(weight.clone(), bias.clone()) {
+        Some(Collected { weight, shared }) => StepProduct {
+            weight,
+            bias,
+            steps: Some(shared),
+        },
+        None => StepProduct::plain(weight, bias),
     }
 }
 
@@ -309,6 +306,16 @@ impl<X: Backend> Backward<X, 2> for Step {
             }
             pending.push((x, g));
         }
+    }
+}
+
+impl<X: Backend> StepNodes<Autodiff<X>> for Shared<X> {
+    fn apply(
+        self: Arc<Self>,
+        x: Tensor<Autodiff<X>, 2>,
+        weight: Tensor<Autodiff<X>, 3>,
+    ) -> Tensor<Autodiff<X>, 2> {
+        step(x, weight, self)
     }
 }
 

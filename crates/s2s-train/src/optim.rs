@@ -16,6 +16,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Shape, Tensor};
 use s2s_tensor::adam::{adam_update, AdamStep};
+use s2s_tensor::{S2sAutodiffBackend, S2sBackend};
 use std::collections::HashMap;
 
 /// Settings of [`Adam`]: Burn's `AdamConfig` defaults (which differ from PyTorch's only in
@@ -84,7 +85,7 @@ struct Updated<B: Backend> {
     moments: Moments<B>,
 }
 
-impl<B: Backend> Job<B> {
+impl<B: S2sBackend> Job<B> {
     fn run(self, config: &AdamConfig, lr: f64) -> Updated<B> {
         let steps = self.moments.as_ref().map_or(0, |m| m.steps) + 1;
         let (b1, b2, eps) = (config.beta_1, config.beta_2, config.epsilon);
@@ -110,7 +111,7 @@ impl<B: Backend> Job<B> {
     }
 }
 
-impl<B: AutodiffBackend> Adam<B> {
+impl<B: S2sAutodiffBackend> Adam<B> {
     /// One step with learning rate `lr`: every parameter of `module` with a gradient in
     /// `grads` is updated; the others are left as they are.
     ///
@@ -124,11 +125,9 @@ impl<B: AutodiffBackend> Adam<B> {
         };
         let module = module.map(&mut take);
         let jobs = take.jobs;
-        let threads = match jobs.first() {
-            Some(job) if !crate::parallel::single_threaded_autodiff::<B>(&job.param.device()) => {
-                self.threads.min(jobs.len())
-            }
-            _ => 1,
+        let threads = match crate::parallel::single_threaded_autodiff::<B>() {
+            false => self.threads.min(jobs.len()).max(1),
+            true => 1,
         };
         let config = &self.config;
         let run = |jobs: Vec<Job<B::InnerBackend>>| -> Vec<Updated<B::InnerBackend>> {

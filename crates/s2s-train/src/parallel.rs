@@ -10,10 +10,10 @@
 use crate::loss::masked_nll_sum;
 use burn::module::Module;
 use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
 use s2s_data::{Example, TrainingBatch};
 use s2s_nn::Seq2Seq;
+use s2s_tensor::{S2sAutodiffBackend, S2sBackend};
 
 /// What [`batch_gradients`] returns.
 #[derive(Debug)]
@@ -26,12 +26,13 @@ pub struct BatchGradients {
     pub grads: GradientsParams,
 }
 
-/// Whether `B` must record its autodiff graphs on one thread: Burn 0.21's CubeCL backends
-/// (wgpu) lost gradient contributions when three threads did so on one device (a wrong
-/// embedding gradient in this module's test; one and two workers happened to pass). libtorch
-/// and flex are safe.
-pub(crate) fn single_threaded_autodiff<B: AutodiffBackend>(device: &B::Device) -> bool {
-    B::name(device).contains("cubecl<")
+/// Whether `B` must record its autodiff graphs on one thread
+/// ([`S2sBackend::AUTODIFF_ACROSS_THREADS`]): Burn 0.21's CubeCL backends (wgpu) lost
+/// gradient contributions when three threads did so on one device (a wrong embedding
+/// gradient in this module's test; one and two workers happened to pass). libtorch and flex
+/// are safe.
+pub(crate) fn single_threaded_autodiff<B: S2sBackend>() -> bool {
+    !B::AUTODIFF_ACROSS_THREADS
 }
 
 /// Loss and gradients of one training batch, its rows split into at most `workers`
@@ -60,7 +61,7 @@ pub fn batch_gradients<B, F>(
     forward: F,
 ) -> BatchGradients
 where
-    B: AutodiffBackend,
+    B: S2sAutodiffBackend,
     F: Fn(&Seq2Seq<B>, &TrainingBatch<B>, usize) -> Tensor<B, 3> + Sync,
 {
     // Every share's loss is divided by the whole batch's tokens: `<eos>` plus the target.
@@ -73,7 +74,7 @@ where
         let value = s2s_tensor::ops::to_vec_f32(loss.clone().inner())[0] as f64;
         (value, GradientsParams::from_grads(loss.backward(), model))
     };
-    let workers = if single_threaded_autodiff::<B>(device) {
+    let workers = if single_threaded_autodiff::<B>() {
         1
     } else {
         workers.clamp(1, examples.len().max(1))
@@ -145,7 +146,7 @@ mod tests {
         #[test]
         fn workers_give_the_gradient_of_the_whole_batch() {
             let device = device();
-            if single_threaded_autodiff::<AB>(&device) {
+            if single_threaded_autodiff::<AB>() {
                 // wgpu: every count runs the one-worker path, the whole batch's backward pass,
                 // which the parity tests' training (through `batch_gradients`) checks against
                 // flex. Here it took five minutes of llvmpipe kernel compilation per CI run.
@@ -189,7 +190,7 @@ mod tests {
         #[test]
         fn shares_know_their_first_row() {
             let device = device();
-            if single_threaded_autodiff::<AB>(&device) {
+            if single_threaded_autodiff::<AB>() {
                 // One share only; the gradient test covers that path.
                 return;
             }

@@ -5,16 +5,16 @@
 //! returns must score what this scores its tokens.
 
 use burn::tensor::activation::log_softmax;
-use burn::tensor::backend::Backend;
 use s2s_data::batch::plan_inference_batches;
 use s2s_data::{BatchSize, Example, TrainingBatch};
 use s2s_nn::Seq2Seq;
+use s2s_tensor::S2sBackend;
 
 /// The log-probability of every target token of every example, `<eos>` last
 /// (`target.len() + 1` values per example), in input order. Examples are run in batches of
 /// `batch_size` sorted by source length; the values do not depend on the batching beyond
 /// float rounding.
-pub fn token_log_probs<B: Backend>(
+pub fn token_log_probs<B: S2sBackend>(
     model: &Seq2Seq<B>,
     examples: &[Example],
     batch_size: usize,
@@ -39,7 +39,7 @@ pub fn token_log_probs<B: Backend>(
 }
 
 /// The total log-probability of each example's target (`<eos>` included), summed in f64.
-pub fn total_log_probs<B: Backend>(
+pub fn total_log_probs<B: S2sBackend>(
     model: &Seq2Seq<B>,
     examples: &[Example],
     batch_size: usize,

@@ -25,6 +25,7 @@ use s2s_data::corpus::group_references;
 use s2s_data::{BatchSize, Example, Pair, Reference, TextCodec, TrainingBatch};
 use s2s_decode::Greedy;
 use s2s_nn::{Seq2Seq, Seq2SeqConfig};
+use s2s_tensor::S2sAutodiffBackend;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::path::Path;
@@ -288,7 +289,7 @@ pub struct Trainer<B: AutodiffBackend> {
     best_epoch: usize,
 }
 
-impl<B: AutodiffBackend> Trainer<B> {
+impl<B: S2sAutodiffBackend> Trainer<B> {
     /// A new run in `run` (opened with [`OpenMode::New`](crate::run::OpenMode) or
     /// `Overwrite`): a model initialised from `config.seed` (its vocabulary sizes set from
     /// `codec`, its embeddings from the configured word vectors), or `initial` (fine-tuning:
@@ -984,7 +985,7 @@ impl Meter {
 
 /// `model` with the embedding rows of the tokens found in the configured word-vector files
 /// (`source_embeddings`, `target_embeddings`); a note for each file.
-fn with_word_vectors<B: AutodiffBackend>(
+fn with_word_vectors<B: S2sAutodiffBackend>(
     mut model: Seq2Seq<B>,
     model_config: &Seq2SeqConfig,
     codec: &TextCodec,
@@ -1024,7 +1025,7 @@ fn with_word_vectors<B: AutodiffBackend>(
 ///
 /// `model_config`'s vocabulary sizes are set from `codec`.
 #[allow(clippy::too_many_arguments)]
-pub fn train<B: AutodiffBackend>(
+pub fn train<B: S2sAutodiffBackend>(
     task: &str,
     model_config: Seq2SeqConfig,
     codec: TextCodec,

@@ -2,14 +2,14 @@
 
 use crate::loss::masked_nll_sum;
 use crate::metrics::{score, Scores};
-use burn::tensor::backend::Backend;
 use s2s_data::batch::plan_inference_batches;
 use s2s_data::{BatchSize, Example, Reference, TextCodec, TrainingBatch};
 use s2s_decode::{decode_all_parallel, Greedy, StepDecoder, Strategy};
 use s2s_nn::Seq2Seq;
+use s2s_tensor::S2sBackend;
 
 /// Mean validation loss per target token (no smoothing), over length-sorted batches.
-pub fn validation_loss<B: Backend>(
+pub fn validation_loss<B: S2sBackend>(
     model: &Seq2Seq<B>,
     examples: &[Example],
     batch_size: usize,
@@ -31,7 +31,7 @@ pub fn validation_loss<B: Backend>(
 
 /// Greedy-decodes the sources of `references` and scores them; also returns the predictions
 /// (as text) in input order.
-pub fn evaluate<B: Backend>(
+pub fn evaluate<B: S2sBackend>(
     model: &Seq2Seq<B>,
     codec: &TextCodec,
     references: &[Reference],
@@ -56,7 +56,7 @@ pub fn evaluate_with<B, M, S>(
     device: &B::Device,
 ) -> (Scores, Vec<String>)
 where
-    B: Backend,
+    B: S2sBackend,
     M: StepDecoder<B> + Sync,
     S: Strategy<B, M> + Sync,
 {

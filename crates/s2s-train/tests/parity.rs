@@ -15,7 +15,7 @@
 #![allow(dead_code, unused_imports)]
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use s2s_data::batch::plan_training_batches;
 use s2s_data::corpus::{read_cmudict, CmudictOptions};
 use s2s_data::{BatchSize, Example, Splits, TextCodec, Tokenizer, TrainingBatch};
@@ -23,6 +23,7 @@ use s2s_decode::{decode_all, Greedy};
 use s2s_nn::{Seq2Seq, Seq2SeqConfig};
 use s2s_tensor::backend::{Autodiff, Flex};
 use s2s_tensor::ops;
+use s2s_tensor::{S2sAutodiffBackend, S2sBackend};
 use s2s_train::trainer::clip_global_norm;
 use s2s_train::{batch_gradients, train, AdamConfig, Checkpoint, TrainConfig};
 use std::path::{Path, PathBuf};
@@ -97,7 +98,7 @@ fn batches(codec: &TextCodec, n: usize) -> Vec<Vec<Example>> {
         .collect()
 }
 
-fn logits<B: Backend>(model: &Seq2Seq<B>, batch: &[Example], device: &B::Device) -> Vec<f32> {
+fn logits<B: S2sBackend>(model: &Seq2Seq<B>, batch: &[Example], device: &B::Device) -> Vec<f32> {
     let refs: Vec<&Example> = batch.iter().collect();
     let b = TrainingBatch::<B>::new(&refs, device);
     ops::to_vec_f32(model.forward(b.source, &b.source_lengths, b.target_input))
@@ -122,7 +123,7 @@ fn assert_close(got: &[f32], want: &[f32], rel: f32, what: &str) {
 
 /// Runs `steps` training steps (Adam 1e-3, global-norm clipping 1.0) and returns the losses
 /// and the trained model.
-fn train_steps<AB: AutodiffBackend>(
+fn train_steps<AB: S2sAutodiffBackend>(
     mut model: Seq2Seq<AB>,
     batches: &[Vec<Example>],
     device: &AB::Device,
@@ -145,7 +146,7 @@ fn train_steps<AB: AutodiffBackend>(
 
 /// Every parameter's gradient of one batch's mean loss (label smoothing 0.1, one worker),
 /// flattened, with the parameter's path, in visiting order.
-fn gradients<AB: AutodiffBackend>(
+fn gradients<AB: S2sAutodiffBackend>(
     model: &Seq2Seq<AB>,
     batch: &[Example],
     device: &AB::Device,

@@ -13,6 +13,7 @@ use s2s_data::corpus::SyntheticTask;
 use s2s_data::{Pair, TextCodec, Tokenizer};
 use s2s_nn::Seq2Seq;
 use s2s_tensor::backend::DefaultAutodiffBackend;
+use s2s_tensor::S2sAutodiffBackend;
 use s2s_train::{OpenMode, Outcome, RunFolder, TrainConfig, TrainEvent, TrainReport, Trainer};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,7 +51,7 @@ fn config() -> TrainConfig {
 
 /// Starts a run of `config` in `dir`; `stop_at`: raise the stop flag once this step is
 /// reached.
-fn start_with<AB: AutodiffBackend>(
+fn start_with<AB: S2sAutodiffBackend>(
     dir: &Path,
     config: TrainConfig,
     stop_at: Option<usize>,
@@ -79,7 +80,7 @@ fn start(dir: &Path, stop_at: Option<usize>) -> Outcome {
     start_with::<DefaultAutodiffBackend>(dir, config(), stop_at, &Default::default()).outcome
 }
 
-fn drive<AB: AutodiffBackend>(trainer: &mut Trainer<AB>, stop_at: Option<usize>) -> TrainReport {
+fn drive<AB: S2sAutodiffBackend>(trainer: &mut Trainer<AB>, stop_at: Option<usize>) -> TrainReport {
     let stop = AtomicBool::new(false);
     trainer
         .run(&stop, &mut |event| {
@@ -92,7 +93,7 @@ fn drive<AB: AutodiffBackend>(trainer: &mut Trainer<AB>, stop_at: Option<usize>)
         .unwrap()
 }
 
-fn resume_on<AB: AutodiffBackend>(
+fn resume_on<AB: S2sAutodiffBackend>(
     dir: &Path,
     stop_at: Option<usize>,
     device: &AB::Device,
@@ -108,7 +109,7 @@ fn resume(dir: &Path, stop_at: Option<usize>) -> Outcome {
 }
 
 /// Every weight of a model folder on `AB`, flattened.
-fn weights_on<AB: AutodiffBackend>(dir: &Path, device: &AB::Device) -> Vec<Vec<f32>> {
+fn weights_on<AB: S2sAutodiffBackend>(dir: &Path, device: &AB::Device) -> Vec<Vec<f32>> {
     let model: Seq2Seq<AB> = s2s_train::Checkpoint::load(dir, device).unwrap().model;
     struct Collect(Vec<Vec<f32>>);
     impl<AB: AutodiffBackend> ModuleVisitor<AB> for Collect {

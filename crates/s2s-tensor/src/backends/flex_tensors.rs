@@ -1,63 +1,49 @@
 //! burn-flex tensors handed to the `s2s_kernels` CPU kernels: the values of an `f32` tensor of
-//! [`Flex`] as rows of a slice, and a kernel's result back as a tensor of the caller's type.
+//! [`Flex`] as rows of a slice, and a kernel's result back as a tensor.
 //!
-//! Every function takes a tensor of any backend `B` and answers `None` (or gives the tensor
-//! back) unless `B` is [`Flex`] itself and the values are `f32`, so that the callers in
-//! [`crate::activation`] and [`crate::fused`] stay generic and fall back on Burn's
-//! operations.
+//! The functions that read tensors answer `None` when the values are not `f32` (a `Flex`
+//! tensor may hold other float types), so that the callers fall back on Burn's operations.
 
 use crate::backend::Flex;
 use burn::backend::flex::FlexTensor;
-use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, DType, Tensor, TensorData, TensorPrimitive};
 use s2s_kernels::cells::Rows;
-use std::any::Any;
 
-pub(crate) use crate::backend::cast;
-
-/// The flex tensor behind `t`, when `B` is [`Flex`] and `t` holds `f32`.
-fn primitive<B: Backend, const D: usize>(t: &Tensor<B, D>) -> Option<FlexTensor> {
-    let t = (t as &dyn Any).downcast_ref::<Tensor<Flex, D>>()?;
+/// The flex tensor behind `t`, when it holds `f32`.
+pub(crate) fn primitive<const D: usize>(t: &Tensor<Flex, D>) -> Option<FlexTensor> {
     match t.clone().into_primitive() {
         TensorPrimitive::Float(t) if t.dtype() == DType::F32 => Some(t),
         _ => None,
     }
 }
 
-/// A flex tensor as a tensor of `B`, which the caller knows to be [`Flex`].
-pub(crate) fn tensor<B: Backend, const D: usize>(t: FlexTensor) -> Tensor<B, D> {
-    cast(Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(t)))
-        .unwrap_or_else(|_| unreachable!("called only for a tensor that came from Flex"))
+/// A flex tensor as a tensor.
+pub(crate) fn tensor<const D: usize>(t: FlexTensor) -> Tensor<Flex, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(t))
 }
 
-/// A kernel's `[rows, cols]` result as a tensor of `B` (which is [`Flex`]), without a copy.
-pub(crate) fn from_vec<B: Backend>(values: Vec<f32>, rows: usize, cols: usize) -> Tensor<B, 2> {
+/// A kernel's `[rows, cols]` result as a tensor, without a copy.
+pub(crate) fn from_vec(values: Vec<f32>, rows: usize, cols: usize) -> Tensor<Flex, 2> {
     tensor(FlexTensor::from_data(TensorData::new(values, [rows, cols])))
 }
 
 /// The flex tensors behind `ts`, each with contiguous rows (row-major, perhaps a narrowed
-/// view of a wider matrix: read in place; any other layout is copied), when `B` is [`Flex`]
-/// and they hold `f32`.
-pub(crate) fn row_major<B: Backend, const N: usize>(
-    ts: [&Tensor<B, 2>; N],
-) -> Option<[FlexTensor; N]> {
+/// view of a wider matrix: read in place; any other layout is copied), when they hold `f32`.
+pub(crate) fn row_major<const N: usize>(ts: [&Tensor<Flex, 2>; N]) -> Option<[FlexTensor; N]> {
     each(ts, |t| match row_layout(&t) {
         Some(_) => t,
         None => t.to_contiguous(),
     })
 }
 
-/// The flex tensors behind `ts`, contiguous (copied when a view), when `B` is [`Flex`] and
-/// they hold `f32`.
-pub(crate) fn contiguous<B: Backend, const N: usize>(
-    ts: [&Tensor<B, 2>; N],
-) -> Option<[FlexTensor; N]> {
+/// The flex tensors behind `ts`, contiguous (copied when a view), when they hold `f32`.
+pub(crate) fn contiguous<const N: usize>(ts: [&Tensor<Flex, 2>; N]) -> Option<[FlexTensor; N]> {
     each(ts, |t| t.to_contiguous())
 }
 
-/// The flex tensors behind `ts`, each passed through `layout`, when all are `f32` on [`Flex`].
-fn each<B: Backend, const N: usize>(
-    ts: [&Tensor<B, 2>; N],
+/// The flex tensors behind `ts`, each passed through `layout`, when all are `f32`.
+fn each<const N: usize>(
+    ts: [&Tensor<Flex, 2>; N],
     layout: fn(FlexTensor) -> FlexTensor,
 ) -> Option<[FlexTensor; N]> {
     let flex = ts.map(primitive);
@@ -102,9 +88,8 @@ pub(crate) fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>().expect("a contiguous f32 tensor")
 }
 
-/// The values of a boolean tensor, when `B` is [`Flex`].
-pub(crate) fn bools<B: Backend, const D: usize>(t: &Tensor<B, D, Bool>) -> Option<Vec<bool>> {
-    let t = (t as &dyn Any).downcast_ref::<Tensor<Flex, D, Bool>>()?;
+/// The values of a boolean tensor.
+pub(crate) fn bools<const D: usize>(t: &Tensor<Flex, D, Bool>) -> Option<Vec<bool>> {
     let t = t.clone().into_primitive().to_contiguous();
     let (start, end) = t.layout().contiguous_offsets()?;
     Some(
