@@ -1,6 +1,6 @@
 //! Batched beam search, with n-best lists, length penalties and diverse groups.
 
-use crate::search::{attention_row, step_logprobs, LengthPenalty, LogitsProcessors};
+use crate::search::{attention_row, step_logprobs, LengthPenalty, LogitsProcessors, StepResult};
 use crate::{greedy::argmax, Hypothesis, StepDecoder, Strategy};
 use burn::tensor::backend::Backend;
 use s2s_data::{InferenceBatch, Vocab};
@@ -81,6 +81,25 @@ struct Beam {
     attention: Option<Vec<Vec<f32>>>,
 }
 
+impl Beam {
+    /// The beam's attention rows with this step's row of `row` appended (`None` when
+    /// attention is not kept).
+    fn attention_with(
+        &self,
+        step: &StepView<'_>,
+        row: usize,
+        true_len: usize,
+    ) -> Option<Vec<Vec<f32>>> {
+        self.attention.as_ref().map(|a| {
+            let mut a = a.clone();
+            if let Some(w) = step.attention {
+                a.push(attention_row(w, row, step.src_len, true_len));
+            }
+            a
+        })
+    }
+}
+
 struct Sentence {
     row: usize,
     max_len: usize,
@@ -129,235 +148,280 @@ impl Sentence {
     }
 }
 
-impl<B: Backend, M: StepDecoder<B>> Strategy<B, M> for BeamSearch {
-    fn decode(&self, model: &M, batch: &InferenceBatch<B>) -> Vec<Vec<Hypothesis>> {
-        let device = batch.source.device();
-        let src_len = batch.source.dims()[1];
-        let groups = self.groups.max(1);
-        let per_group = self.beams_per_group();
-        let n_best = self.n_best.clamp(1, per_group * groups);
-        let (memory, state) = model.start(batch.source.clone(), &batch.source_lengths);
-        // Every group starts from `<sos>`.
-        let first_rows: Vec<usize> = (0..batch.len())
-            .flat_map(|i| std::iter::repeat_n(i, groups))
-            .collect();
-        let (mut memory, mut state) = if groups > 1 {
-            model.select_rows(&memory, state, &first_rows)
-        } else {
-            (memory, state)
-        };
-        let mut sentences: Vec<Sentence> = (0..batch.len())
+/// One step's log-probabilities (after the processors) and attention, as the beams read
+/// them.
+struct StepView<'a> {
+    /// `[rows * vocab]`
+    logp: &'a [f32],
+    vocab: usize,
+    /// `[rows * src_len]`, when attention is kept.
+    attention: Option<&'a [f32]>,
+    src_len: usize,
+}
+
+impl StepView<'_> {
+    fn row(&self, row: usize) -> &[f32] {
+        &self.logp[row * self.vocab..(row + 1) * self.vocab]
+    }
+}
+
+/// How the model's rows change after a step.
+enum Reorder {
+    /// Every open sentence keeps its block of rows: only the decoder state is reordered,
+    /// `state[i] = state[rows[i]]`; rows of finished sentences stay (see `DEAD_ROWS_KEPT`).
+    State(Vec<usize>),
+    /// Memory and state are both gathered to the open beams' rows, sentence after sentence.
+    All(Vec<usize>),
+}
+
+/// The search's state between model steps (OpenNMT-py's `BeamSearch`, fairseq's
+/// `search.py`): the beams and finished hypotheses of every sentence and which sentence
+/// each model row belongs to. The driver loop in [`BeamSearch::decode`] runs the model;
+/// [`advance`](Self::advance) chooses the next beams from a step's log-probabilities,
+/// [`compact`](Self::compact) says how the model's rows follow them, and
+/// [`finalize`](Self::finalize) returns the n-best lists.
+struct BeamState<'a> {
+    search: &'a BeamSearch,
+    source_lengths: &'a [usize],
+    groups: usize,
+    per_group: usize,
+    n_best: usize,
+    sentences: Vec<Sentence>,
+    /// Sentences with open beams.
+    active: Vec<usize>,
+    /// The sentence of each model row. Beams of one sentence are consecutive rows and share
+    /// its memory; while this does not change, a step reorders the state only.
+    rows: Vec<usize>,
+}
+
+impl<'a> BeamState<'a> {
+    /// Every sentence with one empty beam per group, in the rows `[s; groups]`.
+    fn new(search: &'a BeamSearch, source_lengths: &'a [usize]) -> Self {
+        let groups = search.groups.max(1);
+        let per_group = search.beams_per_group();
+        let sentences = (0..source_lengths.len())
             .map(|i| Sentence {
                 row: i,
-                max_len: self.sentence_max_len(batch.source_lengths[i]),
+                max_len: search.sentence_max_len(source_lengths[i]),
                 beams: (0..groups)
                     .map(|g| Beam {
                         tokens: Vec::new(),
                         score: 0.0,
                         group: g,
-                        attention: self.keep_attention.then(Vec::new),
+                        attention: search.keep_attention.then(Vec::new),
                     })
                     .collect(),
                 finished: Vec::new(),
             })
             .collect();
-        let mut active: Vec<usize> = (0..batch.len()).collect();
-        // The sentence of each row of `memory`: while it does not change, a step reorders
-        // the state only (beams of one sentence share its memory rows).
-        let mut memory_rows: Vec<usize> = first_rows;
-        for step in 0.. {
-            if active.is_empty() {
-                break;
-            }
-            // The rows of each sentence in the layout: the block of its first row. Rows of
-            // sentences that have finished (left in place, see below) get `<eos>`, and their
-            // results are not read.
-            let mut block_start = vec![usize::MAX; sentences.len()];
-            for (row, &s) in memory_rows.iter().enumerate().rev() {
-                block_start[s] = row;
-            }
-            let tokens: Vec<usize> = memory_rows
-                .iter()
-                .enumerate()
-                .map(|(row, &s)| {
-                    sentences[s]
-                        .beams
-                        .get(row - block_start[s])
-                        .and_then(|b| b.tokens.last())
-                        .map_or(
-                            if step == 0 { Vocab::SOS } else { Vocab::EOS } as usize,
-                            |&t| t as usize,
-                        )
-                })
-                .collect();
-            let mut out =
-                step_logprobs(model, &memory, &tokens, state, self.keep_attention, &device);
-            state = out.state;
-            let v = out.vocab;
-            // The new beams' rows in this step's layout, per sentence.
-            let mut parents: Vec<Vec<usize>> = vec![Vec::new(); sentences.len()];
-            let mut still_active = Vec::with_capacity(active.len());
-            for &s in &active {
-                let sentence = &mut sentences[s];
-                let rows = block_start[s]..block_start[s] + sentence.beams.len();
-                for (b, row) in rows.clone().enumerate() {
-                    let logp = &mut out.logp[row * v..(row + 1) * v];
-                    self.processors.apply(&sentence.beams[b].tokens, logp);
-                    LogitsProcessors::apply_min_len(step, self.min_len, logp);
-                }
-                let true_len = batch.source_lengths[sentence.row];
-                let weights = out.attention.as_deref();
-                let attention_of = |row: usize, beam: &Beam| {
-                    beam.attention.as_ref().map(|a| {
-                        let mut a = a.clone();
-                        if let Some(w) = weights {
-                            a.push(attention_row(w, row, src_len, true_len));
-                        }
-                        a
-                    })
-                };
-                if step == sentence.max_len {
-                    // Last step: each beam ends, with `<eos>` if that is its best token.
-                    for (b, row) in rows.enumerate() {
-                        let beam = &sentence.beams[b];
-                        let logp = &out.logp[row * v..(row + 1) * v];
-                        let (id, best) = argmax(logp);
-                        let (score, len) = if id == Vocab::EOS as usize {
-                            (beam.score + best, beam.tokens.len() + 1)
-                        } else {
-                            (beam.score, beam.tokens.len().max(1))
-                        };
-                        let hyp = Hypothesis {
-                            tokens: beam.tokens.clone(),
-                            score: self.length_penalty.apply(score, len),
-                            attention: beam.attention.clone(),
-                        };
-                        sentence.finished.push(hyp);
-                    }
-                    sentence.beams.clear();
-                    continue;
-                }
-                let mut used = vec![0usize; v];
-                let mut new_beams: Vec<Beam> = Vec::with_capacity(per_group * groups);
-                let mut new_parents: Vec<usize> = Vec::new();
-                for g in 0..groups {
-                    let mut candidates: Vec<Candidate> = Vec::new();
-                    for (b, row) in rows.clone().enumerate() {
-                        let beam = &sentence.beams[b];
-                        if beam.group != g {
-                            continue;
-                        }
-                        let logp = &out.logp[row * v..(row + 1) * v];
-                        for (token, &lp) in logp.iter().enumerate() {
-                            if lp == f32::NEG_INFINITY {
-                                continue;
-                            }
-                            let score = beam.score + lp;
-                            let adjusted = score - self.diversity * used[token] as f32;
-                            candidates.push(Candidate {
-                                adjusted,
-                                score,
-                                beam: b,
-                                token,
-                            });
-                        }
-                    }
-                    let cmp = |a: &Candidate, b: &Candidate| {
-                        b.adjusted
-                            .partial_cmp(&a.adjusted)
-                            .unwrap_or(Ordering::Equal)
-                            .then(a.beam.cmp(&b.beam))
-                            .then(a.token.cmp(&b.token))
-                    };
-                    let keep = (2 * per_group).min(candidates.len());
-                    if keep < candidates.len() && keep > 0 {
-                        candidates.select_nth_unstable_by(keep - 1, cmp);
-                        candidates.truncate(keep);
-                    }
-                    candidates.sort_by(cmp);
-                    let mut added = 0;
-                    let mut chosen = Vec::new();
-                    for (rank, c) in candidates.iter().enumerate() {
-                        let parent = &sentence.beams[c.beam];
-                        let row = rows.start + c.beam;
-                        if c.token == Vocab::EOS as usize {
-                            // An `<eos>` outside the group's best `per_group` is not taken.
-                            // A taken `<eos>` counts as used, so later groups pay the
-                            // diversity penalty for ending here too.
-                            if rank < per_group {
-                                chosen.push(c.token);
-                                sentence.finished.push(Hypothesis {
-                                    tokens: parent.tokens.clone(),
-                                    score: self
-                                        .length_penalty
-                                        .apply(c.score, parent.tokens.len() + 1),
-                                    attention: attention_of(row, parent),
-                                });
-                            }
-                            continue;
-                        }
-                        let mut tokens = parent.tokens.clone();
-                        tokens.push(c.token as u32);
-                        new_beams.push(Beam {
-                            tokens,
-                            score: c.score,
-                            group: g,
-                            attention: attention_of(row, parent),
-                        });
-                        new_parents.push(row);
-                        chosen.push(c.token);
-                        added += 1;
-                        if added == per_group {
-                            break;
-                        }
-                    }
-                    for t in chosen {
-                        used[t] += 1;
-                    }
-                }
-                sentence.beams = new_beams;
-                if sentence.is_done(n_best, self.length_penalty) {
-                    sentence.beams.clear();
-                } else {
-                    parents[s] = new_parents;
-                    still_active.push(s);
-                }
-            }
-            active = still_active;
-            if !active.is_empty() {
-                let live: usize = active.iter().map(|&s| sentences[s].beams.len()).sum();
-                let same_blocks = active.iter().all(|&s| {
-                    let len = sentences[s].beams.len();
-                    memory_rows.get(block_start[s] + len - 1) == Some(&s)
-                        && memory_rows.get(block_start[s] + len) != Some(&s)
-                });
-                if same_blocks && memory_rows.len() - live <= memory_rows.len() / DEAD_ROWS_KEPT {
-                    // Every open sentence keeps its rows: reorder the state alone. Rows of
-                    // finished sentences stay where they are (see `DEAD_ROWS_KEPT`).
-                    let rows: Vec<usize> = memory_rows
-                        .iter()
-                        .enumerate()
-                        .map(|(row, &s)| {
-                            parents[s].get(row - block_start[s]).copied().unwrap_or(row)
-                        })
-                        .collect();
-                    state = model.select_state_rows(state, &rows);
-                } else {
-                    let rows: Vec<usize> = active
-                        .iter()
-                        .flat_map(|&s| parents[s].iter().copied())
-                        .collect();
-                    let (m, st) = model.select_rows(&memory, state, &rows);
-                    memory = m;
-                    state = st;
-                    memory_rows = active
-                        .iter()
-                        .flat_map(|&s| std::iter::repeat_n(s, sentences[s].beams.len()))
-                        .collect();
-                }
+        BeamState {
+            search,
+            source_lengths,
+            groups,
+            per_group,
+            n_best: search.n_best.clamp(1, per_group * groups),
+            sentences,
+            active: (0..source_lengths.len()).collect(),
+            rows: (0..source_lengths.len())
+                .flat_map(|i| std::iter::repeat_n(i, groups))
+                .collect(),
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.active.is_empty()
+    }
+
+    /// The first row of each sentence's block (`usize::MAX` for a sentence without rows).
+    fn block_starts(&self) -> Vec<usize> {
+        let mut start = vec![usize::MAX; self.sentences.len()];
+        for (row, &s) in self.rows.iter().enumerate().rev() {
+            start[s] = row;
+        }
+        start
+    }
+
+    /// Each row's input token: its beam's last token, `<sos>` at the first step. Rows of
+    /// sentences that have finished (left in place) get `<eos>`; their results are not read.
+    fn input_tokens(&self, step: usize, starts: &[usize]) -> Vec<usize> {
+        self.rows
+            .iter()
+            .enumerate()
+            .map(|(row, &s)| {
+                self.sentences[s]
+                    .beams
+                    .get(row - starts[s])
+                    .and_then(|b| b.tokens.last())
+                    .map_or(
+                        if step == 0 { Vocab::SOS } else { Vocab::EOS } as usize,
+                        |&t| t as usize,
+                    )
+            })
+            .collect()
+    }
+
+    /// Applies the logits processors and the minimum length to the open beams' rows.
+    fn process(&self, step: usize, logp: &mut [f32], vocab: usize, starts: &[usize]) {
+        for &s in &self.active {
+            for (b, beam) in self.sentences[s].beams.iter().enumerate() {
+                let row = starts[s] + b;
+                let logp = &mut logp[row * vocab..(row + 1) * vocab];
+                self.search.processors.apply(&beam.tokens, logp);
+                LogitsProcessors::apply_min_len(step, self.search.min_len, logp);
             }
         }
-        sentences
+    }
+
+    /// Chooses every open sentence's next beams from the step's log-probabilities; returns,
+    /// per sentence, the row each new beam extends (empty for a sentence that finished).
+    fn advance(&mut self, step: usize, view: &StepView<'_>, starts: &[usize]) -> Vec<Vec<usize>> {
+        let mut parents: Vec<Vec<usize>> = vec![Vec::new(); self.sentences.len()];
+        let mut still_active = Vec::with_capacity(self.active.len());
+        for s in std::mem::take(&mut self.active) {
+            if step == self.sentences[s].max_len {
+                self.end_beams(s, view, starts[s]);
+                continue;
+            }
+            let new_parents = self.expand(s, view, starts[s]);
+            let sentence = &mut self.sentences[s];
+            if sentence.is_done(self.n_best, self.search.length_penalty) {
+                sentence.beams.clear();
+            } else {
+                parents[s] = new_parents;
+                still_active.push(s);
+            }
+        }
+        self.active = still_active;
+        parents
+    }
+
+    /// The last step of sentence `s`: each beam ends, with `<eos>` if that is its best token.
+    fn end_beams(&mut self, s: usize, view: &StepView<'_>, start: usize) {
+        let penalty = self.search.length_penalty;
+        let sentence = &mut self.sentences[s];
+        for (b, beam) in sentence.beams.iter().enumerate() {
+            let (id, best) = argmax(view.row(start + b));
+            let (score, len) = if id == Vocab::EOS as usize {
+                (beam.score + best, beam.tokens.len() + 1)
+            } else {
+                (beam.score, beam.tokens.len().max(1))
+            };
+            sentence.finished.push(Hypothesis {
+                tokens: beam.tokens.clone(),
+                score: penalty.apply(score, len),
+                attention: beam.attention.clone(),
+            });
+        }
+        sentence.beams.clear();
+    }
+
+    /// The best `per_group` extensions of each group of sentence `s`'s beams, groups in order
+    /// (a token chosen by an earlier group costs `diversity` per use); an `<eos>` among a
+    /// group's best finishes a hypothesis. Returns the row each new beam extends.
+    fn expand(&mut self, s: usize, view: &StepView<'_>, start: usize) -> Vec<usize> {
+        let search = self.search;
+        let per_group = self.per_group;
+        let true_len = self.source_lengths[self.sentences[s].row];
+        let sentence = &mut self.sentences[s];
+        let mut used = vec![0usize; view.vocab];
+        let mut new_beams: Vec<Beam> = Vec::with_capacity(per_group * self.groups);
+        let mut new_parents: Vec<usize> = Vec::new();
+        for g in 0..self.groups {
+            let candidates = group_candidates(
+                &sentence.beams,
+                g,
+                view,
+                start,
+                &used,
+                search.diversity,
+                per_group,
+            );
+            let mut added = 0;
+            let mut chosen = Vec::new();
+            for (rank, c) in candidates.iter().enumerate() {
+                let parent = &sentence.beams[c.beam];
+                let row = start + c.beam;
+                if c.token == Vocab::EOS as usize {
+                    // An `<eos>` outside the group's best `per_group` is not taken. A taken
+                    // `<eos>` counts as used, so later groups pay the diversity penalty for
+                    // ending here too.
+                    if rank < per_group {
+                        chosen.push(c.token);
+                        sentence.finished.push(Hypothesis {
+                            tokens: parent.tokens.clone(),
+                            score: search
+                                .length_penalty
+                                .apply(c.score, parent.tokens.len() + 1),
+                            attention: parent.attention_with(view, row, true_len),
+                        });
+                    }
+                    continue;
+                }
+                let mut tokens = parent.tokens.clone();
+                tokens.push(c.token as u32);
+                new_beams.push(Beam {
+                    tokens,
+                    score: c.score,
+                    group: g,
+                    attention: parent.attention_with(view, row, true_len),
+                });
+                new_parents.push(row);
+                chosen.push(c.token);
+                added += 1;
+                if added == per_group {
+                    break;
+                }
+            }
+            for t in chosen {
+                used[t] += 1;
+            }
+        }
+        sentence.beams = new_beams;
+        new_parents
+    }
+
+    /// How the model's rows follow the new beams (`None` when every sentence finished),
+    /// and the new row layout.
+    fn compact(&mut self, parents: &[Vec<usize>], starts: &[usize]) -> Option<Reorder> {
+        if self.active.is_empty() {
+            return None;
+        }
+        let live: usize = self
+            .active
+            .iter()
+            .map(|&s| self.sentences[s].beams.len())
+            .sum();
+        let same_blocks = self.active.iter().all(|&s| {
+            let len = self.sentences[s].beams.len();
+            self.rows.get(starts[s] + len - 1) == Some(&s)
+                && self.rows.get(starts[s] + len) != Some(&s)
+        });
+        if same_blocks && self.rows.len() - live <= self.rows.len() / DEAD_ROWS_KEPT {
+            let rows = self
+                .rows
+                .iter()
+                .enumerate()
+                .map(|(row, &s)| parents[s].get(row - starts[s]).copied().unwrap_or(row))
+                .collect();
+            return Some(Reorder::State(rows));
+        }
+        let rows = self
+            .active
+            .iter()
+            .flat_map(|&s| parents[s].iter().copied())
+            .collect();
+        self.rows = self
+            .active
+            .iter()
+            .flat_map(|&s| std::iter::repeat_n(s, self.sentences[s].beams.len()))
+            .collect();
+        Some(Reorder::All(rows))
+    }
+
+    /// Each sentence's `n_best` hypotheses, best first.
+    fn finalize(self) -> Vec<Vec<Hypothesis>> {
+        let n_best = self.n_best;
+        self.sentences
             .into_iter()
             .map(|mut s| {
                 s.finished.sort_by(by_score_desc);
@@ -365,6 +429,99 @@ impl<B: Backend, M: StepDecoder<B>> Strategy<B, M> for BeamSearch {
                 s.finished
             })
             .collect()
+    }
+}
+
+/// The best `2 * per_group` extensions of the beams of group `g` (rows from `start`), by
+/// score less the diversity penalty, best first (ties: lower beam, then lower token).
+fn group_candidates(
+    beams: &[Beam],
+    g: usize,
+    view: &StepView<'_>,
+    start: usize,
+    used: &[usize],
+    diversity: f32,
+    per_group: usize,
+) -> Vec<Candidate> {
+    let mut candidates: Vec<Candidate> = Vec::new();
+    for (b, beam) in beams.iter().enumerate() {
+        if beam.group != g {
+            continue;
+        }
+        for (token, &lp) in view.row(start + b).iter().enumerate() {
+            if lp == f32::NEG_INFINITY {
+                continue;
+            }
+            let score = beam.score + lp;
+            let adjusted = score - diversity * used[token] as f32;
+            candidates.push(Candidate {
+                adjusted,
+                score,
+                beam: b,
+                token,
+            });
+        }
+    }
+    let cmp = |a: &Candidate, b: &Candidate| {
+        b.adjusted
+            .partial_cmp(&a.adjusted)
+            .unwrap_or(Ordering::Equal)
+            .then(a.beam.cmp(&b.beam))
+            .then(a.token.cmp(&b.token))
+    };
+    let keep = (2 * per_group).min(candidates.len());
+    if keep < candidates.len() && keep > 0 {
+        candidates.select_nth_unstable_by(keep - 1, cmp);
+        candidates.truncate(keep);
+    }
+    candidates.sort_by(cmp);
+    candidates
+}
+
+impl<B: Backend, M: StepDecoder<B>> Strategy<B, M> for BeamSearch {
+    /// The driver loop: one model step for every open beam of every sentence, then the
+    /// [`BeamState`] chooses and the model's rows follow.
+    fn decode(&self, model: &M, batch: &InferenceBatch<B>) -> Vec<Vec<Hypothesis>> {
+        let device = batch.source.device();
+        let src_len = batch.source.dims()[1];
+        let mut beams = BeamState::new(self, &batch.source_lengths);
+        let (memory, state) = model.start(batch.source.clone(), &batch.source_lengths);
+        // Every group starts from `<sos>`.
+        let (mut memory, mut state) = match beams.groups > 1 {
+            true => model.select_rows(&memory, state, &beams.rows),
+            false => (memory, state),
+        };
+        for step in 0.. {
+            if beams.is_finished() {
+                break;
+            }
+            let starts = beams.block_starts();
+            let tokens = beams.input_tokens(step, &starts);
+            let out = step_logprobs(model, &memory, &tokens, state, self.keep_attention, &device);
+            let StepResult {
+                mut logp,
+                vocab,
+                attention,
+                state: next,
+            } = out;
+            state = next;
+            beams.process(step, &mut logp, vocab, &starts);
+            let view = StepView {
+                logp: &logp,
+                vocab,
+                attention: attention.as_deref(),
+                src_len,
+            };
+            let parents = beams.advance(step, &view, &starts);
+            match beams.compact(&parents, &starts) {
+                None => {}
+                Some(Reorder::State(rows)) => state = model.select_state_rows(state, &rows),
+                Some(Reorder::All(rows)) => {
+                    (memory, state) = model.select_rows(&memory, state, &rows)
+                }
+            }
+        }
+        beams.finalize()
     }
 }
 

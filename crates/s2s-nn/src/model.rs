@@ -285,6 +285,29 @@ fn shared_run(sources: &[usize]) -> usize {
     }
 }
 
+/// Where a decoder step's context share comes from (see `Seq2Seq::decoder_step`).
+enum ContextShare<'a, B: Backend> {
+    /// Mixed with the attention weights from values computed once per batch, `outputs @ W`:
+    /// `[sources, src_len, W]`.
+    Values(&'a Tensor<B, 3>),
+    /// The context (the encoder outputs mixed with the attention weights) times `W`
+    /// (`[d_memory, W]`); the step keeps the context.
+    Project(&'a Tensor<B, 2>),
+}
+
+/// What `Seq2Seq::decoder_step` returns.
+struct DecoderStep<B: Backend> {
+    /// The last layer's output `[batch, d_decoder]`.
+    h: Tensor<B, 2>,
+    /// The input's columns beyond the first layer's (`[batch, W - gates * d_decoder]`), if any.
+    rest: Option<Tensor<B, 2>>,
+    /// The context `[batch, d_memory]`, with [`ContextShare::Project`].
+    context: Option<Tensor<B, 2>>,
+    /// `[batch, src_len]`
+    attention: Tensor<B, 2>,
+    state: DecoderState<B>,
+}
+
 /// The decoder's recurrent state: one [`RnnState`] per layer.
 #[derive(Debug, Clone)]
 pub struct DecoderState<B: Backend> {
@@ -567,20 +590,44 @@ impl<B: S2sBackend> Seq2Seq<B> {
             .weights(query, memory.keys.clone(), memory.valid.clone())
     }
 
-    /// One decoder step after the embedding's share of the first layer's input projection
-    /// (bias included) was computed.
+    /// The decoder step, which teacher forcing, scheduled sampling and decoding all run: the
+    /// attention of the last layer's state over the memory, the context's share added to
+    /// `input` (the embedding's share of the first layer's input projection, biases included,
+    /// `[batch, W]` with `W >= gates * d_decoder`), and the layers advanced from the first
+    /// `gates * d_decoder` columns. Columns beyond those (the output layer's share, in
+    /// decoding with the [`DecodingCache`]) come back in [`DecoderStep::rest`].
+    /// `weights`: each layer's [`StepWeights`] in a loop over a whole sequence (training).
     fn decoder_step(
         &self,
         memory: &Memory<B>,
-        embedding_projected: Tensor<B, 2>,
-        context_weights: &Tensor<B, 2>,
+        input: Tensor<B, 2>,
+        share: ContextShare<'_, B>,
         state: DecoderState<B>,
-    ) -> (Tensor<B, 2>, Tensor<B, 2>, Tensor<B, 2>, DecoderState<B>) {
-        let weights = self.attention_weights(memory, &state);
-        let context = mix(&weights, memory.outputs.clone());
-        let projected = embedding_projected + context.clone().matmul(context_weights.clone());
-        let (x, state) = self.run_layers(projected, state, None);
-        (x, context, weights, state)
+        weights: Option<&[StepWeights<B>]>,
+    ) -> DecoderStep<B> {
+        let attention = self.attention_weights(memory, &state);
+        let (share, context) = match share {
+            ContextShare::Values(values) => (mix(&attention, values.clone()), None),
+            ContextShare::Project(w) => {
+                let context = mix(&attention, memory.outputs.clone());
+                (context.clone().matmul(w.clone()), Some(context))
+            }
+        };
+        let pre = input + share;
+        let [_, width] = pre.dims();
+        let g = self.decoder_layers[0].weight_ih.dims()[1];
+        let (layer_input, rest) = match width - g {
+            0 => (pre, None),
+            extra => (pre.clone().narrow(1, 0, g), Some(pre.narrow(1, g, extra))),
+        };
+        let (h, state) = self.run_layers(layer_input, state, weights);
+        DecoderStep {
+            h,
+            rest,
+            context,
+            attention,
+            state,
+        }
     }
 
     /// One decoding step: previous tokens + state -> next-token logits, new state, attention.
@@ -608,14 +655,23 @@ impl<B: S2sBackend> Seq2Seq<B> {
         let (w_emb, w_ctx) = self.embedding_weights();
         let projected =
             embedded.clone().matmul(w_emb) + self.decoder_layers[0].bias_ih.val().unsqueeze();
-        let (h, context, attention, state) = self.decoder_step(memory, projected, &w_ctx, state);
+        let out = self.decoder_step(
+            memory,
+            projected,
+            ContextShare::Project(&w_ctx),
+            state,
+            None,
+        );
+        let context = out
+            .context
+            .expect("a projected context share keeps the context");
         let logits = self
             .output
-            .forward(Tensor::cat(vec![h, context, embedded], 1));
+            .forward(Tensor::cat(vec![out.h, context, embedded], 1));
         StepOutput {
             logits,
-            state,
-            attention,
+            state: out.state,
+            attention: out.attention,
         }
     }
 
@@ -629,22 +685,20 @@ impl<B: S2sBackend> Seq2Seq<B> {
         tokens: Tensor<B, 1, Int>,
         state: DecoderState<B>,
     ) -> StepOutput<B> {
-        let attention = self.attention_weights(memory, &state);
         // [batch, gates * d_decoder + tgt_vocab]: both projections' context and embedding
         // shares, biases included.
-        let context_share = match &cache.values {
-            Some(values) => mix(&attention, values.clone()),
-            None => mix(&attention, memory.outputs.clone()).matmul(cache.context_weights.clone()),
+        let share = match &cache.values {
+            Some(values) => ContextShare::Values(values),
+            None => ContextShare::Project(&cache.context_weights),
         };
-        let pre = cache.embedded.clone().select(0, tokens) + context_share;
-        let g = self.decoder_layers[0].weight_ih.dims()[1];
-        let vocab = cache.output_state.dims()[1];
-        let (h, state) = self.run_layers(pre.clone().narrow(1, 0, g), state, None);
-        let logits = h.matmul(cache.output_state.clone()) + pre.narrow(1, g, vocab);
+        let input = cache.embedded.clone().select(0, tokens);
+        let out = self.decoder_step(memory, input, share, state, None);
+        let output_share = out.rest.expect("the cache holds the output layer's share");
+        let logits = out.h.matmul(cache.output_state.clone()) + output_share;
         StepOutput {
             logits,
-            state,
-            attention,
+            state: out.state,
+            attention: out.attention,
         }
     }
 
@@ -707,12 +761,11 @@ impl<B: S2sBackend> Seq2Seq<B> {
             .map(RnnLayer::step_weights)
             .collect();
         for p in projected {
-            let w = self.attention_weights(&memory, &state);
-            let (h, next) =
-                self.run_layers(p + mix(&w, values.clone()), state, Some(&layer_weights));
-            state = next;
-            hs.push(h);
-            weights.push(w);
+            let share = ContextShare::Values(&values);
+            let out = self.decoder_step(&memory, p, share, state, Some(&layer_weights));
+            state = out.state;
+            hs.push(out.h);
+            weights.push(out.attention);
         }
         let contexts = Tensor::stack::<3>(weights, 1).matmul(memory.outputs);
         match embedded {
