@@ -305,6 +305,7 @@ fn export(cell: CellKind, out: &Path, trained: Option<&Path>) -> Result<()> {
         &batch.source_lengths,
         batch.target_input.clone(),
     );
+    s2s_tensor::tuning::prefer_unpacked_gemm_weights();
     let greedy = decode_all(
         &model,
         &Greedy::new(MAX_LEN),
@@ -385,6 +386,8 @@ fn measure<B: S2sBackend, AB: S2sAutodiffBackend<InnerBackend = B, Device = B::D
         result[format!("{name}_out_tokens")] = json!(f.out_tokens);
         result[format!("{name}_gemm_mflop_per_word")] = json!(f.gemm_mflop_per_word);
     };
+    // Training above ran with gemm's own packing; decoding runs as the s2s binary does.
+    s2s_tensor::tuning::prefer_unpacked_gemm_weights();
     let greedy = Greedy::new(MAX_LEN);
     record(
         "greedy",

@@ -610,6 +610,9 @@ enum SplitArg {
 }
 
 fn main() {
+    // Decoding's products (validation included) use their weights in place; set once here,
+    // for the whole process (see the function's docs).
+    s2s_tensor::tuning::prefer_unpacked_gemm_weights();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let train_matches = matches.subcommand_matches("train");

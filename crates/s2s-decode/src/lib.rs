@@ -181,7 +181,6 @@ fn decode_batch<B: Backend, M: StepDecoder<B>, S: Strategy<B, M>>(
     indices: &[usize],
     device: &B::Device,
 ) -> Vec<Vec<Hypothesis>> {
-    s2s_tensor::backend::prefer_unpacked_gemm_weights();
     let rows: Vec<&[u32]> = indices.iter().map(|&i| sources[i].as_slice()).collect();
     let batch = InferenceBatch::new(&rows, indices.to_vec(), device);
     strategy.decode(model, &batch)

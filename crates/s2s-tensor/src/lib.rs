@@ -31,11 +31,15 @@ pub mod adam;
 pub mod autodiff;
 pub mod backend;
 mod backends;
+pub mod device;
 pub mod fused;
 pub mod ops;
 pub mod reference;
 pub mod s2s_backend;
+pub mod seeding;
 pub mod step_product;
+pub mod testing;
+pub mod tuning;
 pub mod workers;
 
 pub use s2s_backend::{S2sAutodiffBackend, S2sBackend};

@@ -16,6 +16,8 @@ use s2s_train::Checkpoint;
 use std::path::PathBuf;
 
 fn main() -> Result<()> {
+    // Decoding's products use their weights in place (process-wide, set once).
+    s2s_tensor::tuning::prefer_unpacked_gemm_weights();
     let mut args = std::env::args().skip(1);
     let usage = "usage: s2s-example-translate MODEL_DIR TEST.tsv [BEAM_SIZE]";
     let model = PathBuf::from(args.next().context(usage)?);
