@@ -5,8 +5,12 @@
 //! - `test`: the project's full check: formatting, clippy, and the whole test suite on every
 //!   backend (flex, tch, wgpu); creates the libtorch virtualenv first when it is missing.
 //! - `bench`: the backend comparison benchmark (every compiled backend and PyTorch).
+//! - `check-patches`: each patched crate under `patches/` equals the published crate plus its
+//!   `.patch` file ([`patches`]).
 //! - `venv`: creates the project's virtualenv (`.venv`, or `$S2S_VENV`) with torch==2.9.0
 //!   (libtorch for the `tch` backend, and the PyTorch reference of the benchmark) and sacrebleu.
+
+mod patches;
 
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -35,7 +39,12 @@ commands:
         arguments after `--` go to `cargo test --workspace` (e.g.
         `-- --test strategies -- diverse`) to run a few tests in the same build. tch needs
         the virtualenv (created when missing); wgpu needs a Vulkan driver (on Debian without
-        a GPU: apt-get install mesa-vulkan-drivers libvulkan1).
+        a GPU: apt-get install mesa-vulkan-drivers libvulkan1). The lints include
+        check-patches.
+  check-patches
+        Check that each patched crate under patches/ equals the published crate (downloaded
+        from crates.io once, checksum checked) plus its .patch file (also part of `test`'s
+        lints).
   bench [--backends flex,tch,wgpu] [--cells gru,lstm] [--threads N] [--model DIR]...
         [--rounds N] [--tch-device cpu|cuda:N] [--wgpu-device default|...]
         [--torch-device cpu|cuda] [--phases] [--workers N]
@@ -112,6 +121,7 @@ fn main() -> Result<()> {
         Some("test") => test(&args[1..]),
         Some("venv") => venv().map(|_| ()),
         Some("bench") => bench(&args[1..]),
+        Some("check-patches") => patches::check(patches::Offline::Fail),
         Some("-h" | "--help" | "help") | None => {
             println!("{USAGE}");
             Ok(())
@@ -311,6 +321,7 @@ fn test(args: &[String]) -> Result<()> {
         let mut fmt = cargo();
         fmt.args(["fmt", "--all", "--", "--check"]);
         run(fmt)?;
+        patches::check(patches::Offline::Warn)?;
     }
     // Clippy lints the workspace's crates while they compile for the tests (clippy-driver as
     // the workspace's rustc wrapper, which is what `cargo clippy` does for a check build):
