@@ -1,9 +1,9 @@
 //! Batched beam search, with n-best lists, length penalties and diverse groups.
 
 use crate::search::{attention_row, step_logprobs, LengthPenalty, LogitsProcessors, StepResult};
-use crate::{greedy::argmax, Hypothesis, StepDecoder, Strategy};
+use crate::{greedy::argmax, Hypothesis, SpecialTokens, StepDecoder, Strategy};
 use burn::tensor::backend::Backend;
-use s2s_data::{InferenceBatch, Vocab};
+use s2s_data::InferenceBatch;
 use std::cmp::Ordering;
 
 /// Beam search over all sentences and beams of a batch at once: every live hypothesis of
@@ -182,6 +182,7 @@ enum Reorder {
 /// [`finalize`](Self::finalize) returns the n-best lists.
 struct BeamState<'a> {
     search: &'a BeamSearch,
+    special: SpecialTokens,
     source_lengths: &'a [usize],
     groups: usize,
     per_group: usize,
@@ -196,7 +197,7 @@ struct BeamState<'a> {
 
 impl<'a> BeamState<'a> {
     /// Every sentence with one empty beam per group, in the rows `[s; groups]`.
-    fn new(search: &'a BeamSearch, source_lengths: &'a [usize]) -> Self {
+    fn new(search: &'a BeamSearch, source_lengths: &'a [usize], special: SpecialTokens) -> Self {
         let groups = search.groups.max(1);
         let per_group = search.beams_per_group();
         let sentences = (0..source_lengths.len())
@@ -216,6 +217,7 @@ impl<'a> BeamState<'a> {
             .collect();
         BeamState {
             search,
+            special,
             source_lengths,
             groups,
             per_group,
@@ -253,7 +255,11 @@ impl<'a> BeamState<'a> {
                     .get(row - starts[s])
                     .and_then(|b| b.tokens.last())
                     .map_or(
-                        if step == 0 { Vocab::SOS } else { Vocab::EOS } as usize,
+                        if step == 0 {
+                            self.special.sos
+                        } else {
+                            self.special.eos
+                        },
                         |&t| t as usize,
                     )
             })
@@ -266,8 +272,10 @@ impl<'a> BeamState<'a> {
             for (b, beam) in self.sentences[s].beams.iter().enumerate() {
                 let row = starts[s] + b;
                 let logp = &mut logp[row * vocab..(row + 1) * vocab];
-                self.search.processors.apply(&beam.tokens, logp);
-                LogitsProcessors::apply_min_len(step, self.search.min_len, logp);
+                self.search
+                    .processors
+                    .apply_for(&beam.tokens, logp, &self.special);
+                LogitsProcessors::apply_min_len(step, self.search.min_len, self.special.eos, logp);
             }
         }
     }
@@ -301,7 +309,7 @@ impl<'a> BeamState<'a> {
         let sentence = &mut self.sentences[s];
         for (b, beam) in sentence.beams.iter().enumerate() {
             let (id, best) = argmax(view.row(start + b));
-            let (score, len) = if id == Vocab::EOS as usize {
+            let (score, len) = if id == self.special.eos {
                 (beam.score + best, beam.tokens.len() + 1)
             } else {
                 (beam.score, beam.tokens.len().max(1))
@@ -341,7 +349,7 @@ impl<'a> BeamState<'a> {
             for (rank, c) in candidates.iter().enumerate() {
                 let parent = &sentence.beams[c.beam];
                 let row = start + c.beam;
-                if c.token == Vocab::EOS as usize {
+                if c.token == self.special.eos {
                     // An `<eos>` outside the group's best `per_group` is not taken. A taken
                     // `<eos>` counts as used, so later groups pay the diversity penalty for
                     // ending here too.
@@ -484,7 +492,7 @@ impl<B: Backend, M: StepDecoder<B>> Strategy<B, M> for BeamSearch {
     fn decode(&self, model: &M, batch: &InferenceBatch<B>) -> Vec<Vec<Hypothesis>> {
         let device = batch.source.device();
         let src_len = batch.source.dims()[1];
-        let mut beams = BeamState::new(self, &batch.source_lengths);
+        let mut beams = BeamState::new(self, &batch.source_lengths, model.special_tokens());
         let (memory, state) = model.start(batch.source.clone(), &batch.source_lengths);
         // Every group starts from `<sos>`.
         let (mut memory, mut state) = match beams.groups > 1 {
@@ -582,7 +590,7 @@ mod tests {
                 .into_iter()
                 .zip(&tokens)
                 .map(|(mut prefix, &t)| {
-                    if t != Vocab::SOS as i64 {
+                    if t != s2s_data::Vocab::SOS as i64 {
                         prefix.push(t as u32);
                     }
                     prefix
@@ -780,5 +788,116 @@ mod tests {
         // No open beam: done.
         s.beams.clear();
         assert!(s.is_done(5, LengthPenalty::None));
+    }
+
+    /// [`Table`] with its token ids renumbered by `NEW_ID` (`<sos>` 1 -> 0, `<eos>` 2 -> 4,
+    /// `a` 4 -> 2, `<pad>` 0 -> 1), reporting its special tokens accordingly: the strategies
+    /// must read `<sos>` and `<eos>` from the decoder, not assume `s2s_data::Vocab`'s ids.
+    struct Renumbered;
+
+    const NEW_ID: [usize; VOCAB] = [1, 0, 4, 3, 2, 5];
+
+    fn old_id(new: usize) -> usize {
+        NEW_ID
+            .iter()
+            .position(|&n| n == new)
+            .expect("a permutation")
+    }
+
+    impl StepDecoder<B> for Renumbered {
+        type Memory = Vec<usize>;
+        type State = Vec<Vec<u32>>;
+
+        fn start(
+            &self,
+            source: Tensor<B, 2, Int>,
+            lengths: &[usize],
+        ) -> (Vec<usize>, Vec<Vec<u32>>) {
+            Table.start(source, lengths)
+        }
+
+        fn step(
+            &self,
+            memory: &Vec<usize>,
+            tokens: Tensor<B, 1, Int>,
+            state: Vec<Vec<u32>>,
+        ) -> (Tensor<B, 2>, Vec<Vec<u32>>, Tensor<B, 2>) {
+            let device = tokens.device();
+            let old: Vec<i64> = tokens
+                .into_data()
+                .convert::<i64>()
+                .to_vec::<i64>()
+                .unwrap()
+                .into_iter()
+                .map(|t| old_id(t as usize) as i64)
+                .collect();
+            let n = old.len();
+            let tokens = Tensor::from_data(TensorData::new(old, [n]), &device);
+            let (logits, state, attention) = Table.step(memory, tokens, state);
+            let old_logits: Vec<f32> = logits.into_data().to_vec().unwrap();
+            let mut logits = vec![0.0f32; old_logits.len()];
+            for (i, &l) in old_logits.iter().enumerate() {
+                logits[i / VOCAB * VOCAB + NEW_ID[i % VOCAB]] = l;
+            }
+            let logits = Tensor::from_data(TensorData::new(logits, [n, VOCAB]), &device);
+            (logits, state, attention)
+        }
+
+        fn select_rows(
+            &self,
+            memory: &Vec<usize>,
+            state: Vec<Vec<u32>>,
+            indices: &[usize],
+        ) -> (Vec<usize>, Vec<Vec<u32>>) {
+            Table.select_rows(memory, state, indices)
+        }
+
+        fn select_state_rows(&self, state: Vec<Vec<u32>>, indices: &[usize]) -> Vec<Vec<u32>> {
+            Table.select_state_rows(state, indices)
+        }
+
+        fn special_tokens(&self) -> SpecialTokens {
+            let defaults = SpecialTokens::default();
+            SpecialTokens {
+                sos: NEW_ID[defaults.sos],
+                eos: NEW_ID[defaults.eos],
+                unk: defaults.unk.map(|u| NEW_ID[u]),
+            }
+        }
+    }
+
+    #[test]
+    fn strategies_use_the_decoders_special_tokens() {
+        let mut beam = BeamSearch::new(2, 4);
+        beam.n_best = 2;
+        beam.min_len = 1;
+        let greedy = Greedy::new(4);
+        let sources = [vec![7u32]];
+        let device = Default::default();
+        let one = BatchSize::Sentences(1);
+        let mut new = decode_all(&Renumbered, &beam, &sources, one, &device);
+        let mut old = decode_all(&Table, &beam, &sources, one, &device);
+        new.extend(decode_all(&Renumbered, &greedy, &sources, one, &device));
+        old.extend(decode_all(&Table, &greedy, &sources, one, &device));
+        assert_eq!(new.len(), old.len());
+        for (n, o) in new.iter().zip(&old) {
+            assert_eq!(n.len(), o.len());
+            for (n, o) in n.iter().zip(o) {
+                let renumbered: Vec<u32> = o
+                    .tokens
+                    .iter()
+                    .map(|&t| NEW_ID[t as usize] as u32)
+                    .collect();
+                assert_eq!(n.tokens, renumbered);
+                // The log-softmax sums the permuted row in another order.
+                assert!(
+                    (n.score - o.score).abs() < 1e-5,
+                    "{} vs {}",
+                    n.score,
+                    o.score
+                );
+            }
+        }
+        assert!(!old[0][0].tokens.is_empty(), "min_len 1 holds");
     }
 }

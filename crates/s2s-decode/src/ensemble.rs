@@ -36,6 +36,11 @@ impl<B: Backend, M: StepDecoder<B>> StepDecoder<B> for Ensemble<M> {
     type Memory = Vec<M::Memory>;
     type State = Vec<M::State>;
 
+    /// The first model's (the models share their vocabularies).
+    fn special_tokens(&self) -> crate::SpecialTokens {
+        self.models[0].special_tokens()
+    }
+
     fn start(&self, source: Tensor<B, 2, Int>, lengths: &[usize]) -> (Self::Memory, Self::State) {
         self.models
             .iter()

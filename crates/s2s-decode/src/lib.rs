@@ -35,7 +35,7 @@ pub use ensemble::Ensemble;
 pub use greedy::Greedy;
 pub use sample::Sampling;
 pub use search::{LengthPenalty, LogitsProcessors};
-pub use step::StepDecoder;
+pub use step::{SpecialTokens, StepDecoder};
 
 use burn::tensor::backend::Backend;
 use s2s_data::{batch, BatchSize, InferenceBatch};

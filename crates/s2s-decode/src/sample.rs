@@ -5,7 +5,7 @@ use crate::{Hypothesis, StepDecoder, Strategy};
 use burn::tensor::backend::Backend;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use s2s_data::corpus::fnv1a;
-use s2s_data::{InferenceBatch, Vocab};
+use s2s_data::InferenceBatch;
 use std::cmp::Ordering;
 
 /// Draws `n` outputs per source, token by token, from the model's distribution reshaped by
@@ -90,7 +90,8 @@ impl Sampling {
     }
 }
 
-fn draw(rng: &mut StdRng, candidates: &[(usize, f32)]) -> usize {
+/// A token drawn from `candidates` (`(id, probability)`); `eos` when there is none.
+fn draw(rng: &mut StdRng, candidates: &[(usize, f32)], eos: usize) -> usize {
     let total: f32 = candidates.iter().map(|c| c.1).sum();
     let mut x = rng.random::<f32>() * total;
     for &(i, p) in candidates {
@@ -99,7 +100,7 @@ fn draw(rng: &mut StdRng, candidates: &[(usize, f32)]) -> usize {
         }
         x -= p;
     }
-    candidates.last().map_or(Vocab::EOS as usize, |c| c.0)
+    candidates.last().map_or(eos, |c| c.0)
 }
 
 impl<B: Backend, M: StepDecoder<B>> Strategy<B, M> for Sampling {
@@ -119,6 +120,7 @@ impl<B: Backend, M: StepDecoder<B>> Strategy<B, M> for Sampling {
                 StdRng::seed_from_u64(fnv1a(&key))
             })
             .collect();
+        let eos = model.special_tokens().eos;
         extend_rows(
             model,
             batch,
@@ -127,7 +129,7 @@ impl<B: Backend, M: StepDecoder<B>> Strategy<B, M> for Sampling {
             self.min_len,
             &self.processors,
             self.keep_attention,
-            |r, logp| draw(&mut rngs[r], &self.candidates(logp)),
+            |r, logp| draw(&mut rngs[r], &self.candidates(logp), eos),
         )
     }
 }
@@ -207,7 +209,7 @@ mod tests {
             let mut counts = [0usize; 5];
             let candidates = s.candidates(&logp);
             for _ in 0..n {
-                counts[draw(&mut rng, &candidates)] += 1;
+                counts[draw(&mut rng, &candidates, s2s_data::Vocab::EOS as usize)] += 1;
             }
             let mut chi2 = 0.0;
             let mut kept = 0;

@@ -1,10 +1,9 @@
 //! Pieces shared by the strategies: one model step read back as log-probabilities, logits
 //! processors and length penalties.
 
-use crate::StepDecoder;
+use crate::{SpecialTokens, StepDecoder};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
-use s2s_data::Vocab;
 use s2s_tensor::ops;
 
 /// The log-probabilities of one step, on the host.
@@ -60,10 +59,16 @@ impl LogitsProcessors {
         self.no_repeat_ngram > 0 || self.forbid_unk
     }
 
-    /// Sets forbidden tokens to `-inf` given the output so far (`prefix`, without `<sos>`).
+    /// Sets forbidden tokens to `-inf` given the output so far (`prefix`, without `<sos>`),
+    /// with the special tokens of `s2s_data::Vocab`.
     pub fn apply(&self, prefix: &[u32], logp: &mut [f32]) {
-        if self.forbid_unk {
-            logp[Vocab::UNK as usize] = f32::NEG_INFINITY;
+        self.apply_for(prefix, logp, &SpecialTokens::default());
+    }
+
+    /// [`apply`](Self::apply) with a decoder's own special tokens.
+    pub fn apply_for(&self, prefix: &[u32], logp: &mut [f32], special: &SpecialTokens) {
+        if let (true, Some(unk)) = (self.forbid_unk, special.unk) {
+            logp[unk] = f32::NEG_INFINITY;
         }
         let n = self.no_repeat_ngram;
         if n > 0 && prefix.len() + 1 >= n {
@@ -76,10 +81,10 @@ impl LogitsProcessors {
         }
     }
 
-    /// Forbids `<eos>` while the output is shorter than `min_len`.
-    pub(crate) fn apply_min_len(len: usize, min_len: usize, logp: &mut [f32]) {
+    /// Forbids `<eos>` (id `eos`) while the output is shorter than `min_len`.
+    pub(crate) fn apply_min_len(len: usize, min_len: usize, eos: usize, logp: &mut [f32]) {
         if len < min_len {
-            logp[Vocab::EOS as usize] = f32::NEG_INFINITY;
+            logp[eos] = f32::NEG_INFINITY;
         }
     }
 }
@@ -169,7 +174,8 @@ pub(crate) fn extend_rows<B: Backend, M: StepDecoder<B>>(
         .collect();
     // `active[k]` is the expanded row of live row `k`.
     let mut active: Vec<usize> = (0..expand.len()).collect();
-    let mut tokens = vec![Vocab::SOS as usize; expand.len()];
+    let special = model.special_tokens();
+    let mut tokens = vec![special.sos; expand.len()];
     for step in 0..=max_len {
         if active.is_empty() {
             break;
@@ -181,12 +187,12 @@ pub(crate) fn extend_rows<B: Backend, M: StepDecoder<B>>(
         for (k, &r) in active.iter().enumerate() {
             let h = &mut hyps[r];
             let logp = &mut out.logp[k * v..(k + 1) * v];
-            processors.apply(&h.tokens, logp);
-            LogitsProcessors::apply_min_len(h.tokens.len(), min_len, logp);
+            processors.apply_for(&h.tokens, logp, &special);
+            LogitsProcessors::apply_min_len(h.tokens.len(), min_len, special.eos, logp);
             let id = choose(r, logp);
             // At the last step only `<eos>` may still be scored; the row stops either way.
-            if id == Vocab::EOS as usize || step == max_len {
-                if id == Vocab::EOS as usize {
+            if id == special.eos || step == max_len {
+                if id == special.eos {
                     h.score += logp[id];
                 }
                 continue;
@@ -234,7 +240,7 @@ mod tests {
         // Prefix 5 6 5: the bigram "5 6" exists, so after "5" the token 6 is blocked.
         p.apply(&[5, 6, 5], &mut logp);
         assert_eq!(logp[6], f32::NEG_INFINITY);
-        assert_eq!(logp[Vocab::UNK as usize], f32::NEG_INFINITY);
+        assert_eq!(logp[s2s_data::Vocab::UNK as usize], f32::NEG_INFINITY);
         assert_eq!(logp.iter().filter(|v| v.is_infinite()).count(), 2);
     }
 

@@ -1,7 +1,31 @@
 //! The step API that decoding strategies drive.
 
 use burn::tensor::{backend::Backend, Int, Tensor};
+use s2s_data::Vocab;
 use s2s_nn::{DecoderState, Memory, Seq2Seq};
+
+/// The token ids that a decoder gives a meaning of its own, which the strategies read from
+/// [`StepDecoder::special_tokens`] instead of assuming them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpecialTokens {
+    /// The first input of every output.
+    pub sos: usize,
+    /// Ends an output.
+    pub eos: usize,
+    /// The unknown token (`--forbid-unk` forbids it), if the vocabulary has one.
+    pub unk: Option<usize>,
+}
+
+impl Default for SpecialTokens {
+    /// The ids of `s2s_data::Vocab`, which every s2s vocabulary uses.
+    fn default() -> Self {
+        SpecialTokens {
+            sos: Vocab::SOS as usize,
+            eos: Vocab::EOS as usize,
+            unk: Some(Vocab::UNK as usize),
+        }
+    }
+}
 
 /// A model that can be decoded one token at a time.
 ///
@@ -40,6 +64,11 @@ pub trait StepDecoder<B: Backend> {
     /// call it instead of [`select_rows`](Self::select_rows) when every row keeps the source
     /// it had, so the memory (encoder outputs and keys, the larger part) is not copied.
     fn select_state_rows(&self, state: Self::State, indices: &[usize]) -> Self::State;
+
+    /// The decoder's special tokens (by default those of `s2s_data::Vocab`).
+    fn special_tokens(&self) -> SpecialTokens {
+        SpecialTokens::default()
+    }
 }
 
 impl<B: s2s_tensor::S2sBackend> StepDecoder<B> for Seq2Seq<B> {
