@@ -490,6 +490,7 @@ impl DecodingArgs {
         let processors = LogitsProcessors {
             no_repeat_ngram: self.no_repeat_ngram,
             forbid_unk: self.forbid_unk,
+            ..LogitsProcessors::default()
         };
         if self.n_best == 0 || self.beam_size == 0 || self.batch_size == 0 {
             bail!("--n-best, --beam-size and --batch-size must be at least 1");

@@ -900,4 +900,35 @@ mod tests {
         }
         assert!(!old[0][0].tokens.is_empty(), "min_len 1 holds");
     }
+
+    /// A processor of the caller's own: forbids one token.
+    #[derive(Debug)]
+    struct Forbid(u32);
+
+    impl crate::LogitsProcessor for Forbid {
+        fn process(&self, _prefix: &[u32], logp: &mut [f32], _special: &SpecialTokens) {
+            logp[self.0 as usize] = f32::NEG_INFINITY;
+        }
+    }
+
+    #[test]
+    fn a_custom_logits_processor_applies_to_every_strategy() {
+        let forbid: std::sync::Arc<dyn crate::LogitsProcessor> = std::sync::Arc::new(Forbid(A));
+        let mut greedy = Greedy::new(4);
+        greedy.processors.custom.push(forbid.clone());
+        let mut beam = BeamSearch::new(2, 4);
+        beam.n_best = 2;
+        beam.processors.custom.push(forbid);
+        // Without `a`, the table's best continuation of `[]` is `b`; `[b]` then has `<eos>`
+        // and `b` left at .05 each, and the tie goes to the lower id, `<eos>`.
+        let best = run(&greedy);
+        assert_eq!(best[0].0, vec![BEE]);
+        for (tokens, _) in run(&greedy).into_iter().chain(run(&beam)) {
+            assert!(!tokens.contains(&A), "{tokens:?} holds the forbidden token");
+        }
+        assert!(
+            run(&Greedy::new(4))[0].0.contains(&A),
+            "unconstrained, greedy picks a"
+        );
+    }
 }

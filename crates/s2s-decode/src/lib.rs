@@ -34,7 +34,7 @@ pub use beam::BeamSearch;
 pub use ensemble::Ensemble;
 pub use greedy::Greedy;
 pub use sample::Sampling;
-pub use search::{LengthPenalty, LogitsProcessors};
+pub use search::{ForbidUnk, LengthPenalty, LogitsProcessor, LogitsProcessors, NoRepeatNgram};
 pub use step::{SpecialTokens, StepDecoder};
 
 use burn::tensor::backend::Backend;

@@ -5,6 +5,8 @@ use crate::{SpecialTokens, StepDecoder};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
 use s2s_tensor::ops;
+use std::fmt;
+use std::sync::Arc;
 
 /// The log-probabilities of one step, on the host.
 pub(crate) struct StepResult<S> {
@@ -44,19 +46,77 @@ pub(crate) fn attention_row(weights: &[f32], row: usize, src_len: usize, len: us
     weights[row * src_len..row * src_len + len].to_vec()
 }
 
-/// Adjustments applied to next-token log-probabilities before any strategy chooses.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// One adjustment of a row of next-token log-probabilities, which every strategy applies
+/// before it chooses (OpenNMT-py's and Hugging Face's logits processors). Implement it for a
+/// constraint of your own and add it to [`LogitsProcessors::custom`].
+pub trait LogitsProcessor: fmt::Debug + Send + Sync {
+    /// Sets forbidden tokens of `logp` (`[vocab]`) to `-inf`, given the output so far
+    /// (`prefix`, without `<sos>`) and the decoder's special tokens.
+    fn process(&self, prefix: &[u32], logp: &mut [f32], special: &SpecialTokens);
+}
+
+/// Never produce `<unk>` (`--forbid-unk`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ForbidUnk;
+
+impl LogitsProcessor for ForbidUnk {
+    fn process(&self, _prefix: &[u32], logp: &mut [f32], special: &SpecialTokens) {
+        if let Some(unk) = special.unk {
+            logp[unk] = f32::NEG_INFINITY;
+        }
+    }
+}
+
+/// No n-gram of this size twice in an output (`--no-repeat-ngram N`; 0 is off).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoRepeatNgram(pub usize);
+
+impl LogitsProcessor for NoRepeatNgram {
+    fn process(&self, prefix: &[u32], logp: &mut [f32], _special: &SpecialTokens) {
+        let n = self.0;
+        if n > 0 && prefix.len() + 1 >= n {
+            let tail = &prefix[prefix.len() + 1 - n..];
+            for window in prefix.windows(n) {
+                if window[..n - 1] == *tail {
+                    logp[window[n - 1] as usize] = f32::NEG_INFINITY;
+                }
+            }
+        }
+    }
+}
+
+/// The adjustments a strategy applies to next-token log-probabilities before it chooses: the
+/// built-in ones that are switched on, then [`custom`](Self::custom), in order.
+#[derive(Debug, Clone, Default)]
 pub struct LogitsProcessors {
-    /// Forbid any n-gram of this size from appearing twice in an output (0: off).
+    /// Forbid any n-gram of this size from appearing twice in an output (0: off;
+    /// [`NoRepeatNgram`]).
     pub no_repeat_ngram: usize,
-    /// Never produce `<unk>`.
+    /// Never produce `<unk>` ([`ForbidUnk`]).
     pub forbid_unk: bool,
+    /// Further processors, run after the built-in ones in this order.
+    pub custom: Vec<Arc<dyn LogitsProcessor>>,
+}
+
+/// Equal when the built-in settings are and `custom` holds the same processors (the same
+/// `Arc`s) in the same order.
+impl PartialEq for LogitsProcessors {
+    fn eq(&self, other: &Self) -> bool {
+        self.no_repeat_ngram == other.no_repeat_ngram
+            && self.forbid_unk == other.forbid_unk
+            && self.custom.len() == other.custom.len()
+            && self
+                .custom
+                .iter()
+                .zip(&other.custom)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+    }
 }
 
 impl LogitsProcessors {
     /// True when some processor is on.
     pub fn is_active(&self) -> bool {
-        self.no_repeat_ngram > 0 || self.forbid_unk
+        self.no_repeat_ngram > 0 || self.forbid_unk || !self.custom.is_empty()
     }
 
     /// Sets forbidden tokens to `-inf` given the output so far (`prefix`, without `<sos>`),
@@ -67,17 +127,12 @@ impl LogitsProcessors {
 
     /// [`apply`](Self::apply) with a decoder's own special tokens.
     pub fn apply_for(&self, prefix: &[u32], logp: &mut [f32], special: &SpecialTokens) {
-        if let (true, Some(unk)) = (self.forbid_unk, special.unk) {
-            logp[unk] = f32::NEG_INFINITY;
+        if self.forbid_unk {
+            ForbidUnk.process(prefix, logp, special);
         }
-        let n = self.no_repeat_ngram;
-        if n > 0 && prefix.len() + 1 >= n {
-            let tail = &prefix[prefix.len() + 1 - n..];
-            for window in prefix.windows(n) {
-                if window[..n - 1] == *tail {
-                    logp[window[n - 1] as usize] = f32::NEG_INFINITY;
-                }
-            }
+        NoRepeatNgram(self.no_repeat_ngram).process(prefix, logp, special);
+        for p in &self.custom {
+            p.process(prefix, logp, special);
         }
     }
 
@@ -235,6 +290,7 @@ mod tests {
         let p = LogitsProcessors {
             no_repeat_ngram: 2,
             forbid_unk: true,
+            ..LogitsProcessors::default()
         };
         let mut logp = vec![0.0f32; 8];
         // Prefix 5 6 5: the bigram "5 6" exists, so after "5" the token 6 is blocked.
