@@ -1,6 +1,6 @@
 //! The length-aware recurrent encoder.
 
-use crate::rnn::{CellKind, RnnLayer, RnnLayerConfig, RnnState};
+use crate::rnn::{CellKind, RnnLayer, RnnLayerConfig, RnnState, SeqInput};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig};
@@ -98,34 +98,22 @@ impl<B: S2sBackend> Encoder<B> {
         let mut x: Option<Tensor<B, 3>> = None;
         for (i, fwd) in self.forward_layers.iter().enumerate() {
             let bwd = self.backward_layers.get(i);
-            let out = match x.take() {
-                Some(x) => RnnLayer::forward_lengths(
-                    fwd,
-                    bwd,
-                    crate::dropout::apply(&self.dropout, x),
-                    lengths,
-                ),
+            let input = match x.take() {
+                Some(x) => SeqInput::Features(crate::dropout::apply(&self.dropout, x)),
                 // Without dropout on the embeddings, the first layer looks up its projected
                 // inputs in a table of the projected embeddings.
                 None if dropout_is_identity::<B>(&self.dropout, &source.device()) => {
-                    RnnLayer::forward_lengths_embedded(
-                        fwd,
-                        bwd,
-                        self.embedding.weight.val(),
-                        source.clone(),
-                        lengths,
-                    )
+                    SeqInput::Tokens {
+                        embedding: self.embedding.weight.val(),
+                        tokens: source.clone(),
+                    }
                 }
-                None => {
-                    let embedded = self.embedding.forward(source.clone());
-                    RnnLayer::forward_lengths(
-                        fwd,
-                        bwd,
-                        crate::dropout::apply(&self.dropout, embedded),
-                        lengths,
-                    )
-                }
+                None => SeqInput::Features(crate::dropout::apply(
+                    &self.dropout,
+                    self.embedding.forward(source.clone()),
+                )),
             };
+            let out = RnnLayer::seq(fwd, bwd, input, lengths);
             x = Some(out.outputs);
             final_states.push((out.forward, out.backward));
         }

@@ -204,6 +204,8 @@ pub struct DecodingCache<B: Backend> {
     pub embedded: Tensor<B, 2>,
     /// The output projection's rows for the last decoder layer's state `[d_decoder, tgt_vocab]`.
     pub output_state: Tensor<B, 2>,
+    /// Each decoder layer's weights for single steps ([`RnnLayer::weights`]).
+    pub layer_weights: Vec<StepWeights<B>>,
 }
 
 /// How the teacher-forced pass feeds the target embeddings to the output layer.
@@ -255,6 +257,7 @@ impl<B: S2sBackend> Memory<B> {
                 values: c.values.as_ref().map(gather),
                 embedded: c.embedded.clone(),
                 output_state: c.output_state.clone(),
+                layer_weights: c.layer_weights.clone(),
             }),
         }
     }
@@ -522,6 +525,7 @@ impl<B: S2sBackend> Seq2Seq<B> {
             values: None,
             embedded,
             output_state: out_h,
+            layer_weights: self.decoder_layers.iter().map(RnnLayer::weights).collect(),
         }
     }
 
@@ -554,29 +558,28 @@ impl<B: S2sBackend> Seq2Seq<B> {
     }
 
     /// Advances the decoder layers from the first layer's projected input (`[batch, gates *
-    /// d_decoder]`); returns the last layer's output and the new state.
-    /// `weights`: each layer's [`StepWeights`] in a loop over a whole sequence (training).
+    /// d_decoder]`) with each layer's `weights` ([`RnnLayer::weights`] for single steps,
+    /// [`RnnLayer::sequence_weights`] in a loop over a whole sequence); returns the last
+    /// layer's output and the new state.
     fn run_layers(
         &self,
         projected: Tensor<B, 2>,
         state: DecoderState<B>,
-        weights: Option<&[StepWeights<B>]>,
+        weights: &[StepWeights<B>],
     ) -> (Tensor<B, 2>, DecoderState<B>) {
         let mut new_layers = Vec::with_capacity(state.layers.len());
-        let mut layers = state.layers.into_iter();
-        let (layer, s) = (&self.decoder_layers[0], layers.next().expect("layer 0"));
-        let first = match weights {
-            Some(w) => layer.step_projected_with(&w[0], projected, s),
-            None => layer.step_projected(projected, s),
-        };
+        debug_assert_eq!(
+            weights.len(),
+            state.layers.len(),
+            "one weight set per layer"
+        );
+        let mut layers = state.layers.into_iter().zip(weights);
+        let (s, w) = layers.next().expect("decoder has a layer");
+        let first = w.step_projected(projected, s);
         let mut x = first.h.clone();
         new_layers.push(first);
-        for (k, (layer, s)) in self.decoder_layers.iter().zip(layers).enumerate().skip(1) {
-            let input = crate::dropout::apply(&self.dropout, x);
-            let next = match weights {
-                Some(w) => layer.step_with(&w[k], input, s),
-                None => layer.step(input, s),
-            };
+        for (s, w) in layers {
+            let next = w.step(crate::dropout::apply(&self.dropout, x), s);
             x = next.h.clone();
             new_layers.push(next);
         }
@@ -596,14 +599,14 @@ impl<B: S2sBackend> Seq2Seq<B> {
     /// `[batch, W]` with `W >= gates * d_decoder`), and the layers advanced from the first
     /// `gates * d_decoder` columns. Columns beyond those (the output layer's share, in
     /// decoding with the [`DecodingCache`]) come back in [`DecoderStep::rest`].
-    /// `weights`: each layer's [`StepWeights`] in a loop over a whole sequence (training).
+    /// `weights`: each layer's weights, as [`run_layers`](Self::run_layers) takes them.
     fn decoder_step(
         &self,
         memory: &Memory<B>,
         input: Tensor<B, 2>,
         share: ContextShare<'_, B>,
         state: DecoderState<B>,
-        weights: Option<&[StepWeights<B>]>,
+        weights: &[StepWeights<B>],
     ) -> DecoderStep<B> {
         let attention = self.attention_weights(memory, &state);
         let (share, context) = match share {
@@ -655,12 +658,13 @@ impl<B: S2sBackend> Seq2Seq<B> {
         let (w_emb, w_ctx) = self.embedding_weights();
         let projected =
             embedded.clone().matmul(w_emb) + self.decoder_layers[0].bias_ih.val().unsqueeze();
+        let weights: Vec<_> = self.decoder_layers.iter().map(RnnLayer::weights).collect();
         let out = self.decoder_step(
             memory,
             projected,
             ContextShare::Project(&w_ctx),
             state,
-            None,
+            &weights,
         );
         let context = out
             .context
@@ -692,7 +696,7 @@ impl<B: S2sBackend> Seq2Seq<B> {
             None => ContextShare::Project(&cache.context_weights),
         };
         let input = cache.embedded.clone().select(0, tokens);
-        let out = self.decoder_step(memory, input, share, state, None);
+        let out = self.decoder_step(memory, input, share, state, &cache.layer_weights);
         let output_share = out.rest.expect("the cache holds the output layer's share");
         let logits = out.h.matmul(cache.output_state.clone()) + output_share;
         StepOutput {
@@ -758,11 +762,11 @@ impl<B: S2sBackend> Seq2Seq<B> {
         let layer_weights: Vec<_> = self
             .decoder_layers
             .iter()
-            .map(RnnLayer::step_weights)
+            .map(RnnLayer::sequence_weights)
             .collect();
         for p in projected {
             let share = ContextShare::Values(&values);
-            let out = self.decoder_step(&memory, p, share, state, Some(&layer_weights));
+            let out = self.decoder_step(&memory, p, share, state, &layer_weights);
             state = out.state;
             hs.push(out.h);
             weights.push(out.attention);
@@ -878,6 +882,49 @@ mod tests {
             let flags = vec![vec![false; 2]; 4];
             let scheduled = ops::to_vec_f32(model.forward_scheduled(src, &[3, 2], tgt, &flags));
             assert!(close(&full, &scheduled, 1e-5));
+        }
+
+        /// Every decoder layer runs, each on the output of the one below: after a step the
+        /// state holds one entry per layer, layer k's equals `RnnLayer::step` on layer
+        /// k - 1's new output and its own previous state, and the logits (of a step and of
+        /// the teacher-forced pass) change with the top layer's weights. (From b68b069 until
+        /// this test, an off-by-one left every layer above the first out of the loop.)
+        #[test]
+        fn every_decoder_layer_takes_part() {
+            let device = device();
+            for cell in [CellKind::Gru, CellKind::Lstm] {
+                let model = tiny(cell, AttentionKind::Bahdanau, true, 3);
+                let src = ops::id_matrix::<TB>(&[vec![4, 5, 6], vec![7, 8, 0]], 3, &device);
+                let tgt = ops::id_matrix::<TB>(&[vec![1, 4, 5], vec![1, 7, 0]], 3, &device);
+                let (memory, state) = model.start(src.clone(), &[3, 2]);
+                assert_eq!(state.layers.len(), 3);
+                let tokens = ops::index_tensor::<TB>(&[1, 1], &device);
+                let out = model.step(&memory, tokens.clone(), state.clone());
+                assert_eq!(out.state.layers.len(), 3, "{cell:?}: one state per layer");
+                let v = ops::to_vec_f32;
+                for k in 1..3 {
+                    let want = model.decoder_layers[k].step(
+                        out.state.layers[k - 1].h.clone(),
+                        state.layers[k].clone(),
+                    );
+                    let have = &out.state.layers[k];
+                    assert!(close(&v(have.h.clone()), &v(want.h), 1e-6), "{cell:?}: layer {k}");
+                }
+                let mut changed = model.clone();
+                let top = &mut changed.decoder_layers[2];
+                top.bias_hh = burn::module::Param::from_tensor(top.bias_hh.val().add_scalar(1.0));
+                let moved = |a: Vec<f32>, b: Vec<f32>| {
+                    a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max) > 1e-3
+                };
+                let step = |m: &Seq2Seq<TB>| {
+                    let (memory, state) = m.start(src.clone(), &[3, 2]);
+                    v(m.step(&memory, tokens.clone(), state).logits)
+                };
+                assert!(moved(step(&model), step(&changed)), "{cell:?}: step logits");
+                let forward =
+                    |m: &Seq2Seq<TB>| ops::to_vec_f32(m.forward(src.clone(), &[3, 2], tgt.clone()));
+                assert!(moved(forward(&model), forward(&changed)), "{cell:?}: forward logits");
+            }
         }
 
         /// Without dropout the teacher-forced pass looks the target embeddings' projections

@@ -5,6 +5,13 @@
 //! transposed here so that `x.matmul(w)` applies them). A sequence costs one matmul for the
 //! input projection of all time steps plus one matmul per step for the recurrent part,
 //! instead of one small matmul per gate and step.
+//!
+//! A layer has two entry points: [`RnnLayer::step`], one time step, and [`RnnLayer::seq`], a
+//! padded batch in one or both directions. Both go through [`StepWeights`], whose
+//! `step`/`step_projected` are the one place where the cell equations are applied; a loop of
+//! steps takes the layer's [`weights`](RnnLayer::weights) (plain products) or its
+//! [`sequence_weights`](RnnLayer::sequence_weights) (each weight's gradient made once per
+//! sequence in training).
 
 use burn::config::Config;
 use burn::module::{Initializer, Module, Param};
@@ -75,20 +82,6 @@ impl<B: Backend> RnnState<B> {
         }
     }
 
-    /// Keeps the new state where `keep_new` is 1 and the old one where it is 0.
-    /// `keep_new` and `keep_old` are `[batch, 1]` masks of 0/1 that sum to one; the selection
-    /// is exact (`x * 1 + y * 0 == x`).
-    fn select(new: Self, old: Self, keep_new: &Tensor<B, 2>, keep_old: &Tensor<B, 2>) -> Self {
-        let mix = |n: Tensor<B, 2>, o: Tensor<B, 2>| n * keep_new.clone() + o * keep_old.clone();
-        RnnState {
-            h: mix(new.h, old.h),
-            c: match (new.c, old.c) {
-                (Some(n), Some(o)) => Some(mix(n, o)),
-                _ => None,
-            },
-        }
-    }
-
     /// Reorders the batch rows: `out[i] = self[indices[i]]`.
     pub fn select_rows(self, indices: &[usize]) -> Self {
         RnnState {
@@ -149,7 +142,7 @@ fn input_rows(lengths: &[usize], seq: usize, dirs: usize) -> Vec<Vec<usize>> {
         .collect()
 }
 
-/// What [`RnnLayer::forward_lengths`] returns.
+/// What [`RnnLayer::seq`] returns.
 #[derive(Debug, Clone)]
 pub struct DirectionsOutput<B: Backend> {
     /// Outputs `[batch, seq, directions * d_hidden]` (forward first), zero at padding.
@@ -160,14 +153,61 @@ pub struct DirectionsOutput<B: Backend> {
     pub backward: Option<RnnState<B>>,
 }
 
-/// A layer's input and recurrent weights prepared for a loop of steps over one sequence
-/// ([`RnnLayer::step_weights`]).
+/// What [`RnnLayer::seq`] reads.
+#[derive(Debug, Clone)]
+pub enum SeqInput<B: Backend> {
+    /// Input features `[batch, seq, d_input]`.
+    Features(Tensor<B, 3>),
+    /// Token ids `[batch, seq]` (below `vocab`) and the embedding table `[vocab, d_input]`
+    /// they index. The input projection is linear, so `embedding[id] @ w + b` is row `id` of
+    /// `embedding @ w + b`: one small product per batch builds that table for every direction
+    /// and each position looks its row up, where projecting the looked-up embeddings would
+    /// multiply every position's embedding. The gradient reaches the embedding and the input
+    /// weights through the table. The result equals [`SeqInput::Features`] of
+    /// `embedding.select(tokens)` up to rounding.
+    Tokens {
+        /// The embedding table `[vocab, d_input]`.
+        embedding: Tensor<B, 2>,
+        /// Token ids `[batch, seq]`.
+        tokens: Tensor<B, 2, Int>,
+    },
+}
+
+/// A layer's weights as its steps apply them ([`RnnLayer::weights`] for single steps,
+/// [`RnnLayer::sequence_weights`] for a loop over one sequence), with the cell equations:
+/// [`step`](Self::step) is the one place where a step of a recurrent layer is computed.
 #[derive(Clone, Debug)]
 pub struct StepWeights<B: Backend> {
-    input: StepProduct<B>,
+    cell: CellKind,
+    /// `None` for the stacked directions of [`RnnLayer::seq`], whose inputs come projected.
+    input: Option<StepProduct<B>>,
     recurrent: StepProduct<B>,
 }
 
+impl<B: S2sBackend> StepWeights<B> {
+    /// One time step from a raw input.
+    ///
+    /// # Shapes
+    /// - `input`: `[batch, d_input]`; `state`: `[batch, d_hidden]` each
+    pub fn step(&self, input: Tensor<B, 2>, state: RnnState<B>) -> RnnState<B> {
+        let projection = self
+            .input
+            .as_ref()
+            .expect("a single layer's weights take raw inputs");
+        self.step_projected(projection.apply(input), state)
+    }
+
+    /// One time step from an input whose share of the gates is already computed (the input
+    /// weights and bias applied, or an equivalent sum of shares).
+    ///
+    /// # Shapes
+    /// - `projected`: `[batch, gates * d_hidden]`; `state`: `[batch, d_hidden]` each
+    pub fn step_projected(&self, projected: Tensor<B, 2>, state: RnnState<B>) -> RnnState<B> {
+        let recurrent = self.recurrent.apply(state.h.clone());
+        let (h, c) = cell_update(self.cell, projected, recurrent, state.h, state.c);
+        RnnState { h, c }
+    }
+}
 /// One recurrent layer (a single direction).
 #[derive(Module, Debug)]
 pub struct RnnLayer<B: Backend> {
@@ -205,81 +245,50 @@ impl RnnLayerConfig {
 }
 
 impl<B: S2sBackend> RnnLayer<B> {
+    /// One time step from a raw input (the layer's [`weights`](Self::weights) applied).
+    ///
+    /// # Shapes
+    /// - `input`: `[batch, d_input]`; `state`: `[batch, d_hidden]` each
+    pub fn step(&self, input: Tensor<B, 2>, state: RnnState<B>) -> RnnState<B> {
+        self.weights().step(input, state)
+    }
+
+    /// The weights for single steps: plain products.
+    pub fn weights(&self) -> StepWeights<B> {
+        let plain = |w: &Param<Tensor<B, 2>>, b: &Param<Tensor<B, 1>>| {
+            StepProduct::plain(w.val().unsqueeze(), b.val().unsqueeze())
+        };
+        StepWeights {
+            cell: self.cell,
+            input: Some(plain(&self.weight_ih, &self.bias_ih)),
+            recurrent: plain(&self.weight_hh, &self.bias_hh),
+        }
+    }
+
+    /// The weights for a loop of steps over one sequence: the same results as
+    /// [`weights`](Self::weights), but in training each weight's gradient is made once for
+    /// all steps (see [`StepProduct`]).
+    pub fn sequence_weights(&self) -> StepWeights<B> {
+        let product = |w: &Param<Tensor<B, 2>>, b: &Param<Tensor<B, 1>>| {
+            StepProduct::new(w.val().unsqueeze(), b.val().unsqueeze())
+        };
+        StepWeights {
+            cell: self.cell,
+            input: Some(product(&self.weight_ih, &self.bias_ih)),
+            recurrent: product(&self.weight_hh, &self.bias_hh),
+        }
+    }
+
     /// Applies the input weights and bias to every time step at once.
     ///
     /// # Shapes
     /// - `input`: `[batch, seq, d_input]`
     /// - returns `[batch, seq, gates * d_hidden]`
-    pub fn project_input(&self, input: Tensor<B, 3>) -> Tensor<B, 3> {
+    fn project_input(&self, input: Tensor<B, 3>) -> Tensor<B, 3> {
         let [b, t, d] = input.dims();
         let g = self.weight_ih.dims()[1];
         (input.reshape([b * t, d]).matmul(self.weight_ih.val()) + self.bias_ih.val().unsqueeze())
             .reshape([b, t, g])
-    }
-
-    /// One time step from an input that was already projected by
-    /// [`project_input`](Self::project_input) (or an equivalent sum of projections).
-    ///
-    /// # Shapes
-    /// - `projected`: `[batch, gates * d_hidden]`
-    /// - `state`: `[batch, d_hidden]` each
-    pub fn step_projected(&self, projected: Tensor<B, 2>, state: RnnState<B>) -> RnnState<B> {
-        let recurrent =
-            state.h.clone().matmul(self.weight_hh.val()) + self.bias_hh.val().unsqueeze();
-        self.update(projected, recurrent, state)
-    }
-
-    /// One time step from a raw input `[batch, d_input]`.
-    pub fn step(&self, input: Tensor<B, 2>, state: RnnState<B>) -> RnnState<B> {
-        let projected = input.matmul(self.weight_ih.val()) + self.bias_ih.val().unsqueeze();
-        self.step_projected(projected, state)
-    }
-
-    /// The layer's weights for a loop of [`step_projected_with`](Self::step_projected_with)
-    /// or [`step_with`](Self::step_with) calls over one sequence: the same results as
-    /// [`step_projected`](Self::step_projected) and [`step`](Self::step), but in training
-    /// each weight's gradient is made once for all steps (see [`StepProduct`]).
-    pub fn step_weights(&self) -> StepWeights<B> {
-        let product = |w: &Param<Tensor<B, 2>>, b: &Param<Tensor<B, 1>>| {
-            StepProduct::new(w.val().unsqueeze(), b.val().unsqueeze())
-        };
-        StepWeights {
-            input: product(&self.weight_ih, &self.bias_ih),
-            recurrent: product(&self.weight_hh, &self.bias_hh),
-        }
-    }
-
-    /// [`step_projected`](Self::step_projected) with weights from
-    /// [`step_weights`](Self::step_weights).
-    pub fn step_projected_with(
-        &self,
-        weights: &StepWeights<B>,
-        projected: Tensor<B, 2>,
-        state: RnnState<B>,
-    ) -> RnnState<B> {
-        let recurrent = weights.recurrent.apply(state.h.clone());
-        self.update(projected, recurrent, state)
-    }
-
-    /// [`step`](Self::step) with weights from [`step_weights`](Self::step_weights).
-    pub fn step_with(
-        &self,
-        weights: &StepWeights<B>,
-        input: Tensor<B, 2>,
-        state: RnnState<B>,
-    ) -> RnnState<B> {
-        let projected = weights.input.apply(input);
-        self.step_projected_with(weights, projected, state)
-    }
-
-    fn update(
-        &self,
-        projected: Tensor<B, 2>,
-        recurrent: Tensor<B, 2>,
-        state: RnnState<B>,
-    ) -> RnnState<B> {
-        let (h, c) = cell_update(self.cell, projected, recurrent, state.h, state.c);
-        RnnState { h, c }
     }
 
     /// Runs `forward` and, when given, `backward` (the reverse direction) over a padded batch,
@@ -293,22 +302,45 @@ impl<B: S2sBackend> RnnLayer<B> {
     /// is what `pack_padded_sequence` gives PyTorch's RNNs, without per-step masking.
     ///
     /// # Shapes
-    /// - `input`: `[batch, seq, d_input]`; `lengths`: true length of each row (`<= seq`)
+    /// - `input`: `[batch, seq, d_input]` features or `[batch, seq]` tokens (see
+    ///   [`SeqInput`]); `lengths`: true length of each row (`<= seq`)
     /// - returns outputs `[batch, seq, directions * d_hidden]`, states `[batch, d_hidden]`
     ///
     /// # Panics
     /// If the two layers differ in cell or size, or a length exceeds `seq`.
-    pub fn forward_lengths(
+    pub fn seq(
         forward: &Self,
         backward: Option<&Self>,
-        input: Tensor<B, 3>,
+        input: SeqInput<B>,
         lengths: &[usize],
     ) -> DirectionsOutput<B> {
-        let [batch, seq, d_input] = input.dims();
+        let (batch, seq, device) = match &input {
+            SeqInput::Features(x) => (x.dims()[0], x.dims()[1], x.device()),
+            SeqInput::Tokens { tokens, .. } => {
+                (tokens.dims()[0], tokens.dims()[1], tokens.device())
+            }
+        };
         let layers = Self::directions(forward, backward, batch, seq, lengths);
         if seq == 0 {
-            return Self::empty_output(&layers, batch, &input.device());
+            return Self::empty_output(&layers, batch, &device);
         }
+        let steps = match input {
+            SeqInput::Features(x) => Self::projected_features(&layers, x, lengths),
+            SeqInput::Tokens { embedding, tokens } => {
+                Self::projected_tokens(&layers, embedding, tokens, lengths)
+            }
+        };
+        Self::run_projected(&layers, steps, lengths)
+    }
+
+    /// Each step's projected inputs for [`run_projected`](Self::run_projected), from features
+    /// `[batch, seq, d_input]` (`seq >= 1`).
+    fn projected_features(
+        layers: &[&Self],
+        input: Tensor<B, 3>,
+        lengths: &[usize],
+    ) -> Vec<Tensor<B, 2>> {
+        let [batch, seq, d_input] = input.dims();
         let flat = input.reshape([batch * seq, d_input]);
         let rows = input_rows(lengths, seq, layers.len());
         let projected: Vec<Tensor<B, 3>> = layers
@@ -319,48 +351,30 @@ impl<B: S2sBackend> RnnLayer<B> {
                 layer.project_input(x.reshape([seq, batch, d_input]))
             })
             .collect();
-        let gates = forward.cell.gates() * forward.d_hidden;
+        let gates = layers[0].cell.gates() * layers[0].d_hidden;
         // [seq, dirs * batch, gates * d_hidden]
         let projected =
             Tensor::stack::<4>(projected, 1).reshape([seq, layers.len() * batch, gates]);
         let rows = layers.len() * batch;
-        let steps = s2s_tensor::ops::split_steps(projected, 0)
+        s2s_tensor::ops::split_steps(projected, 0)
             .into_iter()
             .map(|p| p.reshape([rows, gates]))
-            .collect();
-        Self::run_projected(&layers, steps, lengths)
+            .collect()
     }
 
-    /// [`forward_lengths`](Self::forward_lengths) over the embeddings of token ids, without
-    /// the embeddings: the input projection is linear, so `embedding[id] @ w + b` is row `id`
-    /// of `embedding @ w + b`. One small product per batch builds that table for every
-    /// direction, and each position looks its row up, where the input projection would
-    /// multiply every position's embedding. The gradient reaches the embedding and the input
-    /// weights through the table. The result equals `forward_lengths` on
-    /// `embedding.select(ids)` up to rounding.
-    ///
-    /// # Shapes
-    /// - `embedding`: `[vocab, d_input]`; `tokens`: `[batch, seq]` ids below `vocab`
-    /// - returns as [`forward_lengths`](Self::forward_lengths)
-    ///
-    /// # Panics
-    /// As [`forward_lengths`](Self::forward_lengths).
-    pub fn forward_lengths_embedded(
-        forward: &Self,
-        backward: Option<&Self>,
+    /// Each step's projected inputs for [`run_projected`](Self::run_projected), looked up
+    /// in the projected embedding table (see [`SeqInput::Tokens`]; `seq >= 1`).
+    fn projected_tokens(
+        layers: &[&Self],
         embedding: Tensor<B, 2>,
         tokens: Tensor<B, 2, Int>,
         lengths: &[usize],
-    ) -> DirectionsOutput<B> {
+    ) -> Vec<Tensor<B, 2>> {
         let [batch, seq] = tokens.dims();
-        let layers = Self::directions(forward, backward, batch, seq, lengths);
         let dirs = layers.len();
         let device = tokens.device();
-        if seq == 0 {
-            return Self::empty_output(&layers, batch, &device);
-        }
         let vocab = embedding.dims()[0];
-        let gates = forward.cell.gates() * forward.d_hidden;
+        let gates = layers[0].cell.gates() * layers[0].d_hidden;
         // [vocab, dirs * gates] read as [vocab * dirs, gates]: row `id * dirs + d` is token
         // `id` projected by direction `d`.
         let weight = Tensor::cat(layers.iter().map(|l| l.weight_ih.val()).collect(), 1);
@@ -387,14 +401,13 @@ impl<B: S2sBackend> RnnLayer<B> {
         // table-sized tensor, where slicing the steps out of one lookup of every position
         // would write full-size zero tensors in the backward pass (see `ops::split_steps`).
         let rows = dirs * batch;
-        let steps = (0..seq)
+        (0..seq)
             .map(|t| {
                 table
                     .clone()
                     .select(0, ids.clone().narrow(0, t * rows, rows))
             })
-            .collect();
-        Self::run_projected(&layers, steps, lengths)
+            .collect()
     }
 
     /// The result for sequences of length 0: no outputs, zero final states.
@@ -431,7 +444,8 @@ impl<B: S2sBackend> RnnLayer<B> {
         layers
     }
 
-    /// The recurrence of [`forward_lengths`](Self::forward_lengths) over projected inputs.
+    /// The recurrence of [`seq`](Self::seq) over projected inputs, through
+    /// [`StepWeights::step_projected`] on both directions' stacked recurrent weights.
     ///
     /// Time-major throughout, with the directions side by side in one `dirs * batch` row
     /// block per step: every per-step tensor is then a contiguous 2-D `[dirs * batch, _]`
@@ -453,22 +467,22 @@ impl<B: S2sBackend> RnnLayer<B> {
         let device = steps[0].device();
         // Each direction's recurrent weight and bias over its block of rows; in training, the
         // weights' gradients are made once for all steps (see `StepProduct`).
-        let recurrent = StepProduct::new(
-            Tensor::stack(layers.iter().map(|l| l.weight_hh.val()).collect(), 0),
-            Tensor::stack(layers.iter().map(|l| l.bias_hh.val()).collect(), 0),
-        );
-        let zeros = || Tensor::<B, 2>::zeros([rows, d_hidden], &device);
-        let mut h = zeros();
-        let mut c = (cell == CellKind::Lstm).then(zeros);
+        let weights = StepWeights {
+            cell,
+            input: None,
+            recurrent: StepProduct::new(
+                Tensor::stack(layers.iter().map(|l| l.weight_hh.val()).collect(), 0),
+                Tensor::stack(layers.iter().map(|l| l.bias_hh.val()).collect(), 0),
+            ),
+        };
+        let mut state = RnnState::zeros(cell, rows, d_hidden, &device);
         // Index 0 holds the initial (zero) state, index t + 1 the state after step t.
-        let mut hs = vec![h.clone()];
-        let mut cs: Vec<Tensor<B, 2>> = c.iter().cloned().collect();
+        let mut hs = vec![state.h.clone()];
+        let mut cs: Vec<Tensor<B, 2>> = state.c.iter().cloned().collect();
         for p in steps {
-            let (h_new, c_new) = cell_update(cell, p, recurrent.apply(h.clone()), h, c);
-            h = h_new;
-            c = c_new;
-            hs.push(h.clone());
-            cs.extend(c.iter().cloned());
+            state = weights.step_projected(p, state);
+            hs.push(state.h.clone());
+            cs.extend(state.c.iter().cloned());
         }
         // All states as rows: state index t, direction d, row b is row `(t * dirs + d) *
         // batch + b`.
@@ -537,72 +551,52 @@ impl<B: S2sBackend> RnnLayer<B> {
             backward: states.next(),
         }
     }
-
-    /// Runs the layer over a sequence.
-    ///
-    /// With `valid` given, a padded position (mask 0) leaves the state unchanged and gets a
-    /// zero output, so the final state of each row is its state after its true last token and
-    /// a `reverse` pass starts at the true last token.
-    ///
-    /// # Shapes
-    /// - `input`: `[batch, seq, d_input]`
-    /// - `valid`: `[batch, seq]` of 1.0 (token) / 0.0 (padding)
-    /// - returns the outputs `[batch, seq, d_hidden]` and the final state `[batch, d_hidden]`
-    pub fn forward(
-        &self,
-        input: Tensor<B, 3>,
-        valid: Option<Tensor<B, 2>>,
-        reverse: bool,
-        initial: Option<RnnState<B>>,
-    ) -> (Tensor<B, 3>, RnnState<B>) {
-        let [batch, seq, _] = input.dims();
-        let device = input.device();
-        let projected = self.project_input(input);
-        let mut state =
-            initial.unwrap_or_else(|| RnnState::zeros(self.cell, batch, self.d_hidden, &device));
-        if seq == 0 {
-            return (Tensor::zeros([batch, 0, self.d_hidden], &device), state);
-        }
-        let steps: Vec<Tensor<B, 2>> = s2s_tensor::ops::split_steps(projected, 1)
-            .into_iter()
-            .map(|t| t.squeeze_dim(1))
-            .collect();
-        let masks: Option<Vec<(Tensor<B, 2>, Tensor<B, 2>)>> = valid.map(|v| {
-            let inv = v.clone().neg().add_scalar(1.0);
-            v.chunk(seq, 1).into_iter().zip(inv.chunk(seq, 1)).collect()
-        });
-        let mut outputs: Vec<Option<Tensor<B, 2>>> = (0..seq).map(|_| None).collect();
-        let order: Box<dyn Iterator<Item = usize>> = if reverse {
-            Box::new((0..seq).rev())
-        } else {
-            Box::new(0..seq)
-        };
-        for t in order {
-            let new = self.step_projected(steps[t].clone(), state.clone());
-            match &masks {
-                Some(m) => {
-                    let (keep, old) = &m[t];
-                    outputs[t] = Some(new.h.clone() * keep.clone());
-                    state = RnnState::select(new, state, keep, old);
-                }
-                None => {
-                    outputs[t] = Some(new.h.clone());
-                    state = new;
-                }
-            }
-        }
-        let outputs: Vec<Tensor<B, 2>> = outputs
-            .into_iter()
-            .map(|o| o.expect("every step ran"))
-            .collect();
-        (Tensor::stack(outputs, 1), state)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use s2s_tensor::ops;
+
+    /// The layer run over a sequence through [`RnnLayer::step`], one row at a time as a
+    /// direction reads it, with the padding masked out: a padded position (mask 0) leaves the
+    /// state unchanged and gets a zero output. The oracle for [`RnnLayer::seq`].
+    ///
+    /// # Shapes
+    /// - `input`: `[batch, seq, d_input]`; `valid`: `[batch, seq]` of 1.0 / 0.0
+    /// - returns the outputs `[batch, seq, d_hidden]` and the final state
+    fn masked_steps<B: S2sBackend>(
+        layer: &RnnLayer<B>,
+        input: Tensor<B, 3>,
+        valid: Tensor<B, 2>,
+        reverse: bool,
+    ) -> (Tensor<B, 3>, RnnState<B>) {
+        let [batch, seq, _] = input.dims();
+        let mut state = RnnState::zeros(layer.cell, batch, layer.d_hidden, &input.device());
+        let mut outputs: Vec<Option<Tensor<B, 2>>> = vec![None; seq];
+        let order: Vec<usize> = if reverse {
+            (0..seq).rev().collect()
+        } else {
+            (0..seq).collect()
+        };
+        for t in order {
+            let x = input.clone().narrow(1, t, 1).squeeze_dim(1);
+            let keep = valid.clone().narrow(1, t, 1);
+            let old = keep.clone().neg().add_scalar(1.0);
+            let new = layer.step(x, state.clone());
+            outputs[t] = Some(new.h.clone() * keep.clone());
+            let mix = |n: Tensor<B, 2>, o: Tensor<B, 2>| n * keep.clone() + o * old.clone();
+            state = RnnState {
+                h: mix(new.h, state.h),
+                c: new.c.zip(state.c).map(|(n, o)| mix(n, o)),
+            };
+        }
+        let outputs = outputs
+            .into_iter()
+            .map(|o| o.expect("every step ran"))
+            .collect();
+        (Tensor::stack(outputs, 1), state)
+    }
 
     s2s_tensor::for_each_backend! {
         type TB = TestBackend;
@@ -643,9 +637,10 @@ mod tests {
         proptest::proptest! {
             #![proptest_config(proptest::prelude::ProptestConfig::with_cases(cases(12)))]
             /// Both directions run together from lengths equal the per-direction masked
-            /// pass: outputs, final states (zero for empty rows) and zero padding.
+            /// passes through `step`: outputs, final states (zero for empty rows) and zero
+            /// padding.
             #[test]
-            fn forward_lengths_equals_masked_passes(
+            fn seq_equals_masked_steps(
                 lengths in proptest::collection::vec(0usize..5, 1..4),
                 lstm in proptest::bool::ANY,
                 bidirectional in proptest::bool::ANY,
@@ -667,13 +662,13 @@ mod tests {
                     )
                 });
                 let bwd = bidirectional.then_some(&bwd);
-                let got = RnnLayer::forward_lengths(&fwd, bwd, x.clone(), &lengths);
+                let got = RnnLayer::seq(&fwd, bwd, SeqInput::Features(x.clone()), &lengths);
                 let mask = ops::length_mask_float::<TB>(&lengths, seq, &device);
-                let (out_f, state_f) = fwd.forward(x.clone(), Some(mask.clone()), false, None);
+                let (out_f, state_f) = masked_steps(&fwd, x.clone(), mask.clone(), false);
                 let mut outs = vec![out_f];
                 let mut finals = vec![(state_f, got.forward)];
                 if let Some(b) = bwd {
-                    let (out_b, state_b) = b.forward(x, Some(mask), true, None);
+                    let (out_b, state_b) = masked_steps(b, x, mask, true);
                     outs.push(out_b);
                     finals.push((state_b, got.backward.expect("backward state")));
                 }
@@ -731,13 +726,14 @@ mod tests {
                 // Every value that the two paths compute, and their gradients.
                 let run = |embedded: bool| {
                     let table = table.clone().require_grad();
-                    let out = if embedded {
-                        RnnLayer::forward_lengths_embedded(&fwd, bwd, table.clone(), ids.clone(), &lengths)
+                    let input = if embedded {
+                        SeqInput::Tokens { embedding: table.clone(), tokens: ids.clone() }
                     } else {
                         let [batch, seq] = ids.dims();
                         let x = table.clone().select(0, ids.clone().reshape([batch * seq]));
-                        RnnLayer::forward_lengths(&fwd, bwd, x.reshape([batch, seq, 3]), &lengths)
+                        SeqInput::Features(x.reshape([batch, seq, 3]))
                     };
+                    let out = RnnLayer::seq(&fwd, bwd, input, &lengths);
                     let mut states = vec![out.forward.clone()];
                     states.extend(out.backward.clone());
                     let mut loss = (out.outputs.clone() * probe.clone()).sum();
@@ -774,33 +770,46 @@ mod tests {
             }
         }
 
+        /// A row padded to a longer batch gets the final states and outputs it gets alone,
+        /// and zero outputs at its padding, in both directions.
         #[test]
         fn padding_never_changes_state() {
             for cell in [CellKind::Gru, CellKind::Lstm] {
-                for reverse in [false, true] {
-                    let device = device();
-                    let l = layer(cell);
-                    let x = s2s_tensor::backend::seeded::<TB, _>(&device, 3, || {
-                        Tensor::<TB, 3>::random(
-                            [1, 5, 3],
-                            burn::tensor::Distribution::Normal(0.0, 1.0),
-                            &device,
-                        )
-                    });
-                    let alone = l.forward(x.clone().slice([0..1, 0..2]), None, reverse, None);
-                    let mask = ops::length_mask_float::<TB>(&[2], 5, &device);
-                    let padded = l.forward(x, Some(mask), reverse, None);
-                    let a = ops::to_vec_f32(alone.1.h);
-                    let b = ops::to_vec_f32(padded.1.h);
-                    for (x, y) in a.iter().zip(&b) {
-                        assert!(
-                            (x - y).abs() < 1e-6,
-                            "{cell:?} reverse={reverse}: {a:?} vs {b:?}"
-                        );
-                    }
-                    let out_pad = ops::to_vec_f32(padded.0.slice([0..1, 2..5]));
-                    assert!(out_pad.iter().all(|&v| v == 0.0));
-                }
+                let device = device();
+                let (fwd, bwd) = (layer(cell), layer(cell));
+                let x = s2s_tensor::backend::seeded::<TB, _>(&device, 3, || {
+                    Tensor::<TB, 3>::random(
+                        [1, 5, 3],
+                        burn::tensor::Distribution::Normal(0.0, 1.0),
+                        &device,
+                    )
+                });
+                let run = |x: Tensor<TB, 3>| {
+                    RnnLayer::seq(&fwd, Some(&bwd), SeqInput::Features(x), &[2])
+                };
+                let alone = run(x.clone().slice([0..1, 0..2]));
+                let padded = run(x);
+                let states = |o: &DirectionsOutput<TB>| {
+                    let backward = o.backward.clone().expect("backward state");
+                    let mut v = ops::to_vec_f32(o.forward.h.clone());
+                    v.extend(ops::to_vec_f32(backward.h));
+                    v.extend(o.forward.c.clone().map(ops::to_vec_f32).unwrap_or_default());
+                    v.extend(backward.c.map(ops::to_vec_f32).unwrap_or_default());
+                    v
+                };
+                let close = |a: Vec<f32>, b: Vec<f32>| {
+                    a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| (x - y).abs() < 1e-6)
+                };
+                assert!(close(states(&alone), states(&padded)), "{cell:?} final states");
+                assert!(
+                    close(
+                        ops::to_vec_f32(alone.outputs),
+                        ops::to_vec_f32(padded.outputs.clone().slice([0..1, 0..2]))
+                    ),
+                    "{cell:?} outputs"
+                );
+                let out_pad = ops::to_vec_f32(padded.outputs.slice([0..1, 2..5]));
+                assert!(out_pad.iter().all(|&v| v == 0.0), "{cell:?} padding");
             }
         }
     }
