@@ -1,6 +1,7 @@
 //! Batched beam search, with n-best lists, length penalties and diverse groups.
 
-use crate::search::{attention_row, step_logprobs, LengthPenalty, LogitsProcessors, StepResult};
+use crate::driver::{drive, Reorder, SearchState};
+use crate::search::{attention_row, LengthPenalty, LogitsProcessors, Logprobs};
 use crate::{greedy::argmax, Hypothesis, SpecialTokens, StepDecoder, Strategy};
 use burn::tensor::backend::Backend;
 use s2s_data::InferenceBatch;
@@ -165,25 +166,18 @@ impl StepView<'_> {
     }
 }
 
-/// How the model's rows change after a step.
-enum Reorder {
-    /// Every open sentence keeps its block of rows: only the decoder state is reordered,
-    /// `state[i] = state[rows[i]]`; rows of finished sentences stay (see `DEAD_ROWS_KEPT`).
-    State(Vec<usize>),
-    /// Memory and state are both gathered to the open beams' rows, sentence after sentence.
-    All(Vec<usize>),
-}
-
 /// The search's state between model steps (OpenNMT-py's `BeamSearch`, fairseq's
 /// `search.py`): the beams and finished hypotheses of every sentence and which sentence
-/// each model row belongs to. The driver loop in [`BeamSearch::decode`] runs the model;
-/// [`advance`](Self::advance) chooses the next beams from a step's log-probabilities,
-/// [`compact`](Self::compact) says how the model's rows follow them, and
-/// [`finalize`](Self::finalize) returns the n-best lists.
+/// each model row belongs to. The driver loop ([`drive`]) runs the model; as a
+/// [`SearchState`], a step's log-probabilities are processed ([`process`](Self::process)),
+/// the next beams chosen ([`choose`](Self::choose)), the model's rows made to follow them
+/// ([`compact`](Self::compact)), and the n-best lists returned at the end.
 struct BeamState<'a> {
     search: &'a BeamSearch,
     special: SpecialTokens,
     source_lengths: &'a [usize],
+    /// The batch's padded source length.
+    src_len: usize,
     groups: usize,
     per_group: usize,
     n_best: usize,
@@ -197,7 +191,12 @@ struct BeamState<'a> {
 
 impl<'a> BeamState<'a> {
     /// Every sentence with one empty beam per group, in the rows `[s; groups]`.
-    fn new(search: &'a BeamSearch, source_lengths: &'a [usize], special: SpecialTokens) -> Self {
+    fn new(
+        search: &'a BeamSearch,
+        source_lengths: &'a [usize],
+        src_len: usize,
+        special: SpecialTokens,
+    ) -> Self {
         let groups = search.groups.max(1);
         let per_group = search.beams_per_group();
         let sentences = (0..source_lengths.len())
@@ -219,6 +218,7 @@ impl<'a> BeamState<'a> {
             search,
             special,
             source_lengths,
+            src_len,
             groups,
             per_group,
             n_best: search.n_best.clamp(1, per_group * groups),
@@ -228,10 +228,6 @@ impl<'a> BeamState<'a> {
                 .flat_map(|i| std::iter::repeat_n(i, groups))
                 .collect(),
         }
-    }
-
-    fn is_finished(&self) -> bool {
-        self.active.is_empty()
     }
 
     /// The first row of each sentence's block (`usize::MAX` for a sentence without rows).
@@ -245,7 +241,7 @@ impl<'a> BeamState<'a> {
 
     /// Each row's input token: its beam's last token, `<sos>` at the first step. Rows of
     /// sentences that have finished (left in place) get `<eos>`; their results are not read.
-    fn input_tokens(&self, step: usize, starts: &[usize]) -> Vec<usize> {
+    fn tokens(&self, step: usize, starts: &[usize]) -> Vec<usize> {
         self.rows
             .iter()
             .enumerate()
@@ -282,7 +278,7 @@ impl<'a> BeamState<'a> {
 
     /// Chooses every open sentence's next beams from the step's log-probabilities; returns,
     /// per sentence, the row each new beam extends (empty for a sentence that finished).
-    fn advance(&mut self, step: usize, view: &StepView<'_>, starts: &[usize]) -> Vec<Vec<usize>> {
+    fn choose(&mut self, step: usize, view: &StepView<'_>, starts: &[usize]) -> Vec<Vec<usize>> {
         let mut parents: Vec<Vec<usize>> = vec![Vec::new(); self.sentences.len()];
         let mut still_active = Vec::with_capacity(self.active.len());
         for s in std::mem::take(&mut self.active) {
@@ -425,6 +421,39 @@ impl<'a> BeamState<'a> {
             .collect();
         Some(Reorder::All(rows))
     }
+}
+
+impl SearchState for BeamState<'_> {
+    /// Every sentence's groups start from `<sos>` in rows of their own.
+    fn initial_rows(&self) -> Option<Vec<usize>> {
+        (self.groups > 1).then(|| self.rows.clone())
+    }
+
+    fn is_finished(&self) -> bool {
+        self.active.is_empty()
+    }
+
+    fn input_tokens(&self, step: usize) -> Vec<usize> {
+        self.tokens(step, &self.block_starts())
+    }
+
+    fn advance(&mut self, step: usize, out: Logprobs) -> Reorder {
+        let starts = self.block_starts();
+        let Logprobs {
+            mut logp,
+            vocab,
+            attention,
+        } = out;
+        self.process(step, &mut logp, vocab, &starts);
+        let view = StepView {
+            logp: &logp,
+            vocab,
+            attention: attention.as_deref(),
+            src_len: self.src_len,
+        };
+        let parents = self.choose(step, &view, &starts);
+        self.compact(&parents, &starts).unwrap_or(Reorder::Keep)
+    }
 
     /// Each sentence's `n_best` hypotheses, best first.
     fn finalize(self) -> Vec<Vec<Hypothesis>> {
@@ -487,49 +516,16 @@ fn group_candidates(
 }
 
 impl<B: Backend, M: StepDecoder<B>> Strategy<B, M> for BeamSearch {
-    /// The driver loop: one model step for every open beam of every sentence, then the
-    /// [`BeamState`] chooses and the model's rows follow.
+    /// The driver loop over a [`BeamState`]: one model step for every open beam of every
+    /// sentence, then the state chooses and the model's rows follow.
     fn decode(&self, model: &M, batch: &InferenceBatch<B>) -> Vec<Vec<Hypothesis>> {
-        let device = batch.source.device();
-        let src_len = batch.source.dims()[1];
-        let mut beams = BeamState::new(self, &batch.source_lengths, model.special_tokens());
-        let (memory, state) = model.start(batch.source.clone(), &batch.source_lengths);
-        // Every group starts from `<sos>`.
-        let (mut memory, mut state) = match beams.groups > 1 {
-            true => model.select_rows(&memory, state, &beams.rows),
-            false => (memory, state),
-        };
-        for step in 0.. {
-            if beams.is_finished() {
-                break;
-            }
-            let starts = beams.block_starts();
-            let tokens = beams.input_tokens(step, &starts);
-            let out = step_logprobs(model, &memory, &tokens, state, self.keep_attention, &device);
-            let StepResult {
-                mut logp,
-                vocab,
-                attention,
-                state: next,
-            } = out;
-            state = next;
-            beams.process(step, &mut logp, vocab, &starts);
-            let view = StepView {
-                logp: &logp,
-                vocab,
-                attention: attention.as_deref(),
-                src_len,
-            };
-            let parents = beams.advance(step, &view, &starts);
-            match beams.compact(&parents, &starts) {
-                None => {}
-                Some(Reorder::State(rows)) => state = model.select_state_rows(state, &rows),
-                Some(Reorder::All(rows)) => {
-                    (memory, state) = model.select_rows(&memory, state, &rows)
-                }
-            }
-        }
-        beams.finalize()
+        let beams = BeamState::new(
+            self,
+            &batch.source_lengths,
+            batch.source.dims()[1],
+            model.special_tokens(),
+        );
+        drive(model, batch, self.keep_attention, beams)
     }
 }
 

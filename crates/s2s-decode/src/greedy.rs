@@ -1,6 +1,7 @@
 //! Batched greedy decoding.
 
-use crate::search::{extend_rows, LogitsProcessors};
+use crate::driver::drive;
+use crate::search::{ExtendRows, LogitsProcessors};
 use crate::{Hypothesis, StepDecoder, Strategy};
 use burn::tensor::backend::Backend;
 use s2s_data::InferenceBatch;
@@ -39,16 +40,18 @@ impl Greedy {
 
 impl<B: Backend, M: StepDecoder<B>> Strategy<B, M> for Greedy {
     fn decode(&self, model: &M, batch: &InferenceBatch<B>) -> Vec<Vec<Hypothesis>> {
-        extend_rows(
-            model,
-            batch,
+        let search = ExtendRows::new(
+            model.special_tokens(),
+            &batch.source_lengths,
+            batch.source.dims()[1],
             1,
             self.max_len,
             self.min_len,
             &self.processors,
             self.keep_attention,
-            |_, logp| argmax(logp).0,
-        )
+            |_, logp: &[f32]| argmax(logp).0,
+        );
+        drive(model, batch, self.keep_attention, search)
     }
 }
 

@@ -24,6 +24,7 @@
 //! ```
 
 mod beam;
+mod driver;
 mod ensemble;
 mod greedy;
 mod sample;

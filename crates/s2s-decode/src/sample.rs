@@ -1,6 +1,7 @@
 //! Seeded sampling with temperature, top-k and top-p (nucleus) filtering.
 
-use crate::search::{extend_rows, LogitsProcessors};
+use crate::driver::drive;
+use crate::search::{ExtendRows, LogitsProcessors};
 use crate::{Hypothesis, StepDecoder, Strategy};
 use burn::tensor::backend::Backend;
 use rand::{rngs::StdRng, Rng, SeedableRng};
@@ -120,17 +121,19 @@ impl<B: Backend, M: StepDecoder<B>> Strategy<B, M> for Sampling {
                 StdRng::seed_from_u64(fnv1a(&key))
             })
             .collect();
-        let eos = model.special_tokens().eos;
-        extend_rows(
-            model,
-            batch,
+        let special = model.special_tokens();
+        let search = ExtendRows::new(
+            special,
+            &batch.source_lengths,
+            src_len,
             n,
             self.max_len,
             self.min_len,
             &self.processors,
             self.keep_attention,
-            |r, logp| draw(&mut rngs[r], &self.candidates(logp), eos),
-        )
+            |r, logp: &[f32]| draw(&mut rngs[r], &self.candidates(logp), special.eos),
+        );
+        drive(model, batch, self.keep_attention, search)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Pieces shared by the strategies: one model step read back as log-probabilities, logits
 //! processors and length penalties.
 
+use crate::driver::{Reorder, SearchState};
 use crate::{SpecialTokens, StepDecoder};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::Backend;
@@ -9,18 +10,17 @@ use std::fmt;
 use std::sync::Arc;
 
 /// The log-probabilities of one step, on the host.
-pub(crate) struct StepResult<S> {
+pub(crate) struct Logprobs {
     /// `[rows * vocab]` row-major log-probabilities.
     pub logp: Vec<f32>,
     /// Vocabulary size.
     pub vocab: usize,
     /// `[rows * src_len]` attention weights, when asked for.
     pub attention: Option<Vec<f32>>,
-    /// The model state after the step.
-    pub state: S,
 }
 
-/// Runs one model step for `tokens` and reads the log-probabilities back.
+/// Runs one model step for `tokens` and reads the log-probabilities back; returns them with
+/// the model state after the step.
 pub(crate) fn step_logprobs<B: Backend, M: StepDecoder<B>>(
     model: &M,
     memory: &M::Memory,
@@ -28,16 +28,16 @@ pub(crate) fn step_logprobs<B: Backend, M: StepDecoder<B>>(
     state: M::State,
     keep_attention: bool,
     device: &B::Device,
-) -> StepResult<M::State> {
+) -> (Logprobs, M::State) {
     let input = ops::index_tensor::<B>(tokens, device);
     let (logits, state, attention) = model.step(memory, input, state);
     let vocab = logits.dims()[1];
-    StepResult {
+    let out = Logprobs {
         logp: ops::to_vec_f32(log_softmax(logits, 1)),
         vocab,
         attention: keep_attention.then(|| ops::to_vec_f32(attention)),
-        state,
-    }
+    };
+    (out, state)
 }
 
 /// Copies the attention row of `row` for a source of `len` tokens out of a step's
@@ -192,61 +192,97 @@ impl std::str::FromStr for LengthPenalty {
     }
 }
 
-/// Shared loop of the strategies that extend each output by one chosen token per step
-/// (greedy, sampling). Every source is decoded `copies` times; rows that produce `<eos>`
-/// leave the batch. `choose(row, logp)` picks the next token of an expanded row from its
-/// processed log-probabilities. Returns the outputs grouped per source, copies in order.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn extend_rows<B: Backend, M: StepDecoder<B>>(
-    model: &M,
-    batch: &s2s_data::InferenceBatch<B>,
-    copies: usize,
+/// The search of the strategies that extend each output by one chosen token per step
+/// (greedy, sampling), run by [`drive`](crate::driver::drive). Every source is decoded
+/// `copies` times; rows that produce `<eos>` leave the batch. `choose(row, logp)` picks the
+/// next token of an expanded row from its processed log-probabilities. The outputs come
+/// back grouped per source, copies in order.
+pub(crate) struct ExtendRows<'a, F> {
+    special: SpecialTokens,
     max_len: usize,
     min_len: usize,
-    processors: &LogitsProcessors,
-    keep_attention: bool,
-    mut choose: impl FnMut(usize, &[f32]) -> usize,
-) -> Vec<Vec<crate::Hypothesis>> {
-    let device = batch.source.device();
-    let [sources, src_len] = batch.source.dims();
-    let copies = copies.max(1);
-    let (memory, state) = model.start(batch.source.clone(), &batch.source_lengths);
-    let expand: Vec<usize> = (0..sources)
-        .flat_map(|i| std::iter::repeat_n(i, copies))
-        .collect();
-    let (mut memory, mut state) = if copies > 1 {
-        model.select_rows(&memory, state, &expand)
-    } else {
-        (memory, state)
-    };
-    let mut hyps: Vec<crate::Hypothesis> = expand
-        .iter()
-        .map(|_| crate::Hypothesis {
-            tokens: Vec::new(),
-            score: 0.0,
-            attention: keep_attention.then(Vec::new),
-        })
-        .collect();
-    // `active[k]` is the expanded row of live row `k`.
-    let mut active: Vec<usize> = (0..expand.len()).collect();
-    let special = model.special_tokens();
-    let mut tokens = vec![special.sos; expand.len()];
-    for step in 0..=max_len {
-        if active.is_empty() {
-            break;
+    processors: &'a LogitsProcessors,
+    source_lengths: &'a [usize],
+    src_len: usize,
+    copies: usize,
+    /// The source of each expanded row.
+    expand: Vec<usize>,
+    hyps: Vec<crate::Hypothesis>,
+    /// `active[k]` is the expanded row of live model row `k`.
+    active: Vec<usize>,
+    /// Each live row's next input token.
+    tokens: Vec<usize>,
+    choose: F,
+}
+
+impl<'a, F: FnMut(usize, &[f32]) -> usize> ExtendRows<'a, F> {
+    /// The search over `source_lengths.len()` sources of at most `src_len` tokens.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        special: SpecialTokens,
+        source_lengths: &'a [usize],
+        src_len: usize,
+        copies: usize,
+        max_len: usize,
+        min_len: usize,
+        processors: &'a LogitsProcessors,
+        keep_attention: bool,
+        choose: F,
+    ) -> Self {
+        let copies = copies.max(1);
+        let expand: Vec<usize> = (0..source_lengths.len())
+            .flat_map(|i| std::iter::repeat_n(i, copies))
+            .collect();
+        let hyps = expand
+            .iter()
+            .map(|_| crate::Hypothesis {
+                tokens: Vec::new(),
+                score: 0.0,
+                attention: keep_attention.then(Vec::new),
+            })
+            .collect();
+        ExtendRows {
+            special,
+            max_len,
+            min_len,
+            processors,
+            source_lengths,
+            src_len,
+            copies,
+            active: (0..expand.len()).collect(),
+            tokens: vec![special.sos; expand.len()],
+            expand,
+            hyps,
+            choose,
         }
-        let mut out = step_logprobs(model, &memory, &tokens, state, keep_attention, &device);
-        state = out.state;
+    }
+}
+
+impl<F: FnMut(usize, &[f32]) -> usize> SearchState for ExtendRows<'_, F> {
+    fn initial_rows(&self) -> Option<Vec<usize>> {
+        (self.copies > 1).then(|| self.expand.clone())
+    }
+
+    fn is_finished(&self) -> bool {
+        self.active.is_empty()
+    }
+
+    fn input_tokens(&self, _step: usize) -> Vec<usize> {
+        self.tokens.clone()
+    }
+
+    fn advance(&mut self, step: usize, mut out: Logprobs) -> Reorder {
         let v = out.vocab;
+        let special = self.special;
         let (mut keep, mut next) = (Vec::new(), Vec::new());
-        for (k, &r) in active.iter().enumerate() {
-            let h = &mut hyps[r];
+        for (k, &r) in self.active.iter().enumerate() {
+            let h = &mut self.hyps[r];
             let logp = &mut out.logp[k * v..(k + 1) * v];
-            processors.apply_for(&h.tokens, logp, &special);
-            LogitsProcessors::apply_min_len(h.tokens.len(), min_len, special.eos, logp);
-            let id = choose(r, logp);
+            self.processors.apply_for(&h.tokens, logp, &special);
+            LogitsProcessors::apply_min_len(h.tokens.len(), self.min_len, special.eos, logp);
+            let id = (self.choose)(r, logp);
             // At the last step only `<eos>` may still be scored; the row stops either way.
-            if id == special.eos || step == max_len {
+            if id == special.eos || step == self.max_len {
                 if id == special.eos {
                     h.score += logp[id];
                 }
@@ -255,30 +291,30 @@ pub(crate) fn extend_rows<B: Backend, M: StepDecoder<B>>(
             h.score += logp[id];
             h.tokens.push(id as u32);
             if let (Some(att), Some(w)) = (h.attention.as_mut(), out.attention.as_ref()) {
-                att.push(attention_row(
-                    w,
-                    k,
-                    src_len,
-                    batch.source_lengths[expand[r]],
-                ));
+                let len = self.source_lengths[self.expand[r]];
+                att.push(attention_row(w, k, self.src_len, len));
             }
             keep.push(k);
             next.push(id);
         }
-        if keep.len() != active.len() && !keep.is_empty() {
-            let (m, s) = model.select_rows(&memory, state, &keep);
-            memory = m;
-            state = s;
+        let reorder = match keep.len() != self.active.len() && !keep.is_empty() {
+            true => Reorder::All(keep.clone()),
+            false => Reorder::Keep,
+        };
+        self.tokens = next;
+        self.active = keep.iter().map(|&k| self.active[k]).collect();
+        reorder
+    }
+
+    fn finalize(self) -> Vec<Vec<crate::Hypothesis>> {
+        let mut per_source: Vec<Vec<crate::Hypothesis>> = (0..self.source_lengths.len())
+            .map(|_| Vec::with_capacity(self.copies))
+            .collect();
+        for (r, h) in self.hyps.into_iter().enumerate() {
+            per_source[self.expand[r]].push(h);
         }
-        tokens = next;
-        active = keep.iter().map(|&k| active[k]).collect();
+        per_source
     }
-    let mut per_source: Vec<Vec<crate::Hypothesis>> =
-        (0..sources).map(|_| Vec::with_capacity(copies)).collect();
-    for (r, h) in hyps.into_iter().enumerate() {
-        per_source[expand[r]].push(h);
-    }
-    per_source
 }
 
 #[cfg(test)]
