@@ -4,6 +4,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Bool, Tensor};
+use s2s_tensor::ops::RowLayout;
 use s2s_tensor::S2sBackend;
 use serde::{Deserialize, Serialize};
 
@@ -151,8 +152,8 @@ impl<B: S2sBackend> Attention<B> {
     /// # Shapes
     /// - `query`: `[batch, d_query]`
     /// - `keys`: from [`keys`](Self::keys), `[src_len, sources, _]`
-    /// - `memory`: `[sources, src_len, d_key]`, where `batch` is a multiple of `sources` (see
-    ///   [`weights`](Self::weights))
+    /// - `memory`: `[sources, src_len, d_key]`; `layout`: which source each query row reads
+    ///   (see [`weights`](Self::weights))
     /// - `valid`: `[batch, src_len]`, `false` at padding
     /// - returns the context `[batch, d_key]` and the weights `[batch, src_len]`
     pub fn forward(
@@ -161,31 +162,37 @@ impl<B: S2sBackend> Attention<B> {
         keys: Tensor<B, 3>,
         memory: Tensor<B, 3>,
         valid: Tensor<B, 2, Bool>,
+        layout: RowLayout,
     ) -> (Tensor<B, 2>, Tensor<B, 2>) {
-        let weights = self.weights(query, keys, valid);
-        let context = mix(&weights, memory);
+        let weights = self.weights(query, keys, valid, layout);
+        let context = mix(&weights, memory, layout);
         (context, weights)
     }
 
     /// The attention weights alone (masked softmax of the scores), for callers that mix
     /// something other than the memory with them.
     ///
-    /// Consecutive query rows may share a source: with keys for `sources` sources and `batch
-    /// = repeat * sources` query rows, row `b` attends over source `b / repeat` (beam
-    /// search's rows of one sentence read its keys without copies of them).
+    /// Consecutive query rows may share a source, as `layout` says: row `b` attends over
+    /// source `layout.source_of(b)` (beam search's rows of one sentence read its keys without
+    /// copies of them).
     ///
     /// # Shapes
     /// - `query`: `[batch, d_query]`; `keys`: `[src_len, sources, _]`; `valid`: `[batch,
-    ///   src_len]`; returns `[batch, src_len]`
+    ///   src_len]`; `layout`: `batch` rows over `sources` sources; returns `[batch, src_len]`
+    ///
+    /// # Panics
+    /// When `layout` does not match the shapes.
     pub fn weights(
         &self,
         query: Tensor<B, 2>,
         keys: Tensor<B, 3>,
         valid: Tensor<B, 2, Bool>,
+        layout: RowLayout,
     ) -> Tensor<B, 2> {
         let [src_len, sources, d] = keys.dims();
         let batch = query.dims()[0];
-        let repeat = s2s_tensor::ops::rows_per_source(batch, sources);
+        check_layout(layout, batch, sources);
+        let repeat = layout.per_source();
         // Each `[src_len, sources * d]` row of keys meets the same `[1, batch * d]` query row.
         let flat = keys.reshape([src_len, sources * d]);
         match self.kind {
@@ -222,16 +229,25 @@ impl<B: S2sBackend> Attention<B> {
 }
 
 /// The attention-weighted sum of `values` over the source positions, one batched product.
-/// As in [`Attention::weights`], consecutive rows may share a source: with `values` of
-/// `sources` sources, row `b` of `batch = repeat * sources` mixes those of source `b /
-/// repeat` (one `[repeat, src_len] x [src_len, d]` product per source).
+/// As in [`Attention::weights`], consecutive rows may share a source: row `b` mixes the
+/// values of source `layout.source_of(b)` (one `[per_source, src_len] x [src_len, d]`
+/// product per source).
 ///
 /// # Shapes
-/// - `weights`: `[batch, src_len]`; `values`: `[sources, src_len, d]`; returns `[batch, d]`
-pub fn mix<B: Backend>(weights: &Tensor<B, 2>, values: Tensor<B, 3>) -> Tensor<B, 2> {
+/// - `weights`: `[batch, src_len]`; `values`: `[sources, src_len, d]`; `layout`: `batch`
+///   rows over `sources` sources; returns `[batch, d]`
+///
+/// # Panics
+/// When `layout` does not match the shapes.
+pub fn mix<B: Backend>(
+    weights: &Tensor<B, 2>,
+    values: Tensor<B, 3>,
+    layout: RowLayout,
+) -> Tensor<B, 2> {
     let [batch, src_len] = weights.dims();
     let [sources, _, d] = values.dims();
-    match s2s_tensor::ops::rows_per_source(batch, sources) {
+    check_layout(layout, batch, sources);
+    match layout.per_source() {
         1 => weights
             .clone()
             .unsqueeze_dim(1)
@@ -243,4 +259,12 @@ pub fn mix<B: Backend>(weights: &Tensor<B, 2>, values: Tensor<B, 3>) -> Tensor<B
             .matmul(values)
             .reshape([batch, d]),
     }
+}
+
+/// Panics unless `layout` lays `rows` rows over `sources` sources.
+fn check_layout(layout: RowLayout, rows: usize, sources: usize) {
+    assert!(
+        layout.rows() == rows && layout.sources() == sources,
+        "{layout:?} does not lay {rows} rows over {sources} sources"
+    );
 }

@@ -9,7 +9,7 @@ use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig};
 use burn::tensor::{backend::Backend, Bool, Int, Tensor, TensorData};
 use s2s_tensor::activation::tanh;
-use s2s_tensor::ops;
+use s2s_tensor::ops::{self, RowLayout};
 use s2s_tensor::S2sBackend;
 
 /// A model configuration that cannot be built.
@@ -173,6 +173,8 @@ pub struct Memory<B: Backend> {
     pub valid: Tensor<B, 2, Bool>,
     /// True source lengths, one per decoder row.
     pub lengths: Vec<usize>,
+    /// Which source each decoder row reads (the beams of a sentence share it).
+    pub layout: RowLayout,
     /// What decoding precomputes for the step (see [`DecodingCache`]); `None` from
     /// [`Seq2Seq::start`], which the training passes use.
     pub cache: Option<DecodingCache<B>>,
@@ -226,9 +228,8 @@ impl<B: S2sBackend> Memory<B> {
     /// source.
     pub fn select_rows(&self, indices: &[usize]) -> Self {
         let lengths: Vec<usize> = indices.iter().map(|&i| self.lengths[i]).collect();
-        let sources = self.outputs.dims()[0];
-        let repeat = ops::rows_per_source(self.lengths.len(), sources);
-        let source_of: Vec<usize> = indices.iter().map(|&i| i / repeat).collect();
+        let sources = self.layout.sources();
+        let source_of: Vec<usize> = indices.iter().map(|&i| self.layout.source_of(i)).collect();
         let run = match B::ad_enabled(&self.outputs.device()) {
             true => 1,
             false => shared_run(&source_of),
@@ -252,6 +253,7 @@ impl<B: S2sBackend> Memory<B> {
             // `u8` tensor on burn-flex 0.21 that its `bool_not` rejects.
             valid: ops::length_mask(&lengths, self.valid.dims()[1], &self.valid.device()),
             lengths,
+            layout: RowLayout::shared(picked.len(), run.max(1)),
             cache: self.cache.as_ref().map(|c| DecodingCache {
                 context_weights: c.context_weights.clone(),
                 values: c.values.as_ref().map(gather),
@@ -470,6 +472,7 @@ impl<B: S2sBackend> Seq2Seq<B> {
             keys,
             valid: ops::length_mask(lengths, seq, &device),
             lengths: lengths.to_vec(),
+            layout: RowLayout::one_per_source(batch),
             cache: None,
         };
         (memory, DecoderState { layers })
@@ -589,8 +592,12 @@ impl<B: S2sBackend> Seq2Seq<B> {
     /// The attention of the last decoder layer's state over the memory: `[batch, src_len]`.
     fn attention_weights(&self, memory: &Memory<B>, state: &DecoderState<B>) -> Tensor<B, 2> {
         let query = state.layers.last().expect("decoder has a layer").h.clone();
-        self.attention
-            .weights(query, memory.keys.clone(), memory.valid.clone())
+        self.attention.weights(
+            query,
+            memory.keys.clone(),
+            memory.valid.clone(),
+            memory.layout,
+        )
     }
 
     /// The decoder step, which teacher forcing, scheduled sampling and decoding all run: the
@@ -610,9 +617,9 @@ impl<B: S2sBackend> Seq2Seq<B> {
     ) -> DecoderStep<B> {
         let attention = self.attention_weights(memory, &state);
         let (share, context) = match share {
-            ContextShare::Values(values) => (mix(&attention, values.clone()), None),
+            ContextShare::Values(values) => (mix(&attention, values.clone(), memory.layout), None),
             ContextShare::Project(w) => {
-                let context = mix(&attention, memory.outputs.clone());
+                let context = mix(&attention, memory.outputs.clone(), memory.layout);
                 (context.clone().matmul(w.clone()), Some(context))
             }
         };
@@ -846,7 +853,16 @@ mod tests {
             bidirectional: bool,
             layers: usize,
         ) -> Seq2Seq<TB> {
-            let device = device();
+            tiny_on::<TB>(&device(), cell, attention, bidirectional, layers)
+        }
+
+        fn tiny_on<X: S2sBackend>(
+            device: &X::Device,
+            cell: CellKind,
+            attention: AttentionKind,
+            bidirectional: bool,
+            layers: usize,
+        ) -> Seq2Seq<X> {
             let d_memory = if bidirectional { 16 } else { 8 };
             let config = Seq2SeqConfig::new(12, 10)
                 .with_d_embed(6)
@@ -862,7 +878,7 @@ mod tests {
                 .with_bidirectional(bidirectional)
                 .with_encoder_layers(layers)
                 .with_decoder_layers(layers);
-            s2s_tensor::backend::seeded_module::<TB, _>(&device, 11, || config.init(&device))
+            s2s_tensor::backend::seeded_module::<X, _>(device, 11, || config.init(device))
         }
 
         fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
@@ -1023,6 +1039,38 @@ mod tests {
                     cached = b.state;
                 }
             }
+        }
+
+        /// Selecting rows sets the memory's row layout: equal runs from one source each share
+        /// it (also when the sources are narrowed or reordered), anything else gets a row per
+        /// source, and the layout maps each row to the source it was selected from. On an
+        /// autodiff backend rows never share a source.
+        #[test]
+        fn selected_rows_carry_their_layout() {
+            let device = device();
+            let model = tiny(CellKind::Gru, AttentionKind::Bahdanau, true, 1);
+            let src = ops::id_matrix::<TB>(&[vec![4, 5, 6], vec![7, 8, 0], vec![9, 0, 0]], 3, &device);
+            let (memory, _) = model.start(src, &[3, 2, 1]);
+            assert_eq!(memory.layout, RowLayout::one_per_source(3));
+            let beams = memory.select_rows(&[0, 0, 1, 1, 2, 2]);
+            assert_eq!(beams.layout, RowLayout::shared(3, 2));
+            assert_eq!(beams.lengths, [3, 3, 2, 2, 1, 1]);
+            // Beams of sentence 2 then sentence 0: sources 2 and 0, two rows each.
+            let narrowed = beams.select_rows(&[5, 4, 1, 0]);
+            assert_eq!(narrowed.layout, RowLayout::shared(2, 2));
+            assert_eq!(narrowed.lengths, [1, 1, 3, 3]);
+            assert_eq!(narrowed.outputs.dims()[0], 2);
+            let uneven = beams.select_rows(&[0, 1, 2]);
+            assert_eq!(uneven.layout, RowLayout::one_per_source(3));
+            assert_eq!(uneven.lengths, [3, 3, 2]);
+            let empty = beams.select_rows(&[]);
+            assert_eq!(empty.layout.rows(), 0);
+            type AB = TestAutodiffBackend;
+            let model = tiny_on::<AB>(&device, CellKind::Gru, AttentionKind::Bahdanau, true, 1);
+            let src = ops::id_matrix::<AB>(&[vec![4, 5, 6], vec![7, 8, 0]], 3, &device);
+            let (memory, _) = model.start(src, &[3, 2]);
+            let copies = memory.select_rows(&[0, 0, 1, 1]);
+            assert_eq!(copies.layout, RowLayout::one_per_source(4));
         }
 
         /// Rows that share a source (the beams of one sentence) read its encoder products in

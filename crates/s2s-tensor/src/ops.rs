@@ -107,21 +107,72 @@ pub fn gather_rows<B: Backend, const D: usize, K: BasicOps<B>>(
     tensor.select(0, idx)
 }
 
-/// How many consecutive rows share each source when `rows` rows read the products of
-/// `sources` sources (a sentence's beams reading its encoder outputs): row `b` reads source
-/// `b / rows_per_source`. 1 for as many rows as sources, an empty batch included.
-///
-/// # Panics
-/// When `rows` is not a multiple of a non-zero `sources`.
-pub fn rows_per_source(rows: usize, sources: usize) -> usize {
-    assert!(
-        rows == sources || (sources > 0 && rows.is_multiple_of(sources)),
-        "{rows} rows for {sources} sources: each source needs the same number of rows"
-    );
-    if rows == sources {
-        1
-    } else {
-        rows / sources
+/// Which source each decoder row reads: `per_source` consecutive rows for each of `sources`
+/// sources, so that row `r` reads source `r / per_source` (the beams of a sentence read its
+/// encoder outputs, keys and values without copies of them). Carried by the decoder's memory
+/// (`s2s_nn::Memory::layout`) and set where rows are selected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RowLayout {
+    sources: usize,
+    per_source: usize,
+}
+
+impl RowLayout {
+    /// One row per source, in order.
+    pub fn one_per_source(sources: usize) -> Self {
+        RowLayout {
+            sources,
+            per_source: 1,
+        }
+    }
+
+    /// `per_source` consecutive rows for each source.
+    ///
+    /// # Panics
+    /// When `per_source` is 0.
+    pub fn shared(sources: usize, per_source: usize) -> Self {
+        assert!(per_source > 0, "a source needs at least one row");
+        RowLayout {
+            sources,
+            per_source,
+        }
+    }
+
+    /// The layout of `rows` rows over operands of `sources` sources, for kernels that receive
+    /// both flattened: as many rows as sources is one row per source (an empty batch
+    /// included), otherwise each source has `rows / sources` rows.
+    ///
+    /// # Panics
+    /// When `rows` is not a multiple of a non-zero `sources`.
+    pub fn of_shapes(rows: usize, sources: usize) -> Self {
+        assert!(
+            rows == sources || (sources > 0 && rows.is_multiple_of(sources)),
+            "{rows} rows for {sources} sources: each source needs the same number of rows"
+        );
+        match rows == sources {
+            true => Self::one_per_source(sources),
+            false => Self::shared(sources, rows / sources),
+        }
+    }
+
+    /// Number of sources.
+    pub fn sources(&self) -> usize {
+        self.sources
+    }
+
+    /// Rows per source.
+    pub fn per_source(&self) -> usize {
+        self.per_source
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.sources * self.per_source
+    }
+
+    /// The source that row `row` reads.
+    pub fn source_of(&self, row: usize) -> usize {
+        row / self.per_source
     }
 }
 
@@ -169,6 +220,25 @@ pub fn to_vec_i64<B: Backend, const D: usize>(tensor: Tensor<B, D, Int>) -> Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_layouts() {
+        let beams = RowLayout::shared(3, 4);
+        assert_eq!(
+            (beams.rows(), beams.sources(), beams.per_source()),
+            (12, 3, 4)
+        );
+        assert_eq!(
+            (0..12).map(|r| beams.source_of(r)).collect::<Vec<_>>(),
+            [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]
+        );
+        assert_eq!(RowLayout::of_shapes(12, 3), beams);
+        assert_eq!(RowLayout::of_shapes(3, 3), RowLayout::one_per_source(3));
+        assert_eq!(RowLayout::of_shapes(0, 0), RowLayout::one_per_source(0));
+        assert!(std::panic::catch_unwind(|| RowLayout::of_shapes(7, 3)).is_err());
+        assert!(std::panic::catch_unwind(|| RowLayout::of_shapes(4, 0)).is_err());
+        assert!(std::panic::catch_unwind(|| RowLayout::shared(2, 0)).is_err());
+    }
 
     crate::for_each_backend! {
         type B = TestBackend;

@@ -133,7 +133,7 @@ pub fn keys_per_row<B: Backend>(keys: Tensor<B, 2>, width: usize, d: usize) -> T
         return keys;
     }
     let (sources, batch) = (keys_width / d, width / d);
-    let repeat = crate::ops::rows_per_source(batch, sources);
+    let repeat = crate::ops::RowLayout::of_shapes(batch, sources).per_source();
     let blocks: Vec<usize> = (0..batch).map(|b| b / repeat).collect();
     let blocks = crate::ops::index_tensor::<B>(&blocks, &keys.device());
     keys.reshape([src_len, sources, d])
@@ -156,7 +156,7 @@ pub fn attention_forward<B: S2sBackend>(
     // Through `[src_len, batch, d]`, as `s2s_nn` ran it before this node: reshaping the sum
     // straight to `[src_len * batch, d]` made burn-wgpu's forward pass give results 1e-3
     // apart for the same input in two calls (`alone_equals_in_padded_batch`, seed saved).
-    let hidden = match crate::ops::rows_per_source(batch, sources) {
+    let hidden = match crate::ops::RowLayout::of_shapes(batch, sources).per_source() {
         1 => B::elementwise_sigmoid(keys + q).reshape([src_len, batch, d]),
         // Each block of keys broadcast over the rows that share it.
         repeat => B::elementwise_sigmoid(

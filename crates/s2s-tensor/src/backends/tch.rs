@@ -125,7 +125,8 @@ fn attention_forward(
     let valid = valid.clone().into_primitive().tensor;
     let (src_len, d) = (keys.size()[0], v.size()[0]);
     let (sources, batch) = (keys.size()[1] / d, q.size()[1] / d);
-    let repeat = crate::ops::rows_per_source(batch as usize, sources as usize) as i64;
+    let repeat =
+        crate::ops::RowLayout::of_shapes(batch as usize, sources as usize).per_source() as i64;
     // Each block of keys broadcast over the query rows that share it.
     let mut hidden = (keys.view([src_len, sources, 1, d]) + q.view([1, sources, repeat, d]))
         .reshape([src_len * batch, d]);
