@@ -7,7 +7,8 @@
 
 use crate::{Example, Vocab};
 use burn::tensor::{backend::Backend, Int, Tensor};
-use rand::{rngs::StdRng, seq::SliceRandom, SeedableRng};
+use rand::{seq::SliceRandom, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 use s2s_tensor::ops;
 use serde::{Deserialize, Serialize};
 
@@ -54,7 +55,7 @@ pub fn plan_training_batches(
     size: BatchSize,
     seed: u64,
 ) -> Vec<Vec<usize>> {
-    let mut rng = StdRng::seed_from_u64(seed);
+    let mut rng = ChaCha12Rng::seed_from_u64(seed);
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.shuffle(&mut rng);
     let per_batch = match size {

@@ -1,7 +1,8 @@
 //! Parallel corpora: TSV files, CMUdict grapheme-to-phoneme data and synthetic tasks.
 
 use crate::{DataError, Tokenizer, Vocab};
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -380,7 +381,7 @@ impl SyntheticTask {
             min_len >= 1 && min_len <= max_len,
             "need 1 <= min_len <= max_len"
         );
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = ChaCha12Rng::seed_from_u64(seed);
         (0..n)
             .map(|_| {
                 let len = rng.random_range(min_len..=max_len);

@@ -4,7 +4,8 @@ use crate::driver::drive;
 use crate::search::{ExtendRows, LogitsProcessors};
 use crate::{Hypothesis, StepDecoder, Strategy};
 use burn::tensor::backend::Backend;
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 use s2s_data::corpus::fnv1a;
 use s2s_data::InferenceBatch;
 use std::cmp::Ordering;
@@ -14,7 +15,8 @@ use std::cmp::Ordering;
 /// probability reaches `top_p`.
 ///
 /// Each output has its own random generator, seeded from `seed`, the source tokens and the
-/// sample number: the same seed gives the same outputs, whatever the batch.
+/// sample number: the same seed gives the same outputs, whatever the batch (and whatever
+/// the `rand` version: the generator is ChaCha12 by name, not `rand`'s `StdRng`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sampling {
     /// Softmax temperature (> 0; 1 keeps the model's distribution).
@@ -92,7 +94,7 @@ impl Sampling {
 }
 
 /// A token drawn from `candidates` (`(id, probability)`); `eos` when there is none.
-fn draw(rng: &mut StdRng, candidates: &[(usize, f32)], eos: usize) -> usize {
+fn draw(rng: &mut ChaCha12Rng, candidates: &[(usize, f32)], eos: usize) -> usize {
     let total: f32 = candidates.iter().map(|c| c.1).sum();
     let mut x = rng.random::<f32>() * total;
     for &(i, p) in candidates {
@@ -110,7 +112,7 @@ impl<B: Backend, M: StepDecoder<B>> Strategy<B, M> for Sampling {
         let n = self.n.max(1);
         let ids = s2s_tensor::ops::to_vec_i64(batch.source.clone());
         // Row `r` of the expanded batch is sample `r % n` of source `r / n`.
-        let mut rngs: Vec<StdRng> = (0..batch.len() * n)
+        let mut rngs: Vec<ChaCha12Rng> = (0..batch.len() * n)
             .map(|r| {
                 let i = r / n;
                 let mut key: Vec<u8> = self.seed.to_le_bytes().to_vec();
@@ -118,7 +120,7 @@ impl<B: Backend, M: StepDecoder<B>> Strategy<B, M> for Sampling {
                 for &t in &ids[i * src_len..i * src_len + batch.source_lengths[i]] {
                     key.extend(t.to_le_bytes());
                 }
-                StdRng::seed_from_u64(fnv1a(&key))
+                ChaCha12Rng::seed_from_u64(fnv1a(&key))
             })
             .collect();
         let special = model.special_tokens();
@@ -207,7 +209,7 @@ mod tests {
             s.top_k = k;
             s.top_p = top_p as f32;
             let want = expected(&probs, t, k, top_p);
-            let mut rng = StdRng::seed_from_u64(42);
+            let mut rng = ChaCha12Rng::seed_from_u64(42);
             let n = 20_000;
             let mut counts = [0usize; 5];
             let candidates = s.candidates(&logp);

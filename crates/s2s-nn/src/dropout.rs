@@ -7,21 +7,23 @@
 //! [`with_seed`], [`apply`] draws the mask on the calling thread from a generator seeded by
 //! the caller instead (the trainer seeds it from the run's seed, the step and the share), and
 //! a run that is resumed at a step draws the same masks as the run that was never stopped.
-//! Outside it, [`apply`] is Burn's dropout.
+//! Outside it, [`apply`] is Burn's dropout. The generator is ChaCha12 by name
+//! (`rand_chacha`), not `rand`'s `StdRng`, whose algorithm may change between `rand`
+//! versions: the same seed keeps giving the same masks.
 
 use burn::nn::Dropout;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 use std::cell::RefCell;
 
 thread_local! {
-    static MASKS: RefCell<Option<StdRng>> = const { RefCell::new(None) };
+    static MASKS: RefCell<Option<ChaCha12Rng>> = const { RefCell::new(None) };
 }
 
 /// Restores the thread's previous generator when dropped (also on panic).
-struct Restore(Option<StdRng>);
+struct Restore(Option<ChaCha12Rng>);
 
 impl Drop for Restore {
     fn drop(&mut self) {
@@ -33,7 +35,7 @@ impl Drop for Restore {
 /// Runs `f` with the dropout masks of [`apply`] on this thread drawn from a generator
 /// seeded with `seed`.
 pub fn with_seed<T>(seed: u64, f: impl FnOnce() -> T) -> T {
-    let previous = MASKS.with(|m| m.borrow_mut().replace(StdRng::seed_from_u64(seed)));
+    let previous = MASKS.with(|m| m.borrow_mut().replace(ChaCha12Rng::seed_from_u64(seed)));
     let _restore = Restore(previous);
     f()
 }

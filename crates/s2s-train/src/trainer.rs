@@ -19,7 +19,8 @@ use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::Tensor;
-use rand::{rngs::StdRng, Rng, SeedableRng};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha12Rng;
 use s2s_data::batch::plan_training_batches;
 use s2s_data::corpus::group_references;
 use s2s_data::{BatchSize, Example, Pair, Reference, TextCodec, TrainingBatch};
@@ -526,7 +527,7 @@ impl<B: S2sAutodiffBackend> Trainer<B> {
         let ratio = config.teacher_forcing.ratio(step);
         // Scheduled sampling draws its flags for the whole batch, whatever the workers.
         let flags: Option<Vec<Vec<bool>>> = (ratio < 1.0).then(|| {
-            let mut rng = StdRng::seed_from_u64(step_seed(config.seed, step, SAMPLING_STREAM));
+            let mut rng = ChaCha12Rng::seed_from_u64(step_seed(config.seed, step, SAMPLING_STREAM));
             let steps = examples.iter().map(|e| e.target.len() + 1).max();
             (0..steps.unwrap_or(0))
                 .map(|t| {
