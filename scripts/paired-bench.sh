@@ -3,8 +3,8 @@
 #
 #   scripts/paired-bench.sh BEFORE_REV [ROUNDS] [BACKENDS] [CELLS]
 #
-# Builds `s2s-bench` (release, the listed backends) at BEFORE_REV in a git worktree that shares
-# this checkout's target folder (dependencies are reused), and at the working tree; exports the
+# Builds `s2s-bench` (release, the listed backends) at BEFORE_REV in a git worktree with a
+# target folder of its own (target/paired-bench/before-target), and at the working tree; exports the
 # benchmark model of each cell (`runs/g2p` / `runs/g2p-lstm` when trained, as `cargo xtask
 # bench` does); then runs the two binaries alternately, ROUNDS times per backend and cell, each
 # with 2 threads and 2 workers. Prints every run's training tok/s, greedy and beam-5 words/s and
@@ -26,8 +26,12 @@ features=$(echo "$backends" | tr ',' '\n' | sed 's|^|s2s-benches/|' | paste -sd,
 tree=$out/before-tree
 [ -d "$tree" ] || git -C "$root" worktree add --detach "$tree" "$before"
 git -C "$tree" checkout --quiet --detach "$before"
-(cd "$tree" && CARGO_TARGET_DIR=$root/target cargo build --release -p s2s-benches --features "$features")
-cp "$root/target/release/s2s-bench" "$out/s2s-bench-before"
+# The before-tree builds in a target folder of its own: the two trees' workspace crates have
+# the same names, versions and relative paths, so in one shared folder their artifacts share
+# file names and fingerprints, and one tree's build can link the other's crates (seen: the
+# working tree's build took the before-tree's s2s-tensor).
+(cd "$tree" && CARGO_TARGET_DIR=$out/before-target cargo build --release -p s2s-benches --features "$features")
+cp "$out/before-target/release/s2s-bench" "$out/s2s-bench-before"
 (cd "$root" && cargo build --release -p s2s-benches --features "$features")
 cp "$root/target/release/s2s-bench" "$out/s2s-bench-after"
 

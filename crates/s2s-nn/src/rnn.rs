@@ -180,8 +180,26 @@ pub enum SeqInput<B: Backend> {
 pub struct StepWeights<B: Backend> {
     cell: CellKind,
     /// `None` for the stacked directions of [`RnnLayer::seq`], whose inputs come projected.
-    input: Option<StepProduct<B>>,
-    recurrent: StepProduct<B>,
+    input: Option<Product<B>>,
+    recurrent: Product<B>,
+}
+
+/// How a step applies one weight and its bias.
+#[derive(Clone, Debug)]
+enum Product<B: Backend> {
+    /// `x @ w + b` with Burn's operations, the weight `[d_in, d_out]` as the layer holds it.
+    Plain(Tensor<B, 2>, Tensor<B, 1>),
+    /// A [`StepProduct`] (in training, the weight's gradient made once per sequence).
+    PerSequence(StepProduct<B>),
+}
+
+impl<B: S2sBackend> Product<B> {
+    fn apply(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        match self {
+            Product::Plain(w, b) => x.matmul(w.clone()) + b.clone().unsqueeze(),
+            Product::PerSequence(p) => p.apply(x),
+        }
+    }
 }
 
 impl<B: S2sBackend> StepWeights<B> {
@@ -253,11 +271,10 @@ impl<B: S2sBackend> RnnLayer<B> {
         self.weights().step(input, state)
     }
 
-    /// The weights for single steps: plain products.
+    /// The weights for single steps: plain products, `x @ w + b`.
     pub fn weights(&self) -> StepWeights<B> {
-        let plain = |w: &Param<Tensor<B, 2>>, b: &Param<Tensor<B, 1>>| {
-            StepProduct::plain(w.val().unsqueeze(), b.val().unsqueeze())
-        };
+        let plain =
+            |w: &Param<Tensor<B, 2>>, b: &Param<Tensor<B, 1>>| Product::Plain(w.val(), b.val());
         StepWeights {
             cell: self.cell,
             input: Some(plain(&self.weight_ih, &self.bias_ih)),
@@ -270,7 +287,7 @@ impl<B: S2sBackend> RnnLayer<B> {
     /// all steps (see [`StepProduct`]).
     pub fn sequence_weights(&self) -> StepWeights<B> {
         let product = |w: &Param<Tensor<B, 2>>, b: &Param<Tensor<B, 1>>| {
-            StepProduct::new(w.val().unsqueeze(), b.val().unsqueeze())
+            Product::PerSequence(StepProduct::new(w.val().unsqueeze(), b.val().unsqueeze()))
         };
         StepWeights {
             cell: self.cell,
@@ -470,10 +487,10 @@ impl<B: S2sBackend> RnnLayer<B> {
         let weights = StepWeights {
             cell,
             input: None,
-            recurrent: StepProduct::new(
+            recurrent: Product::PerSequence(StepProduct::new(
                 Tensor::stack(layers.iter().map(|l| l.weight_hh.val()).collect(), 0),
                 Tensor::stack(layers.iter().map(|l| l.bias_hh.val()).collect(), 0),
-            ),
+            )),
         };
         let mut state = RnnState::zeros(cell, rows, d_hidden, &device);
         // Index 0 holds the initial (zero) state, index t + 1 the state after step t.
