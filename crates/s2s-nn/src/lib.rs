@@ -11,6 +11,8 @@
 //! - [`model`]: the [`Seq2Seq`] model with a bridge from encoder to decoder states, a
 //!   teacher-forced training forward and a step API ([`Seq2Seq::start`], [`Seq2Seq::step`])
 //!   that every decoding strategy uses.
+//! - [`weights`]: the model's weights under PyTorch's names and layouts (those of the
+//!   reference module in `python/s2s_reference`), and as safetensors files.
 //!
 //! ```
 //! use s2s_nn::{Seq2SeqConfig, CellKind};
@@ -36,6 +38,7 @@ pub mod encoder;
 pub mod linear;
 pub mod model;
 pub mod rnn;
+pub mod weights;
 
 pub use attention::{Attention, AttentionConfig, AttentionKind};
 pub use encoder::{Encoder, EncoderConfig, EncoderOutput};
