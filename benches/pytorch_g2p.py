@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """The PyTorch side of the s2s backend comparison benchmark (shared/docs/benchmark.md).
 
-It rebuilds the "g2p-bench" model of s2s (`crates/s2s-nn`) with the usual PyTorch pieces
-(`nn.GRU`/`nn.LSTM` over packed sequences for the bidirectional encoder, a
-`nn.GRUCell`/`nn.LSTMCell` decoder with Bahdanau attention run step by step), loads the
+It builds the "g2p-bench" model of s2s (`crates/s2s-nn`) as the reference PyTorch module of
+`python/s2s_reference` (`nn.GRU`/`nn.LSTM` over packed sequences for the bidirectional
+encoder, a `nn.GRUCell`/`nn.LSTMCell` decoder with Bahdanau attention run step by step), loads the
 weights that `s2s-bench export` wrote, checks that it computes what the Rust model computes,
 and then measures, on the same batches as the Rust side:
 
@@ -24,7 +24,7 @@ Usage (from the virtualenv that provides torch):
         [--no-train] [--no-beam] [--phases]
 
 It prints exactly one JSON line on stdout; progress and the parity report go to stderr.
-Only torch and the standard library are used.
+Only torch, the standard library and python/s2s_reference are used.
 """
 
 from __future__ import annotations
@@ -48,15 +48,11 @@ os.environ.setdefault("KINETO_LOG_LEVEL", "5")
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
 
 # The parity check fails above this max relative error |a - b| / (1 + |b|) on the logits,
 # and above this largest |a - b| over a parameter's gradient, divided by the parameter's
 # largest gradient value.
 PARITY_TOLERANCE = 1e-4
-# The score of masked (padding) source positions before the attention softmax; the same
-# constant as s2s_tensor::ops::MASK_VALUE.
-MASK_VALUE = -1.0e9
 # Beam width and the number of test words the per-sentence beam loop decodes (it is slow).
 BEAM_SIZE = 5
 BEAM_LOOP_WORDS = 200
@@ -81,137 +77,11 @@ def log(*args) -> None:
 # --------------------------------------------------------------------------------------
 
 
-class Memory:
-    """The encoder outputs of a batch, prepared for attention."""
-
-    def __init__(self, outputs: torch.Tensor, keys: torch.Tensor, valid: torch.Tensor):
-        self.outputs = outputs  # [batch, src_len, d_memory], zero at padding
-        self.keys = keys  # [batch, src_len, d_attention], key projection done once
-        self.valid = valid  # [batch, src_len] bool, False at padding
-
-
-class Seq2Seq(nn.Module):
-    """The s2s attention encoder-decoder (`s2s_nn::Seq2Seq`) for the configurations the
-    benchmark uses: one bidirectional encoder layer, one decoder layer, Bahdanau attention
-    and the bridge.
-
-    - encoder: embedding -> bidirectional GRU/LSTM over the packed batch, so that padding
-      never enters a state (the final backward state is the one at the first token);
-    - bridge: decoder h0 = tanh(Linear(concat(forward final h, backward final h))), and the
-      same with a second Linear for the LSTM cell c0;
-    - attention: score = v^T tanh(W_q h_prev + W_k k + b_k), source padding masked, with the
-      decoder state before the step as the query;
-    - decoder: one cell over concat(target embedding, context);
-    - output: Linear(concat(decoder output, context, target embedding)).
-    """
-
-    def __init__(self, config: dict):
-        super().__init__()
-        check_supported(config)
-        self.cell = config["cell"]
-        d_embed, d_hidden = config["d_embed"], config["d_hidden"]
-        d_decoder, d_attention = config["d_decoder"], config["d_attention"]
-        d_memory = 2 * d_hidden
-        rnn = nn.GRU if self.cell == "gru" else nn.LSTM
-        rnn_cell = nn.GRUCell if self.cell == "gru" else nn.LSTMCell
-
-        self.src_embedding = nn.Embedding(config["src_vocab"], d_embed)
-        self.encoder = rnn(d_embed, d_hidden, batch_first=True, bidirectional=True)
-        self.bridge_h = nn.Linear(d_memory, d_decoder)
-        self.bridge_c = nn.Linear(d_memory, d_decoder) if self.cell == "lstm" else None
-        self.attn_query = nn.Linear(d_decoder, d_attention, bias=False)
-        self.attn_key = nn.Linear(d_memory, d_attention)
-        self.attn_score = nn.Linear(d_attention, 1, bias=False)
-        self.tgt_embedding = nn.Embedding(config["tgt_vocab"], d_embed)
-        self.decoder = rnn_cell(d_embed + d_memory, d_decoder)
-        self.output = nn.Linear(d_decoder + d_memory + d_embed, config["tgt_vocab"])
-        # Dropout on the source and target embeddings, as in the Rust model (0 in the
-        # benchmark configuration).
-        self.dropout = nn.Dropout(config["dropout"])
-
-    # The decoder state is a tensor h for GRU and a tuple (h, c) for LSTM.
-    def _hidden(self, state):
-        return state if self.cell == "gru" else state[0]
-
-    def encode(self, source: torch.Tensor, lengths: torch.Tensor):
-        """Encodes a padded batch of sources.
-
-        source: [batch, src_len] ids padded with <pad>; lengths: [batch] int64 on the CPU.
-        Returns the memory and the decoder's initial state.
-        """
-        embedded = self.dropout(self.src_embedding(source))
-        packed = pack_padded_sequence(embedded, lengths, batch_first=True, enforce_sorted=False)
-        packed_out, final = self.encoder(packed)
-        # Padded positions come back as zeros, as the Rust encoder's outputs.
-        outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=source.size(1))
-        # final: [2 (directions), batch, d_hidden] (and the cells for LSTM), in the batch's
-        # order; the backward direction ran from each row's true last token.
-        if self.cell == "gru":
-            state = torch.tanh(self.bridge_h(torch.cat([final[0], final[1]], dim=1)))
-        else:
-            h_n, c_n = final
-            state = (
-                torch.tanh(self.bridge_h(torch.cat([h_n[0], h_n[1]], dim=1))),
-                torch.tanh(self.bridge_c(torch.cat([c_n[0], c_n[1]], dim=1))),
-            )
-        positions = torch.arange(source.size(1), device=source.device)
-        valid = positions.unsqueeze(0) < lengths.to(source.device).unsqueeze(1)
-        return Memory(outputs, self.attn_key(outputs), valid), state
-
-    def attend(self, query: torch.Tensor, memory: Memory) -> torch.Tensor:
-        """Bahdanau attention: the context [batch, d_memory] for the query [batch, d_decoder]."""
-        hidden = torch.tanh(memory.keys + self.attn_query(query).unsqueeze(1))
-        scores = self.attn_score(hidden).squeeze(2).masked_fill(~memory.valid, MASK_VALUE)
-        weights = torch.softmax(scores, dim=1)
-        return torch.bmm(weights.unsqueeze(1), memory.outputs).squeeze(1)
-
-    def advance(self, embedded: torch.Tensor, state, memory: Memory):
-        """One decoder step from the embedded previous tokens [batch, d_embed].
-
-        Returns the decoder output, the context and the new state.
-        """
-        context = self.attend(self._hidden(state), memory)
-        state = self.decoder(torch.cat([embedded, context], dim=1), state)
-        return self._hidden(state), context, state
-
-    def forward(self, source, lengths, target_input) -> torch.Tensor:
-        """Teacher-forced logits [batch, tgt_len, tgt_vocab] for `<sos> y1 .. yn` inputs."""
-        memory, state = self.encode(source, lengths)
-        embedded = self.dropout(self.tgt_embedding(target_input))  # [batch, tgt_len, d_embed]
-        outputs, contexts = [], []
-        for t in range(target_input.size(1)):
-            h, context, state = self.advance(embedded[:, t], state, memory)
-            outputs.append(h)
-            contexts.append(context)
-        # The output layer runs once over all steps.
-        features = torch.cat([torch.stack(outputs, 1), torch.stack(contexts, 1), embedded], dim=2)
-        return self.output(features)
-
-    def step(self, tokens: torch.Tensor, state, memory: Memory):
-        """One decoding step: previous tokens [batch] -> next-token logits and new state."""
-        embedded = self.dropout(self.tgt_embedding(tokens))
-        h, context, state = self.advance(embedded, state, memory)
-        return self.output(torch.cat([h, context, embedded], dim=1)), state
-
-
-def check_supported(config: dict) -> None:
-    """Refuses configurations this port does not implement, rather than mis-handling them."""
-    problems = []
-    if config.get("cell") not in ("gru", "lstm"):
-        problems.append(f"cell {config.get('cell')!r} (expected gru or lstm)")
-    if config.get("attention") != "bahdanau":
-        problems.append(f"attention {config.get('attention')!r} (only bahdanau is ported)")
-    if config.get("encoder_layers") != 1 or config.get("decoder_layers") != 1:
-        problems.append(
-            f"{config.get('encoder_layers')} encoder / {config.get('decoder_layers')} decoder "
-            "layers (only 1 / 1 is ported)"
-        )
-    if config.get("bidirectional") is not True:
-        problems.append("a unidirectional encoder (only bidirectional is ported)")
-    if config.get("bridge") is not True:
-        problems.append("bridge = false (only the tanh(Linear) bridge is ported)")
-    if problems:
-        raise SystemExit("error: unsupported model configuration: " + "; ".join(problems))
+# The model is the reference module of python/s2s_reference (the same model as s2s_nn's
+# Seq2Seq, with PyTorch's parameter names; tested against s2s by
+# benches/tests/reference_module.rs).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
+from s2s_reference import Seq2Seq  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------
@@ -226,33 +96,30 @@ def weight_map(model: Seq2Seq) -> dict:
     torch stores [d_out, d_in], so every 2-D weight except the embeddings is transposed. The
     fused layers keep PyTorch's gate order (GRU r z n, LSTM i f g o) in their gate blocks,
     with the reset gate applied after the recurrent matmul as in torch's GRU, so the gate
-    blocks need no reordering.
+    blocks need no reordering. (The names are those of docs/model-format.md.)
     """
-    rnn_layer = {
-        "weight_ih": True,
-        "weight_hh": True,
-        "bias_ih": False,
-        "bias_hh": False,
-    }
+    config = model.config
+    rnn_layer = {"weight_ih": True, "weight_hh": True, "bias_ih": False, "bias_hh": False}
     mapping = {
-        "encoder.embedding.weight": ("src_embedding.weight", False),
-        "embedding.weight": ("tgt_embedding.weight", False),
-        "bridge_h.weight": ("bridge_h.weight", True),
-        "bridge_h.bias": ("bridge_h.bias", False),
-        "attention.query.weight": ("attn_query.weight", True),
-        "attention.key.weight": ("attn_key.weight", True),
-        "attention.key.bias": ("attn_key.bias", False),
-        "attention.score.weight": ("attn_score.weight", True),
+        "encoder.embedding.weight": ("encoder.embedding.weight", False),
+        "embedding.weight": ("decoder.embedding.weight", False),
         "output.weight": ("output.weight", True),
         "output.bias": ("output.bias", False),
     }
     for name, transpose in rnn_layer.items():
-        mapping[f"encoder.forward_layers.0.{name}"] = (f"encoder.{name}_l0", transpose)
-        mapping[f"encoder.backward_layers.0.{name}"] = (f"encoder.{name}_l0_reverse", transpose)
-        mapping[f"decoder_layers.0.{name}"] = (f"decoder.{name}", transpose)
-    if model.cell == "lstm":
-        mapping["bridge_c.weight"] = ("bridge_c.weight", True)
-        mapping["bridge_c.bias"] = ("bridge_c.bias", False)
+        for k in range(config["encoder_layers"]):
+            mapping[f"encoder.forward_layers.{k}.{name}"] = (f"encoder.rnn.{name}_l{k}", transpose)
+            if config["bidirectional"]:
+                mapping[f"encoder.backward_layers.{k}.{name}"] = (
+                    f"encoder.rnn.{name}_l{k}_reverse",
+                    transpose,
+                )
+        for k in range(config["decoder_layers"]):
+            mapping[f"decoder_layers.{k}.{name}"] = (f"decoder.layers.{k}.{name}", transpose)
+    for name, _ in model.named_parameters():
+        if name.startswith(("bridge_", "attention.")):
+            # Linear layers: the same path on both sides.
+            mapping[name] = (name, name.endswith(".weight"))
     return mapping
 
 
@@ -346,7 +213,7 @@ def greedy_batch(model: Seq2Seq, sources: list, max_len: int, special: dict, dev
     finished = torch.zeros(len(sources), dtype=torch.bool, device=device)
     steps = []
     for _ in range(max_len):
-        logits, state = model.step(tokens, state, memory)
+        logits, state, _ = model.step(tokens, state, memory)
         tokens = logits.argmax(dim=1)
         steps.append(tokens)
         finished |= tokens == special["eos"]
@@ -386,7 +253,7 @@ def beam_search_loop(model, source: list, beam: int, max_len: int, special: dict
         candidates = []
         for score, tokens, hyp_state in live:
             previous = torch.tensor([tokens[-1]], dtype=torch.long, device=device)
-            logits, new_state = model.step(previous, hyp_state, memory)
+            logits, new_state, _ = model.step(previous, hyp_state, memory)
             logp = torch.log_softmax(logits, dim=1)[0]
             top_logp, top_ids = logp.topk(beam)
             for lp, token in zip(top_logp.tolist(), top_ids.tolist()):
