@@ -23,6 +23,7 @@ use std::path::PathBuf;
 
 mod align;
 mod average;
+mod interop;
 mod plot;
 
 #[derive(Parser)]
@@ -75,6 +76,10 @@ enum Command {
     Score(ScoreArgs),
     /// Average the weights of several checkpoints of one model into a new model folder.
     Average(average::AverageArgs),
+    /// Write a model's weights under PyTorch's names (safetensors; see docs/model-format.md).
+    Export(interop::ExportArgs),
+    /// Make a model folder from weights under PyTorch's names and a config.json.
+    Import(interop::ImportArgs),
 }
 
 #[derive(Args, Debug)]
@@ -706,6 +711,8 @@ fn dispatch<B: S2sBackend, AB: S2sAutodiffBackend<InnerBackend = B, Device = B::
         Command::Plot(args) => plot::run(args),
         Command::Score(args) => cmd_score::<B>(args, device),
         Command::Average(args) => average::run::<B>(args, device),
+        Command::Export(args) => interop::export::<B>(args, device),
+        Command::Import(args) => interop::import::<B>(args, device),
     }
 }
 

@@ -779,3 +779,95 @@ fn checkpoints_averaging_and_ensembles() {
         "{err}"
     );
 }
+
+/// `s2s export` writes the weights under PyTorch's names; `s2s import` makes a model folder of
+/// them again, which decodes exactly as the original. Bad files and mismatched configurations
+/// are errors that name the file and the tensor, and nothing is overwritten.
+#[test]
+fn export_and_import_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = train_tiny(dir.path());
+    let file = dir.path().join("weights.safetensors");
+    let file_s = file.to_str().unwrap();
+    let out = s2s(&["export", "--model", &run, "--out", file_s], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let bytes = std::fs::read(&file).unwrap();
+    // A safetensors header names the tensors as PyTorch's modules do.
+    let header = text(&bytes[8..8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize]);
+    assert!(
+        header.contains("encoder.rnn.weight_ih_l0_reverse")
+            && header.contains("decoder.layers.0.weight_hh"),
+        "{header}"
+    );
+    let again = s2s(&["export", "--model", &run, "--out", file_s], b"");
+    assert!(!again.status.success() && text(&again.stderr).contains("exists already"));
+    assert_eq!(std::fs::read(&file).unwrap(), bytes);
+
+    let config = Path::new(&run).join("best/config.json");
+    let imported = dir.path().join("imported");
+    let args = |from: &str, out: &Path| {
+        vec![
+            "import".to_string(),
+            "--from".into(),
+            from.into(),
+            "--config".into(),
+            config.to_str().unwrap().into(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+        ]
+    };
+    let run_args = |a: Vec<String>| s2s(&a.iter().map(String::as_str).collect::<Vec<_>>(), b"");
+    let out = run_args(args(file_s, &imported));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let input = b"abc\ncabba\nbbbbac\n";
+    for strategy in [["--strategy", "greedy"], ["--strategy", "beam"]] {
+        let decode = |model: &str| {
+            let mut a = vec!["decode", "--model", model, "--scores", "--n-best", "2"];
+            a.extend(strategy);
+            let out = s2s(&a, input);
+            assert!(out.status.success(), "{}", text(&out.stderr));
+            text(&out.stdout)
+        };
+        assert_eq!(
+            decode(&run),
+            decode(imported.to_str().unwrap()),
+            "{strategy:?}"
+        );
+    }
+
+    // A truncated file, and weights that do not fit the configuration.
+    let truncated = dir.path().join("truncated.safetensors");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let out = run_args(args(truncated.to_str().unwrap(), &dir.path().join("x")));
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("truncated.safetensors"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!dir.path().join("x").exists());
+    let wider = dir.path().join("wider");
+    let other = train_tiny_with(&wider, &["--hidden", "12"]);
+    let other_file = dir.path().join("other.safetensors");
+    let out = s2s(
+        &[
+            "export",
+            "--model",
+            &other,
+            "--out",
+            other_file.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run_args(args(other_file.to_str().unwrap(), &dir.path().join("y")));
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("other.safetensors") && err.contains("has shape"),
+        "{err}"
+    );
+    assert!(!dir.path().join("y").exists());
+    let out = run_args(args(file_s, &imported));
+    assert!(!out.status.success() && text(&out.stderr).contains("exists already"));
+}

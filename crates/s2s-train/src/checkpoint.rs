@@ -161,6 +161,55 @@ pub fn parameter_shapes<B: Backend, M: Module<B>>(model: &M) -> Vec<(String, Vec
     shapes.out
 }
 
+/// The settings of the model folder whose `config.json` is `config`: the metadata (checked:
+/// format, a valid model configuration) and the tokenizers with the vocabularies beside it
+/// (checked against the model's vocabulary sizes). The weights are not read.
+pub fn load_settings(config: &Path) -> Result<(CheckpointMeta, TextCodec), CheckpointError> {
+    let dir = durable::parent_of(config);
+
+    let text = std::fs::read_to_string(config).map_err(io(config))?;
+    let meta: CheckpointMeta =
+        serde_json::from_str(&text).map_err(|e| CheckpointError::Invalid {
+            path: config.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    if meta.format != FORMAT {
+        return Err(CheckpointError::Invalid {
+            path: config.to_path_buf(),
+            message: format!(
+                "format {} is not supported (expected {FORMAT})",
+                meta.format
+            ),
+        });
+    }
+    meta.model
+        .validate()
+        .map_err(|e| CheckpointError::Invalid {
+            path: config.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    let source_vocab = Vocab::load(&dir.join("source_vocab.json"))?;
+    let target_vocab = Vocab::load(&dir.join("target_vocab.json"))?;
+    for (side, vocab, size) in [
+        ("source", &source_vocab, meta.model.src_vocab),
+        ("target", &target_vocab, meta.model.tgt_vocab),
+    ] {
+        if vocab.len() != size {
+            return Err(CheckpointError::Invalid {
+                path: dir.join(format!("{side}_vocab.json")),
+                message: format!("{} tokens, but the model expects {size}", vocab.len()),
+            });
+        }
+    }
+    let codec = TextCodec {
+        source_tokenizer: meta.source_tokenizer.clone(),
+        target_tokenizer: meta.target_tokenizer.clone(),
+        source_vocab,
+        target_vocab,
+    };
+    Ok((meta, codec))
+}
+
 impl<B: Backend> Checkpoint<B> {
     /// Writes the model folder's files (`config.json`, the vocabularies, `model.mpk`) into
     /// the existing folder `dir`, without syncing them: [`save`](Self::save) and the trainer
@@ -216,40 +265,7 @@ impl<B: Backend> Checkpoint<B> {
             });
         }
         let config = dir.join("config.json");
-        let text = std::fs::read_to_string(&config).map_err(io(&config))?;
-        let meta: CheckpointMeta =
-            serde_json::from_str(&text).map_err(|e| CheckpointError::Invalid {
-                path: config.clone(),
-                message: e.to_string(),
-            })?;
-        if meta.format != FORMAT {
-            return Err(CheckpointError::Invalid {
-                path: config,
-                message: format!(
-                    "format {} is not supported (expected {FORMAT})",
-                    meta.format
-                ),
-            });
-        }
-        meta.model
-            .validate()
-            .map_err(|e| CheckpointError::Invalid {
-                path: config.clone(),
-                message: e.to_string(),
-            })?;
-        let source_vocab = Vocab::load(&dir.join("source_vocab.json"))?;
-        let target_vocab = Vocab::load(&dir.join("target_vocab.json"))?;
-        for (side, vocab, size) in [
-            ("source", &source_vocab, meta.model.src_vocab),
-            ("target", &target_vocab, meta.model.tgt_vocab),
-        ] {
-            if vocab.len() != size {
-                return Err(CheckpointError::Invalid {
-                    path: dir.join(format!("{side}_vocab.json")),
-                    message: format!("{} tokens, but the model expects {size}", vocab.len()),
-                });
-            }
-        }
+        let (meta, codec) = load_settings(&config)?;
         let weights = dir.join("model.mpk");
         let fresh = meta.model.init::<B>(device);
         let expected = parameter_shapes(&fresh);
@@ -271,16 +287,7 @@ impl<B: Backend> Checkpoint<B> {
                 });
             }
         }
-        Ok(Checkpoint {
-            codec: TextCodec {
-                source_tokenizer: meta.source_tokenizer.clone(),
-                target_tokenizer: meta.target_tokenizer.clone(),
-                source_vocab,
-                target_vocab,
-            },
-            meta,
-            model,
-        })
+        Ok(Checkpoint { codec, meta, model })
     }
 
     /// Loads the models of an ensemble (model folders or run folders, see [`load`]): they
