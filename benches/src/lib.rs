@@ -19,6 +19,33 @@ pub fn project_root() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
 }
 
+/// The Python of the project's virtualenv (`$S2S_VENV`, else `.venv`) when it can `import
+/// torch`, for the tests that compare with PyTorch. Without one, `test` says so on stderr and
+/// gets `None` (the test then passes without comparing), unless `S2S_REQUIRE_TORCH=1` (set by
+/// `cargo xtask test` whenever it uses the virtualenv), which makes it panic.
+pub fn torch_python(test: &str) -> Option<PathBuf> {
+    let venv = match std::env::var_os("S2S_VENV") {
+        Some(v) => PathBuf::from(v),
+        None => project_root().join(".venv"),
+    };
+    let py = venv.join("bin/python");
+    let works = std::process::Command::new(&py)
+        .args(["-c", "import torch"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if works {
+        return Some(py);
+    }
+    eprintln!(
+        "{test}: NOT compared with PyTorch: no Python that can `import torch` in {}",
+        venv.display()
+    );
+    if std::env::var_os("S2S_REQUIRE_TORCH").is_some_and(|v| v == "1") {
+        panic!("S2S_REQUIRE_TORCH=1 but torch was not found");
+    }
+    None
+}
+
 /// CMUdict with stress removed, split as the CLI does.
 pub fn cmudict() -> Splits {
     let path = project_root().join("data/cmudict/cmudict.dict");

@@ -18,29 +18,6 @@ use s2s_train::{train, TrainConfig};
 use std::path::PathBuf;
 use std::process::Command;
 
-fn python() -> Option<PathBuf> {
-    let venv = match std::env::var_os("S2S_VENV") {
-        Some(v) => PathBuf::from(v),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv"),
-    };
-    let py = venv.join("bin/python");
-    let works = Command::new(&py)
-        .args(["-c", "import torch"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if works {
-        return Some(py);
-    }
-    eprintln!(
-        "pytorch_parity: NOT compared with PyTorch: no Python that can `import torch` in {}",
-        venv.display()
-    );
-    if std::env::var_os("S2S_REQUIRE_TORCH").is_some_and(|v| v == "1") {
-        panic!("S2S_REQUIRE_TORCH=1 but torch was not found");
-    }
-    None
-}
-
 /// A run folder of a small model of `cell` trained for 300 steps on CMUdict.
 fn trained(cell: CellKind, dir: &std::path::Path) -> PathBuf {
     let splits = s2s_benches::cmudict();
@@ -74,7 +51,9 @@ fn trained(cell: CellKind, dir: &std::path::Path) -> PathBuf {
 
 #[test]
 fn pytorch_reference_computes_the_same_logits_gradients_and_greedy_outputs() {
-    let Some(py) = python() else { return };
+    let Some(py) = s2s_benches::torch_python("pytorch_parity") else {
+        return;
+    };
     for (cell, name) in [(CellKind::Gru, "gru"), (CellKind::Lstm, "lstm")] {
         let dir = tempfile::tempdir().unwrap();
         let run = trained(cell, dir.path());

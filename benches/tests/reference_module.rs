@@ -19,29 +19,6 @@ use s2s_train::{train, Checkpoint, TrainConfig};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn python() -> Option<PathBuf> {
-    let venv = match std::env::var_os("S2S_VENV") {
-        Some(v) => PathBuf::from(v),
-        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv"),
-    };
-    let py = venv.join("bin/python");
-    let works = Command::new(&py)
-        .args(["-c", "import torch"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if works {
-        return Some(py);
-    }
-    eprintln!(
-        "reference_module: NOT compared: no Python that can `import torch` in {}",
-        venv.display()
-    );
-    if std::env::var_os("S2S_REQUIRE_TORCH").is_some_and(|v| v == "1") {
-        panic!("S2S_REQUIRE_TORCH=1 but torch was not found");
-    }
-    None
-}
-
 /// Trains `model` for 300 steps on CMUdict and writes the comparison folder.
 fn prepare(model: Seq2SeqConfig, dir: &Path) -> PathBuf {
     let splits = s2s_benches::cmudict();
@@ -122,7 +99,9 @@ fn prepare(model: Seq2SeqConfig, dir: &Path) -> PathBuf {
 
 #[test]
 fn reference_module_computes_what_s2s_computes() {
-    let Some(py) = python() else { return };
+    let Some(py) = s2s_benches::torch_python("reference_module") else {
+        return;
+    };
     let script =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../python/tests/check_reference.py");
     let settings = [
