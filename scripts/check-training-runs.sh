@@ -15,14 +15,14 @@ for l in open(sys.argv[1]):
 echo "== repeat: same settings again"
 $S train --config recipes/g2p.json --out runs/g2p-repeat --no-progress 2>&1 | grep -v "^task\|^vocab" | tail -3
 if diff <(losses runs/g2p) <(losses runs/g2p-repeat) >/dev/null; then echo "REPEAT: metrics.jsonl losses identical ($(losses runs/g2p | wc -l) events)"; else echo "REPEAT: DIFFER"; diff <(losses runs/g2p) <(losses runs/g2p-repeat) | head; fi
-cmp runs/g2p/last/model.mpk runs/g2p-repeat/last/model.mpk && echo "REPEAT: last/model.mpk identical bytes"
+cmp runs/g2p/last/model.safetensors runs/g2p-repeat/last/model.safetensors && echo "REPEAT: last/model.safetensors identical bytes"
 echo "== SIGINT after 20 s, then --resume"
 $S train --config recipes/g2p.json --out runs/g2p-resumed --no-progress > /tmp/int.out 2> /tmp/int.err &
 PID=$!
 sleep 20; kill -INT $PID; wait $PID; echo "exit status $?"; tail -1 /tmp/int.err
 $S train --resume runs/g2p-resumed --no-progress 2>&1 | tail -3
 if diff <(losses runs/g2p) <(losses runs/g2p-resumed) >/dev/null; then echo "RESUMED: metrics.jsonl losses identical"; else echo "RESUMED: DIFFER"; diff <(losses runs/g2p) <(losses runs/g2p-resumed) | head; fi
-cmp runs/g2p/last/model.mpk runs/g2p-resumed/last/model.mpk && echo "RESUMED: last/model.mpk identical bytes"
+cmp runs/g2p/last/model.safetensors runs/g2p-resumed/last/model.safetensors && echo "RESUMED: last/model.safetensors identical bytes"
 for seed in 1 2; do
   echo "== seed $seed"
   $S train --config recipes/g2p.json --seed $seed --out runs/g2p-seed$seed --no-progress 2>&1 | tail -2

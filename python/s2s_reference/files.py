@@ -61,3 +61,49 @@ def save_safetensors(tensors: dict[str, torch.Tensor], path, metadata: dict | No
     text = json.dumps(header, separators=(",", ":")).encode()
     text += b" " * (-len(text) % 8)
     Path(path).write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+
+
+SPECIALS = ["<pad>", "<sos>", "<eos>", "<unk>"]
+
+
+def save_model_folder(
+    model,
+    folder,
+    source_tokens: list[str],
+    target_tokens: list[str],
+    source_tokenizer="chars",
+    target_tokenizer="whitespace",
+    task: str = "custom",
+    max_decode_len: int = 50,
+) -> None:
+    """Writes an s2s model folder (layout 2, docs/model-format.md) of a reference `Seq2Seq`:
+    `config.json`, `source_vocab.json`, `target_vocab.json` and `model.safetensors`, which
+    `s2s decode --model FOLDER` (and every other command) reads as it is.
+
+    The token lists are the vocabularies, ids in order, starting with `<pad> <sos> <eos>
+    <unk>`; the tokenizers are `"chars"`, `"whitespace"` or `{"bpe": <tokenizer.json>}`.
+    `folder` must not exist yet."""
+    folder = Path(folder)
+    for side, tokens, size in [
+        ("source", source_tokens, model.config["src_vocab"]),
+        ("target", target_tokens, model.config["tgt_vocab"]),
+    ]:
+        if list(tokens[:4]) != SPECIALS:
+            raise ValueError(f"the {side} vocabulary must start with {' '.join(SPECIALS)}")
+        if len(tokens) != size:
+            raise ValueError(f"the {side} vocabulary has {len(tokens)} tokens, the model {size}")
+    folder.mkdir(parents=True, exist_ok=False)
+    config = {
+        "format": 2,
+        "task": task,
+        "model": model.config,
+        "source_tokenizer": source_tokenizer,
+        "target_tokenizer": target_tokenizer,
+        "max_decode_len": max_decode_len,
+        "summary": {"written_by": "s2s_reference"},
+    }
+    (folder / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+    for side, tokens in [("source", source_tokens), ("target", target_tokens)]:
+        text = json.dumps({"tokens": list(tokens)}, indent=2, ensure_ascii=False)
+        (folder / f"{side}_vocab.json").write_text(text, encoding="utf-8")
+    save_safetensors(model.state_dict(), folder / "model.safetensors", {"format": "pt"})

@@ -3,11 +3,13 @@
 
     python python/tests/check_reference.py DIR
 
-DIR holds `model.safetensors` (an s2s model's weights in PyTorch's names), `config.json` and
+DIR holds `model.safetensors` and `model.pt` (an s2s model's weights in PyTorch's names, as
+safetensors and as a `torch.save` state_dict), `config.json` and
 `expected.json` written by s2s: `forced` (a padded batch: `source`, `lengths`,
 `target_input`), `logits` (s2s's teacher-forced logits of that batch, flat), `sources` (id
 lists) and `greedy` (s2s's greedy outputs of those sources, `max_len`). The module loads the
-weights with `load_state_dict(strict=True)`, computes both, and prints one JSON line:
+weights with `load_state_dict(strict=True)` (after checking that `torch.load(weights_only=True)`
+of `model.pt` gives the same tensors), computes both, and prints one JSON line:
 `max_rel` (the largest |a - b| / (1 + |b|) over the logits) and how many greedy outputs are
 equal. It exits with status 1 when a check fails.
 """
@@ -33,7 +35,12 @@ def main() -> int:
     config = json.loads((folder / "config.json").read_text())
     expected = json.loads((folder / "expected.json").read_text())
     model = Seq2Seq(config)
-    model.load_state_dict(load_safetensors(folder / "model.safetensors"), strict=True)
+    state = load_safetensors(folder / "model.safetensors")
+    pt = torch.load(folder / "model.pt", weights_only=True)
+    if sorted(pt) != sorted(state) or any(not torch.equal(pt[k], state[k]) for k in state):
+        print(json.dumps({"error": "model.pt and model.safetensors hold different tensors"}))
+        return 1
+    model.load_state_dict(pt, strict=True)
     model.eval()
     forced = expected["forced"]
     with torch.no_grad():

@@ -1,15 +1,14 @@
 //! `s2s export` and `s2s import`: a model's weights as a safetensors file under PyTorch's
 //! names and layouts (`s2s_nn::weights`, docs/model-format.md), the state_dict of the
-//! reference module in `python/s2s_reference`, and back into a model folder.
+//! reference module in `python/s2s_reference`, and back into a model folder; `s2s convert`
+//! brings folders of layout 1 (`model.mpk`) to the current one.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use s2s_nn::weights;
-use s2s_train::checkpoint::load_settings;
-use s2s_train::durable;
-use s2s_train::Checkpoint;
-use std::collections::HashMap;
-use std::path::PathBuf;
+use s2s_nn::{torch_file, weights};
+use s2s_train::checkpoint::{self, load_settings};
+use s2s_train::{durable, run, Checkpoint};
+use std::path::{Path, PathBuf};
 
 /// File formats of `s2s export`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -17,6 +16,20 @@ pub enum Format {
     /// safetensors (F32), PyTorch's parameter names: `safetensors.torch.load_file` reads it
     /// and the reference module loads it with `load_state_dict(strict=True)`.
     Safetensors,
+    /// A `.pt` file of the reference module's `state_dict`, as `torch.save` writes it:
+    /// `torch.load(FILE, weights_only=True)` reads it.
+    Pytorch,
+}
+
+impl Format {
+    /// The format a file's name implies: `.pt`/`.pth` PyTorch, `.safetensors` safetensors.
+    fn of_name(path: &Path) -> Option<Format> {
+        match path.extension()?.to_str()? {
+            "pt" | "pth" => Some(Format::Pytorch),
+            "safetensors" => Some(Format::Safetensors),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -24,9 +37,9 @@ pub struct ExportArgs {
     /// Model folder (or training run folder: its best model).
     #[arg(long)]
     model: PathBuf,
-    /// File format.
-    #[arg(long, value_enum, default_value_t = Format::Safetensors)]
-    format: Format,
+    /// File format (default: from the extension of --out, `.pt`/`.pth` or `.safetensors`).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
     /// The file to write; it must not exist yet.
     #[arg(long, value_name = "FILE")]
     out: PathBuf,
@@ -34,8 +47,9 @@ pub struct ExportArgs {
 
 #[derive(Args, Debug)]
 pub struct ImportArgs {
-    /// Weights under PyTorch's names (a safetensors file, such as `s2s export` writes or
-    /// `safetensors.torch.save_file(model.state_dict(), ...)` of the reference module).
+    /// Weights under PyTorch's names: a `.pt` file of the reference module's `state_dict`
+    /// (`torch.save(model.state_dict(), FILE)`) or a safetensors file (`s2s export`,
+    /// `safetensors.torch.save_file`); which one is read from the file's first bytes.
     #[arg(long, value_name = "FILE")]
     from: PathBuf,
     /// The model's `config.json`, with `source_vocab.json` and `target_vocab.json` beside it.
@@ -46,6 +60,56 @@ pub struct ImportArgs {
     out: PathBuf,
 }
 
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    /// A model folder, or a training run folder: its `best/`, `last/`, `averaged/` and every
+    /// checkpoint in `checkpoints/`.
+    #[arg(long)]
+    model: PathBuf,
+}
+
+/// The model folders that `dir` names: `dir` itself, or a run folder's.
+fn model_folders(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !run::is_run_folder(dir) {
+        return Ok(vec![dir.to_path_buf()]);
+    }
+    let mut folders: Vec<PathBuf> = [run::BEST, run::LAST, run::AVERAGED]
+        .iter()
+        .map(|name| dir.join(name))
+        .filter(|d| d.is_dir())
+        .collect();
+    let checkpoints = dir.join(run::CHECKPOINTS);
+    if checkpoints.is_dir() {
+        let mut steps = std::fs::read_dir(&checkpoints)
+            .with_context(|| format!("reading {}", checkpoints.display()))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<std::io::Result<Vec<_>>>()
+            .with_context(|| format!("reading {}", checkpoints.display()))?;
+        steps.retain(|p| checkpoint::is_model_folder(p));
+        steps.sort();
+        folders.extend(steps);
+    }
+    Ok(folders)
+}
+
+/// Converts model folders of layout 1 (`model.mpk`) to the current one, in place.
+pub fn convert<B: s2s_tensor::S2sBackend>(args: ConvertArgs, device: &B::Device) -> Result<()> {
+    let folders = model_folders(&args.model)?;
+    for dir in folders {
+        if Checkpoint::<B>::convert(&dir, device)? {
+            eprintln!(
+                "converted {}: {} replaces {}",
+                dir.display(),
+                checkpoint::WEIGHTS_FILE,
+                checkpoint::MPK_WEIGHTS_FILE
+            );
+        } else {
+            eprintln!("{}: already format {}", dir.display(), checkpoint::FORMAT);
+        }
+    }
+    Ok(())
+}
+
 /// Writes a model's weights under PyTorch's names.
 pub fn export<B: s2s_tensor::S2sBackend>(args: ExportArgs, device: &B::Device) -> Result<()> {
     if args.out.exists() {
@@ -54,11 +118,18 @@ pub fn export<B: s2s_tensor::S2sBackend>(args: ExportArgs, device: &B::Device) -
             args.out.display()
         );
     }
+    let Some(format) = args.format.or_else(|| Format::of_name(&args.out)) else {
+        bail!(
+            "--out {}: give --format (pytorch or safetensors), or a name ending in .pt, .pth \
+             or .safetensors",
+            args.out.display()
+        );
+    };
     let checkpoint = Checkpoint::<B>::load(&args.model, device)?;
     let tensors = weights::named_tensors(&checkpoint.model);
-    let metadata = HashMap::from([("format".to_string(), "s2s-pytorch-names-1".to_string())]);
-    let bytes = match args.format {
-        Format::Safetensors => weights::to_safetensors(&tensors, Some(metadata))?,
+    let bytes = match format {
+        Format::Safetensors => weights::to_safetensors(&tensors, Some(weights::file_metadata()))?,
+        Format::Pytorch => torch_file::write_state_dict(&tensors)?,
     };
     durable::write_file(&args.out, &bytes)
         .with_context(|| format!("writing {}", args.out.display()))?;
@@ -77,8 +148,14 @@ pub fn import<B: s2s_tensor::S2sBackend>(args: ImportArgs, device: &B::Device) -
     let (meta, codec) = load_settings(&args.config)?;
     let bytes =
         std::fs::read(&args.from).with_context(|| format!("reading {}", args.from.display()))?;
-    let tensors =
-        weights::from_safetensors(&bytes).with_context(|| format!("{}", args.from.display()))?;
+    let tensors = if bytes.starts_with(b"PK\x03\x04")
+        || Format::of_name(&args.from) == Some(Format::Pytorch)
+    {
+        torch_file::read_state_dict(&bytes)
+    } else {
+        weights::from_safetensors(&bytes)
+    }
+    .with_context(|| format!("{}", args.from.display()))?;
     let model =
         weights::from_named_tensors::<B>(&meta.model, tensors, device).with_context(|| {
             format!(

@@ -80,6 +80,9 @@ enum Command {
     Export(interop::ExportArgs),
     /// Make a model folder from weights under PyTorch's names and a config.json.
     Import(interop::ImportArgs),
+    /// Bring model folders written before model.safetensors (model.mpk, format 1) to the
+    /// current layout, in place.
+    Convert(interop::ConvertArgs),
 }
 
 #[derive(Args, Debug)]
@@ -713,6 +716,7 @@ fn dispatch<B: S2sBackend, AB: S2sAutodiffBackend<InnerBackend = B, Device = B::
         Command::Average(args) => average::run::<B>(args, device),
         Command::Export(args) => interop::export::<B>(args, device),
         Command::Import(args) => interop::import::<B>(args, device),
+        Command::Convert(args) => interop::convert::<B>(args, device),
     }
 }
 

@@ -63,8 +63,8 @@ fn train_tiny_with(dir: &Path, extra: &[&str]) -> String {
         "config.json",
         "metrics.jsonl",
         "best/config.json",
-        "best/model.mpk",
-        "last/model.mpk",
+        "best/model.safetensors",
+        "last/model.safetensors",
         "last/training_state.json",
         "last/optimizer.bin",
     ] {
@@ -697,7 +697,7 @@ fn checkpoints_averaging_and_ensembles() {
     kept.sort();
     assert_eq!(kept.len(), 3, "{kept:?}");
     assert!(kept.iter().all(|k| k.starts_with("step-")), "{kept:?}");
-    assert!(run.join("averaged/model.mpk").is_file());
+    assert!(run.join("averaged/model.safetensors").is_file());
     let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     let averaged: Vec<serde_json::Value> = metrics
         .lines()
@@ -720,8 +720,8 @@ fn checkpoints_averaging_and_ensembles() {
     let out = s2s(&args, b"");
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
-        std::fs::read(again.join("model.mpk")).unwrap(),
-        std::fs::read(run.join("averaged/model.mpk")).unwrap()
+        std::fs::read(again.join("model.safetensors")).unwrap(),
+        std::fs::read(run.join("averaged/model.safetensors")).unwrap()
     );
     let out = s2s(&args, b"");
     assert_eq!(out.status.code(), Some(1));
@@ -870,4 +870,144 @@ fn export_and_import_round_trip() {
     assert!(!dir.path().join("y").exists());
     let out = run_args(args(file_s, &imported));
     assert!(!out.status.success() && text(&out.stderr).contains("exists already"));
+
+    // The same through PyTorch's .pt files (the format from the extension of --out).
+    let pt = dir.path().join("weights.pt");
+    let pt_s = pt.to_str().unwrap();
+    let out = s2s(&["export", "--model", &run, "--out", pt_s], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let state = s2s_nn::torch_file::read_state_dict(&std::fs::read(&pt).unwrap()).unwrap();
+    assert_eq!(
+        state,
+        s2s_nn::weights::from_safetensors(&bytes).unwrap(),
+        "the .pt and safetensors exports hold the same tensors"
+    );
+    let from_pt = dir.path().join("from-pt");
+    let out = run_args(args(pt_s, &from_pt));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(from_pt.join("model.safetensors")).unwrap(),
+        std::fs::read(imported.join("model.safetensors")).unwrap()
+    );
+    let out = s2s(
+        &[
+            "export",
+            "--model",
+            &run,
+            "--out",
+            dir.path().join("w.bin").to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(!out.status.success() && text(&out.stderr).contains("--format"));
+
+    // Bad .pt files: cut short, a tensor missing, one of another shape; each names the
+    // file (and the tensor), and writes nothing.
+    let pt_bytes = std::fs::read(&pt).unwrap();
+    let mut missing = state.clone();
+    missing.remove("attention.score.weight");
+    let mut reshaped = state.clone();
+    let bias = reshaped.get_mut("output.bias").unwrap();
+    bias.values.pop();
+    bias.shape[0] -= 1;
+    let cases = [
+        (
+            "cut.pt",
+            pt_bytes[..pt_bytes.len() / 2].to_vec(),
+            "truncated",
+        ),
+        (
+            "missing.pt",
+            s2s_nn::torch_file::write_state_dict(&missing).unwrap(),
+            "tensor attention.score.weight",
+        ),
+        (
+            "reshaped.pt",
+            s2s_nn::torch_file::write_state_dict(&reshaped).unwrap(),
+            "tensor output.bias has shape",
+        ),
+    ];
+    for (name, content, says) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        let out_dir = dir.path().join(format!("{name}.out"));
+        let out = run_args(args(path.to_str().unwrap(), &out_dir));
+        let err = text(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(name) && err.contains(says),
+            "{name}: {err}"
+        );
+        assert!(!out_dir.exists(), "{name}");
+    }
+}
+
+/// A model folder of layout 1 (`model.mpk`), written by s2s before model.safetensors (commit
+/// 37dbbdd; `crates/s2s-train/tests/fixtures/format1`, with the outputs that build decoded), still decodes
+/// the same; `s2s convert` brings it to layout 2 in place, after which it decodes the same
+/// again, and a training run folder's model folders are converted together.
+#[test]
+fn format1_folders_load_and_convert() {
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../s2s-train/tests/fixtures/format1");
+    let dir = tempfile::tempdir().unwrap();
+    let copy = |to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for f in [
+            "config.json",
+            "model.mpk",
+            "source_vocab.json",
+            "target_vocab.json",
+        ] {
+            std::fs::copy(fixture.join(f), to.join(f)).unwrap();
+        }
+    };
+    let model = dir.path().join("model");
+    copy(&model);
+    let input = std::fs::read(fixture.join("input.txt")).unwrap();
+    let decode = |extra: &[&str]| {
+        let mut a = vec!["decode", "--model", model.to_str().unwrap()];
+        a.extend(extra);
+        let out = s2s(&a, &input);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let beam = [
+        "--strategy",
+        "beam",
+        "--beam-size",
+        "4",
+        "--n-best",
+        "2",
+        "--scores",
+    ];
+    let expected_greedy = std::fs::read_to_string(fixture.join("expected-greedy.txt")).unwrap();
+    let expected_beam = std::fs::read_to_string(fixture.join("expected-beam.txt")).unwrap();
+    assert_eq!(decode(&[]), expected_greedy);
+    assert_eq!(decode(&beam), expected_beam);
+
+    let out = s2s(&["convert", "--model", model.to_str().unwrap()], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!model.join("model.mpk").exists());
+    assert!(model.join("model.safetensors").is_file());
+    let config = std::fs::read_to_string(model.join("config.json")).unwrap();
+    assert!(config.contains("\"format\": 2"), "{config}");
+    assert_eq!(decode(&[]), expected_greedy);
+    assert_eq!(decode(&beam), expected_beam);
+    let out = s2s(&["convert", "--model", model.to_str().unwrap()], b"");
+    assert!(out.status.success() && text(&out.stderr).contains("already format 2"));
+
+    // A run folder: best/ and every checkpoint.
+    let run = dir.path().join("run");
+    copy(&run.join("best"));
+    copy(&run.join("checkpoints/step-00000100"));
+    std::fs::write(run.join("config.json"), r#"{"s2s_run": 1}"#).unwrap();
+    let out = s2s(&["convert", "--model", run.to_str().unwrap()], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    for sub in ["best", "checkpoints/step-00000100"] {
+        assert!(run.join(sub).join("model.safetensors").is_file(), "{sub}");
+        assert!(!run.join(sub).join("model.mpk").exists(), "{sub}");
+    }
+    assert_eq!(
+        std::fs::read(run.join("best/model.safetensors")).unwrap(),
+        std::fs::read(model.join("model.safetensors")).unwrap()
+    );
 }

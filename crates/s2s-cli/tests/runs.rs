@@ -256,14 +256,17 @@ fn out_refuses_what_is_not_a_run_and_changes_nothing() {
     let run = root.path().join("run");
     let out = train(&run, &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let before = std::fs::read(run.join("best/model.mpk")).unwrap();
+    let before = std::fs::read(run.join("best/model.safetensors")).unwrap();
     let out = train(&run, &[]);
     let err = text(&out.stderr);
     assert!(
         !out.status.success() && err.contains("--resume") && err.contains("--overwrite"),
         "{err}"
     );
-    assert_eq!(std::fs::read(run.join("best/model.mpk")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(run.join("best/model.safetensors")).unwrap(),
+        before
+    );
     // A model folder (the run's best/) is not a run folder.
     let best = run.join("best");
     let out = train(&best, &["--overwrite"]);
@@ -272,7 +275,10 @@ fn out_refuses_what_is_not_a_run_and_changes_nothing() {
         !out.status.success() && err.contains("model folder"),
         "{err}"
     );
-    assert_eq!(std::fs::read(best.join("model.mpk")).unwrap(), before);
+    assert_eq!(
+        std::fs::read(best.join("model.safetensors")).unwrap(),
+        before
+    );
     // --overwrite starts the run again and keeps the user's files.
     std::fs::write(run.join("notes.txt"), "mine").unwrap();
     let out = train(&run, &["--overwrite", "--seed", "3"]);
@@ -299,7 +305,11 @@ fn out_refuses_what_is_not_a_run_and_changes_nothing() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let wrong = root.path().join("wrong");
     std::fs::create_dir(&wrong).unwrap();
-    for f in ["model.mpk", "source_vocab.json", "target_vocab.json"] {
+    for f in [
+        "model.safetensors",
+        "source_vocab.json",
+        "target_vocab.json",
+    ] {
         std::fs::copy(best.join(f), wrong.join(f)).unwrap();
     }
     let config = std::fs::read_to_string(best.join("config.json"))
@@ -315,7 +325,9 @@ fn out_refuses_what_is_not_a_run_and_changes_nothing() {
     ]);
     let err = text(&out.stderr);
     assert!(
-        !out.status.success() && err.contains("model.mpk") && err.contains("parameter encoder."),
+        !out.status.success()
+            && err.contains("model.safetensors")
+            && err.contains("tensor encoder."),
         "{err}"
     );
 }

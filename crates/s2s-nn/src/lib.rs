@@ -12,7 +12,8 @@
 //!   teacher-forced training forward and a step API ([`Seq2Seq::start`], [`Seq2Seq::step`])
 //!   that every decoding strategy uses.
 //! - [`weights`]: the model's weights under PyTorch's names and layouts (those of the
-//!   reference module in `python/s2s_reference`), and as safetensors files.
+//!   reference module in `python/s2s_reference`), and as safetensors files; [`torch_file`]
+//!   reads and writes them as PyTorch's `.pt` files of a `state_dict`.
 //!
 //! ```
 //! use s2s_nn::{Seq2SeqConfig, CellKind};
@@ -38,6 +39,7 @@ pub mod encoder;
 pub mod linear;
 pub mod model;
 pub mod rnn;
+pub mod torch_file;
 pub mod weights;
 
 pub use attention::{Attention, AttentionConfig, AttentionKind};

@@ -260,6 +260,13 @@ pub fn from_named_tensors<B: Backend>(
     }
 }
 
+/// The metadata s2s puts in the header of its safetensors files: `format` `pt` (what
+/// Hugging Face's loaders expect of PyTorch weights). One entry only: safetensors writes the
+/// entries in a `HashMap`'s order, and the same weights must give the same bytes.
+pub fn file_metadata() -> std::collections::HashMap<String, String> {
+    std::collections::HashMap::from([("format".to_string(), "pt".to_string())])
+}
+
 /// The weights as a safetensors file (`F32`, little-endian), with `metadata` in its header.
 pub fn to_safetensors(
     tensors: &BTreeMap<String, NamedTensor>,

@@ -1,11 +1,13 @@
 //! Model folders: configuration, vocabularies and weights, written atomically.
 //!
 //! A folder holds `config.json` ([`CheckpointMeta`]: model configuration, tokenizers, task,
-//! training summary), `source_vocab.json`, `target_vocab.json` and `model.mpk` (named
-//! MessagePack, full precision: readable by every backend). [`Checkpoint::save`] writes a
-//! complete folder beside the destination, syncs it and renames it into place, so a crash
+//! training summary), `source_vocab.json`, `target_vocab.json` and `model.safetensors` (the
+//! weights under PyTorch's names and layouts, [`s2s_nn::weights`], docs/model-format.md).
+//! Folders of layout 1 hold `model.mpk` (Burn's named MessagePack) instead; they keep
+//! loading, and saving one again writes layout 2 (`s2s convert`). [`Checkpoint::save`] writes
+//! a complete folder beside the destination, syncs it and renames it into place, so a crash
 //! never leaves a half-written checkpoint at the destination; [`Checkpoint::load`] checks
-//! every weight's shape against `config.json`.
+//! every weight's name and shape against `config.json`.
 
 use crate::durable;
 use burn::module::{Module, ModuleVisitor, Param};
@@ -14,12 +16,22 @@ use burn::tensor::backend::Backend;
 use burn::tensor::Tensor;
 use s2s_data::{TextCodec, Tokenizer, Vocab};
 use s2s_decode::Ensemble;
-use s2s_nn::{Seq2Seq, Seq2SeqConfig};
+use s2s_nn::{weights, Seq2Seq, Seq2SeqConfig};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Version of the folder layout.
-pub const FORMAT: u32 = 1;
+/// Version of the folder layout that s2s writes: the weights in `model.safetensors`.
+pub const FORMAT: u32 = 2;
+
+/// The layout before [`FORMAT`] 2, read but no longer written: the weights in Burn's
+/// `model.mpk`.
+pub const MPK_FORMAT: u32 = 1;
+
+/// The weights file of a [`FORMAT`] folder.
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+
+/// The weights file of an [`MPK_FORMAT`] folder.
+pub const MPK_WEIGHTS_FILE: &str = "model.mpk";
 
 /// An error reading or writing a checkpoint.
 #[derive(Debug, thiserror::Error)]
@@ -96,10 +108,6 @@ pub struct Checkpoint<B: Backend> {
     pub model: Seq2Seq<B>,
 }
 
-fn recorder() -> NamedMpkFileRecorder<FullPrecisionSettings> {
-    NamedMpkFileRecorder::<FullPrecisionSettings>::new()
-}
-
 /// Whether `dir` holds a model folder's `config.json` ([`CheckpointMeta`]).
 pub fn is_model_folder(dir: &Path) -> bool {
     std::fs::read_to_string(dir.join("config.json"))
@@ -173,11 +181,12 @@ pub fn load_settings(config: &Path) -> Result<(CheckpointMeta, TextCodec), Check
             path: config.to_path_buf(),
             message: e.to_string(),
         })?;
-    if meta.format != FORMAT {
+    if meta.format != FORMAT && meta.format != MPK_FORMAT {
         return Err(CheckpointError::Invalid {
             path: config.to_path_buf(),
             message: format!(
-                "format {} is not supported (expected {FORMAT})",
+                "format {} is not supported (expected {FORMAT}, or {MPK_FORMAT} for folders \
+                 with model.mpk)",
                 meta.format
             ),
         });
@@ -211,12 +220,14 @@ pub fn load_settings(config: &Path) -> Result<(CheckpointMeta, TextCodec), Check
 }
 
 impl<B: Backend> Checkpoint<B> {
-    /// Writes the model folder's files (`config.json`, the vocabularies, `model.mpk`) into
-    /// the existing folder `dir`, without syncing them: [`save`](Self::save) and the trainer
-    /// call it on a temporary folder that they sync and rename.
+    /// Writes the model folder's files (`config.json`, the vocabularies,
+    /// `model.safetensors`), always of layout [`FORMAT`], into the existing folder `dir`,
+    /// without syncing them: [`save`](Self::save) and the trainer call it on a temporary
+    /// folder that they sync and rename.
     pub fn write_files(&self, dir: &Path) -> Result<(), CheckpointError> {
         let config = dir.join("config.json");
         let mut meta = self.meta.clone();
+        meta.format = FORMAT;
         meta.s2s_version = env!("CARGO_PKG_VERSION").to_string();
         let json = serde_json::to_string_pretty(&meta).expect("metadata serialises");
         std::fs::write(&config, json).map_err(io(&config))?;
@@ -226,14 +237,16 @@ impl<B: Backend> Checkpoint<B> {
         self.codec
             .target_vocab
             .save(&dir.join("target_vocab.json"))?;
-        let weights = dir.join("model");
-        self.model
-            .clone()
-            .save_file(weights.clone(), &recorder())
-            .map_err(|e| CheckpointError::Invalid {
-                path: weights.with_extension("mpk"),
-                message: format!("cannot write weights: {e}"),
-            })
+        let path = dir.join(WEIGHTS_FILE);
+        let tensors = weights::named_tensors(&self.model);
+        let bytes =
+            weights::to_safetensors(&tensors, Some(weights::file_metadata())).map_err(|e| {
+                CheckpointError::Invalid {
+                    path: path.clone(),
+                    message: format!("cannot write weights: {e}"),
+                }
+            })?;
+        std::fs::write(&path, bytes).map_err(io(&path))
     }
 
     /// Writes the checkpoint to `dir` atomically and durably ([`durable::write_dir`]): the
@@ -254,40 +267,76 @@ impl<B: Backend> Checkpoint<B> {
     }
 
     /// Reads the model folder `dir` (or a training run folder's `best/` model) onto
-    /// `device`. Every weight's shape is checked against `config.json`.
+    /// `device`. Every weight's name and shape is checked against `config.json`.
     pub fn load(dir: &Path, device: &B::Device) -> Result<Self, CheckpointError> {
         let dir = &model_folder(dir);
         if !dir.is_dir() {
             return Err(CheckpointError::Invalid {
                 path: dir.to_path_buf(),
-                message: "not a model folder (expected config.json, vocabularies and model.mpk)"
-                    .into(),
+                message: format!(
+                    "not a model folder (expected config.json, vocabularies and {WEIGHTS_FILE})"
+                ),
             });
         }
         let config = dir.join("config.json");
         let (meta, codec) = load_settings(&config)?;
-        let weights = dir.join("model.mpk");
-        let fresh = meta.model.init::<B>(device);
-        let expected = parameter_shapes(&fresh);
-        let model = fresh
-            .load_file(dir.join("model"), &recorder(), device)
-            .map_err(|e| CheckpointError::Invalid {
-                path: weights.clone(),
-                message: format!("cannot read weights: {e}"),
-            })?;
-        let found = parameter_shapes(&model);
-        for ((name, want), (_, got)) in expected.iter().zip(&found) {
-            if want != got {
-                return Err(CheckpointError::Invalid {
-                    path: weights,
-                    message: format!(
-                        "parameter {name} has shape {got:?}, but config.json ({}) gives {want:?}",
-                        config.display()
-                    ),
-                });
-            }
-        }
+        let model = if meta.format == MPK_FORMAT {
+            load_mpk(dir, &meta.model, device)?
+        } else {
+            let path = dir.join(WEIGHTS_FILE);
+            let bytes = std::fs::read(&path).map_err(io(&path))?;
+            let invalid = |message| CheckpointError::Invalid {
+                path: path.clone(),
+                message,
+            };
+            let tensors = weights::from_safetensors(&bytes)
+                .map_err(|e| invalid(format!("cannot read weights: {e}")))?;
+            weights::from_named_tensors::<B>(&meta.model, tensors, device)
+                .map_err(|e| invalid(format!("{e} (from {})", config.display())))?
+        };
         Ok(Checkpoint { codec, meta, model })
+    }
+
+    /// Brings the model folder `dir` (not a run folder) to layout [`FORMAT`] in place and
+    /// returns whether it had to: a layout-1 folder gets `model.safetensors`, then its
+    /// `config.json` with the new `format` (each written atomically, so a crash leaves a folder
+    /// that loads), is read back and compared weight for weight with `model.mpk`, which is
+    /// then removed. Everything else in the folder (a run's `last/` optimizer state) stays.
+    pub fn convert(dir: &Path, device: &B::Device) -> Result<bool, CheckpointError> {
+        let config = dir.join("config.json");
+        let (meta, _) = load_settings(&config)?;
+        if meta.format == FORMAT {
+            return Ok(false);
+        }
+        let old = Checkpoint::<B>::load(dir, device)?;
+        let tensors = weights::named_tensors(&old.model);
+        let path = dir.join(WEIGHTS_FILE);
+        let bytes =
+            weights::to_safetensors(&tensors, Some(weights::file_metadata())).map_err(|e| {
+                CheckpointError::Invalid {
+                    path: path.clone(),
+                    message: format!("cannot write weights: {e}"),
+                }
+            })?;
+        durable::write_file(&path, &bytes)?;
+        let mut meta = old.meta.clone();
+        meta.format = FORMAT;
+        meta.s2s_version = env!("CARGO_PKG_VERSION").to_string();
+        let json = serde_json::to_string_pretty(&meta).expect("metadata serialises");
+        durable::write_file(&config, json.as_bytes())?;
+        let new = Checkpoint::<B>::load(dir, device)?;
+        if weights::named_tensors(&new.model) != tensors {
+            return Err(CheckpointError::Invalid {
+                path,
+                message: format!(
+                    "does not read back as the weights of {MPK_WEIGHTS_FILE}; both are kept"
+                ),
+            });
+        }
+        let mpk = dir.join(MPK_WEIGHTS_FILE);
+        std::fs::remove_file(&mpk).map_err(io(&mpk))?;
+        durable::sync_dir(dir)?;
+        Ok(true)
     }
 
     /// Loads the models of an ensemble (model folders or run folders, see [`load`]): they
@@ -326,9 +375,40 @@ impl<B: Backend> Checkpoint<B> {
     }
 }
 
+/// The weights of a layout-1 folder (`model.mpk`, Burn's named MessagePack), each
+/// parameter's shape checked against `model`'s configuration.
+fn load_mpk<B: Backend>(
+    dir: &Path,
+    model: &Seq2SeqConfig,
+    device: &B::Device,
+) -> Result<Seq2Seq<B>, CheckpointError> {
+    let path = dir.join(MPK_WEIGHTS_FILE);
+    let fresh = model.init::<B>(device);
+    let expected = parameter_shapes(&fresh);
+    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+    let loaded = fresh
+        .load_file(path.with_extension(""), &recorder, device)
+        .map_err(|e| CheckpointError::Invalid {
+            path: path.clone(),
+            message: format!("cannot read weights: {e}"),
+        })?;
+    let found = parameter_shapes(&loaded);
+    for ((name, want), (_, got)) in expected.iter().zip(&found) {
+        if want != got {
+            return Err(CheckpointError::Invalid {
+                path,
+                message: format!(
+                    "parameter {name} has shape {got:?}, but config.json gives {want:?}"
+                ),
+            });
+        }
+    }
+    Ok(loaded)
+}
+
 /// How two codecs differ (tokenizers, then vocabularies: sizes or the first differing id),
 /// or `None` when they are the same.
-pub(crate) fn codec_difference(a: &TextCodec, b: &TextCodec) -> Option<String> {
+pub fn codec_difference(a: &TextCodec, b: &TextCodec) -> Option<String> {
     if a.source_tokenizer != b.source_tokenizer || a.target_tokenizer != b.target_tokenizer {
         return Some("its tokenizers differ".into());
     }

@@ -121,6 +121,66 @@ s2s_tensor::for_each_backend! {
         Checkpoint::<B>::load(dir, &device()).unwrap().codec.target_vocab.len()
     }
 
+    /// Beam n-best lists: each hypothesis's ids and score.
+    type NBest = Vec<Vec<(Vec<u32>, f32)>>;
+
+    /// Greedy outputs (text) and beam n-best lists of `words`.
+    fn decoded(ckpt: &Checkpoint<B>, words: &[&str]) -> (Vec<String>, NBest) {
+        use s2s_decode::{decode_all, BeamSearch, Greedy};
+        let sources: Vec<Vec<u32>> = words.iter().map(|w| ckpt.codec.encode_source(w).0).collect();
+        let batch = s2s_data::BatchSize::Sentences(4);
+        let greedy = decode_all(&ckpt.model, &Greedy::new(12), &sources, batch, &device())
+            .into_iter()
+            .map(|h| ckpt.codec.decode_target(&h[0].tokens))
+            .collect();
+        let strategy = BeamSearch {
+            n_best: 2,
+            ..BeamSearch::new(4, 12)
+        };
+        let beam = decode_all(&ckpt.model, &strategy, &sources, batch, &device())
+            .into_iter()
+            .map(|hs| hs.into_iter().map(|h| (h.tokens, h.score)).collect())
+            .collect();
+        (greedy, beam)
+    }
+
+    /// On every backend: a model folder of layout 1 (`model.mpk`, written by s2s before
+    /// model.safetensors) loads and decodes what that build decoded; saved again it is a
+    /// layout-2 folder with the same weights; its weights through a `.pt` file and back
+    /// (`s2s export`, `s2s import`) make a model with the same weights and the same greedy
+    /// outputs and beam n-best lists with scores.
+    #[test]
+    fn weights_survive_every_file_format() {
+        use s2s_nn::{torch_file, weights};
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format1");
+        let device = device();
+        let old = Checkpoint::<B>::load(&fixture, &device).unwrap();
+        assert_eq!(old.meta.format, s2s_train::checkpoint::MPK_FORMAT);
+        let input = std::fs::read_to_string(fixture.join("input.txt")).unwrap();
+        let words: Vec<&str> = input.lines().collect();
+        let expected = std::fs::read_to_string(fixture.join("expected-greedy.txt")).unwrap();
+        let (greedy, beam) = decoded(&old, &words);
+        assert_eq!(greedy, expected.lines().collect::<Vec<_>>());
+
+        let dir = tempfile::tempdir().unwrap();
+        old.save(&dir.path().join("saved")).unwrap();
+        let saved = Checkpoint::<B>::load(&dir.path().join("saved"), &device).unwrap();
+        assert_eq!(saved.meta.format, s2s_train::checkpoint::FORMAT);
+        let tensors = weights::named_tensors(&old.model);
+        assert_eq!(weights::named_tensors(&saved.model), tensors);
+
+        let pt = torch_file::write_state_dict(&tensors).unwrap();
+        let back = torch_file::read_state_dict(&pt).unwrap();
+        assert_eq!(back, tensors);
+        let imported = Checkpoint::<B> {
+            meta: saved.meta.clone(),
+            codec: saved.codec.clone(),
+            model: weights::from_named_tensors::<B>(&saved.meta.model, back, &device).unwrap(),
+        };
+        assert_eq!(weights::named_tensors(&imported.model), tensors);
+        assert_eq!(decoded(&imported, &words), (greedy, beam));
+    }
+
     #[test]
     fn loading_a_broken_folder_names_the_file() {
         let dir = tempfile::tempdir().unwrap();
@@ -166,7 +226,7 @@ s2s_tensor::for_each_backend! {
         let broken = |name: &str, file: &str, change: &dyn Fn(Vec<u8>) -> Vec<u8>| {
             let copy = dir.path().join(name);
             std::fs::create_dir(&copy).unwrap();
-            for f in ["config.json", "source_vocab.json", "target_vocab.json", "model.mpk"] {
+            for f in ["config.json", "source_vocab.json", "target_vocab.json", "model.safetensors"] {
                 let bytes = std::fs::read(good.join(f)).unwrap();
                 let bytes = if f == file { change(bytes) } else { bytes };
                 std::fs::write(copy.join(f), bytes).unwrap();
@@ -174,13 +234,13 @@ s2s_tensor::for_each_backend! {
             Checkpoint::<B>::load(&copy, &device).unwrap_err().to_string()
         };
         let err = broken("format", "config.json", &|b| {
-            String::from_utf8(b).unwrap().replace("\"format\": 1", "\"format\": 99").into_bytes()
+            String::from_utf8(b).unwrap().replace("\"format\": 2", "\"format\": 99").into_bytes()
         });
         assert!(err.contains("config.json") && err.contains("format 99 is not supported"), "{err}");
         let err = broken("vocab", "target_vocab.json", &|_| br#"{"tokens":["<pad>","<sos>","<eos>","<unk>","a"]}"#.to_vec());
         assert!(err.contains("target_vocab.json") && err.contains("tokens, but the model expects"), "{err}");
-        let err = broken("truncated", "model.mpk", &|b| b[..b.len() / 2].to_vec());
-        assert!(err.contains("model.mpk") && err.contains("cannot read weights"), "{err}");
+        let err = broken("truncated", "model.safetensors", &|b| b[..b.len() / 2].to_vec());
+        assert!(err.contains("model.safetensors") && err.contains("cannot read weights"), "{err}");
     }
 }
 
