@@ -315,3 +315,78 @@ fn models_trained_in_pytorch_decode_identically_in_s2s() {
         assert_eq!(equal_texts, sources.len(), "{what}: texts differ");
     }
 }
+
+/// BPE models travel as Hugging Face `tokenizer.json` inside `config.json`: the `tokenizers`
+/// package loads a folder's tokenizers and splits 500 Tatoeba sentence pairs into the tokens
+/// and ids s2s gives them, and joins them back as s2s does (`python/tests/check_tokenizers.py`).
+#[test]
+fn bpe_tokenizers_load_in_hugging_face_tokenizers() {
+    let Some(py) = s2s_benches::torch_python("reference_module") else {
+        return;
+    };
+    let tsv = s2s_benches::project_root().join("../shared/data/eng-fra.tsv");
+    let text = std::fs::read_to_string(&tsv).unwrap();
+    let pairs: Vec<Pair> = text
+        .lines()
+        .step_by(20)
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            Some(Pair {
+                source: f.next()?.to_string(),
+                target: f.next()?.to_string(),
+            })
+        })
+        .collect();
+    let bpe = |texts: Vec<&str>| {
+        Tokenizer::Bpe(s2s_data::Subword::train(texts.into_iter(), 800, 2).unwrap())
+    };
+    let source = bpe(pairs.iter().map(|p| p.source.as_str()).collect());
+    let target = bpe(pairs.iter().map(|p| p.target.as_str()).collect());
+    let codec = TextCodec::build(&pairs, source, target, 1);
+    let model = Seq2SeqConfig::new(codec.source_vocab.len(), codec.target_vocab.len())
+        .with_d_embed(4)
+        .with_d_hidden(4)
+        .with_d_decoder(4)
+        .with_d_attention(4);
+    let device = Default::default();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("bpe");
+    Checkpoint::<B> {
+        meta: CheckpointMeta {
+            format: FORMAT,
+            task: "tsv".into(),
+            model: model.clone(),
+            source_tokenizer: codec.source_tokenizer.clone(),
+            target_tokenizer: codec.target_tokenizer.clone(),
+            max_decode_len: 50,
+            summary: serde_json::Value::Null,
+            s2s_version: String::new(),
+        },
+        codec: codec.clone(),
+        model: model.init(&device),
+    }
+    .save(&folder)
+    .unwrap();
+    // Sentences the tokenizers were not trained on, with accents, digits and punctuation.
+    let sample: Vec<&str> = text.lines().skip(7).step_by(331).take(500).collect();
+    let sentences: Vec<(String, String)> = sample
+        .iter()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            Some((f.next()?.to_string(), f.next()?.to_string()))
+        })
+        .collect();
+    let tokens = |t: &Tokenizer, s: &str| t.tokenize(s);
+    let expected = serde_json::json!({
+        "sentences": sentences,
+        "source": sentences.iter().map(|(s, _)| tokens(&codec.source_tokenizer, s)).collect::<Vec<_>>(),
+        "target": sentences.iter().map(|(_, t)| tokens(&codec.target_tokenizer, t)).collect::<Vec<_>>(),
+        "source_ids": sentences.iter().map(|(s, _)| codec.encode_source(s).0).collect::<Vec<_>>(),
+        "detok": sentences
+            .iter()
+            .map(|(_, t)| codec.target_tokenizer.detokenize(&tokens(&codec.target_tokenizer, t)))
+            .collect::<Vec<_>>(),
+    });
+    std::fs::write(folder.join("expected.json"), expected.to_string()).unwrap();
+    python(&py, "check_tokenizers.py", &[&folder], "BPE tokenizers");
+}

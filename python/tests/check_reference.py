@@ -9,7 +9,8 @@ safetensors and as a `torch.save` state_dict), `config.json` and
 `target_input`), `logits` (s2s's teacher-forced logits of that batch, flat), `sources` (id
 lists) and `greedy` (s2s's greedy outputs of those sources, `max_len`). The module loads the
 weights with `load_state_dict(strict=True)` (after checking that `torch.load(weights_only=True)`
-of `model.pt` gives the same tensors), computes both, and prints one JSON line:
+of `model.pt` and `safetensors.torch.load_file` give the same tensors), computes both, and
+prints one JSON line:
 `max_rel` (the largest |a - b| / (1 + |b|) over the logits) and how many greedy outputs are
 equal. It exits with status 1 when a check fails.
 """
@@ -37,9 +38,13 @@ def main() -> int:
     model = Seq2Seq(config)
     state = load_safetensors(folder / "model.safetensors")
     pt = torch.load(folder / "model.pt", weights_only=True)
-    if sorted(pt) != sorted(state) or any(not torch.equal(pt[k], state[k]) for k in state):
-        print(json.dumps({"error": "model.pt and model.safetensors hold different tensors"}))
-        return 1
+    # Hugging Face's own reader gives the same tensors as this package's.
+    from safetensors.torch import load_file
+
+    for other, name in [(pt, "model.pt"), (load_file(folder / "model.safetensors"), "load_file")]:
+        if sorted(other) != sorted(state) or any(not torch.equal(other[k], state[k]) for k in state):
+            print(json.dumps({"error": f"{name} and model.safetensors hold different tensors"}))
+            return 1
     model.load_state_dict(pt, strict=True)
     model.eval()
     forced = expected["forced"]

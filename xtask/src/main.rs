@@ -63,7 +63,8 @@ commands:
         --workers N: s2s shares each training batch's rows, and the decoding batches,
         among N threads, each with threads/N intra-op threads (default: N = --threads on
         a CPU device, 1 on a GPU; PyTorch runs its --threads intra-op threads).
-  venv  Create the virtualenv with torch==2.9.0 and sacrebleu (.venv, or $S2S_VENV).";
+  venv  Create the virtualenv with torch==2.9.0, sacrebleu, safetensors and tokenizers (.venv,
+        or $S2S_VENV).";
 
 /// The PyTorch release whose libtorch `tch` 0.22 (burn-tch 0.21) is built against.
 const TORCH_VERSION: &str = "2.9.0";
@@ -71,7 +72,17 @@ const TORCH_VERSION: &str = "2.9.0";
 /// The sacreBLEU that s2s-metrics follows; the live comparison tests require it in the
 /// virtualenv (`S2S_REQUIRE_SACREBLEU=1`).
 const SACREBLEU_VERSION: &str = "2.6.0";
-const VENV_PACKAGES: &[&str] = &["torch==2.9.0", "sacrebleu==2.6.0"];
+/// Hugging Face's safetensors and tokenizers, the releases of the Rust crates s2s uses: the
+/// interop tests read s2s's model files with `safetensors.torch.load_file` and its BPE
+/// tokenizers with `tokenizers.Tokenizer`.
+const SAFETENSORS_VERSION: &str = "0.7.0";
+const TOKENIZERS_VERSION: &str = "0.22.2";
+const VENV_PACKAGES: &[&str] = &[
+    "torch==2.9.0",
+    "sacrebleu==2.6.0",
+    "safetensors==0.7.0",
+    "tokenizers==0.22.2",
+];
 
 fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -177,9 +188,10 @@ fn probe_venv(dir: &Path) -> Option<Venv> {
     let out = Command::new(dir.join("bin/python"))
         .args([
             "-c",
-            "import os, torch, sacrebleu; print(torch.__version__); \
+            "import os, torch, sacrebleu, safetensors, tokenizers; print(torch.__version__); \
              print(os.path.join(os.path.dirname(torch.__file__), 'lib')); \
-             print(sacrebleu.__version__)",
+             print(sacrebleu.__version__); print(safetensors.__version__); \
+             print(tokenizers.__version__)",
         ])
         .stderr(Stdio::null())
         .output()
@@ -189,9 +201,13 @@ fn probe_venv(dir: &Path) -> Option<Venv> {
     let version = lines.next()?;
     let lib = lines.next()?;
     let sacrebleu = lines.next()?;
+    let safetensors = lines.next()?;
+    let tokenizers = lines.next()?;
     let complete = out.status.success()
         && version.split('+').next() == Some(TORCH_VERSION)
-        && sacrebleu == SACREBLEU_VERSION;
+        && sacrebleu == SACREBLEU_VERSION
+        && safetensors == SAFETENSORS_VERSION
+        && tokenizers == TOKENIZERS_VERSION;
     complete.then(|| Venv {
         dir: dir.to_path_buf(),
         torch_lib: PathBuf::from(lib),
