@@ -5,10 +5,9 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use s2s_data::corpus::{self, group_references, CmudictOptions, Reference, SyntheticTask};
-use s2s_data::{BatchSize, Pair, Splits, Subword, TextCodec, Tokenizer};
-use s2s_decode::{
-    decode_all_parallel, BeamSearch, Decoding, Greedy, LengthPenalty, LogitsProcessors, Sampling,
-};
+use s2s_data::{Pair, Splits, Subword, TextCodec, Tokenizer};
+use s2s_decode::{Decoding, LengthPenalty};
+use s2s_infer::{DecodeOptions, StrategyKind, Translator};
 use s2s_nn::{AttentionKind, CellKind, Seq2SeqConfig};
 use s2s_tensor::{S2sAutodiffBackend, S2sBackend};
 use s2s_train::metrics::{corpus_scores_with, ReferenceMode};
@@ -493,86 +492,52 @@ struct DecodingArgs {
 }
 
 impl DecodingArgs {
-    fn strategy(&self, default_max_len: usize, keep_attention: bool) -> Result<Decoding> {
-        let max_len = self.max_len.unwrap_or(default_max_len);
-        let processors = LogitsProcessors {
+    /// The options as data (`s2s_infer::DecodeOptions`, what `s2s serve` takes as JSON).
+    fn options(&self, keep_attention: bool) -> DecodeOptions {
+        DecodeOptions {
+            strategy: match self.strategy {
+                StrategyArg::Greedy => StrategyKind::Greedy,
+                StrategyArg::Beam => StrategyKind::Beam,
+                StrategyArg::Sample => StrategyKind::Sample,
+                StrategyArg::Diverse => StrategyKind::Diverse,
+            },
+            beam_size: self.beam_size,
+            n_best: self.n_best,
+            length_penalty: self.length_penalty,
+            min_len: self.min_len,
+            max_len: self.max_len,
+            max_len_ratio: self.max_len_ratio,
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            groups: self.groups,
+            diversity: self.diversity,
+            seed: self.seed,
             no_repeat_ngram: self.no_repeat_ngram,
             forbid_unk: self.forbid_unk,
-            ..LogitsProcessors::default()
-        };
-        if self.n_best == 0 || self.beam_size == 0 || self.batch_size == 0 {
-            bail!("--n-best, --beam-size and --batch-size must be at least 1");
+            attention: keep_attention,
         }
-        if !(self.temperature.is_finite() && self.temperature > 0.0) {
-            bail!(
-                "--temperature must be a finite number > 0, got {}",
-                self.temperature
-            );
+    }
+
+    fn strategy(&self, default_max_len: usize, keep_attention: bool) -> Result<Decoding> {
+        if self.batch_size == 0 {
+            bail!("--batch-size must be at least 1");
         }
-        if let Some(r) = self.max_len_ratio {
-            if !(r.is_finite() && r >= 0.0) {
-                bail!("--max-len-ratio must be a finite number >= 0, got {r}");
-            }
-        }
-        if !(self.diversity.is_finite() && self.diversity >= 0.0) {
-            bail!(
-                "--diversity must be a finite number >= 0, got {}",
-                self.diversity
-            );
-        }
-        Ok(match self.strategy {
-            StrategyArg::Greedy => {
-                let mut g = Greedy::new(max_len).with_attention(keep_attention);
-                g.min_len = self.min_len;
-                g.processors = processors;
-                Decoding::Greedy(g)
-            }
-            StrategyArg::Beam | StrategyArg::Diverse => {
-                let mut b = BeamSearch::new(self.beam_size, max_len);
-                b.n_best = self.n_best;
-                b.length_penalty = self.length_penalty;
-                b.min_len = self.min_len;
-                b.max_len_ratio = self.max_len_ratio;
-                b.processors = processors;
-                b.keep_attention = keep_attention;
-                if self.strategy == StrategyArg::Diverse {
-                    if self.groups == 0 || !self.beam_size.is_multiple_of(self.groups) {
-                        bail!(
-                            "--beam-size ({}) must be a multiple of --groups ({})",
-                            self.beam_size,
-                            self.groups
-                        );
-                    }
-                    b.groups = self.groups;
-                    b.diversity = self.diversity;
-                }
-                if self.n_best > self.beam_size {
-                    bail!(
-                        "--n-best ({}) cannot exceed --beam-size ({})",
-                        self.n_best,
-                        self.beam_size
-                    );
-                }
-                Decoding::Beam(b)
-            }
-            StrategyArg::Sample => {
-                if self.temperature <= 0.0
-                    || !(0.0..=1.0).contains(&self.top_p)
-                    || self.top_p == 0.0
-                {
-                    bail!("--temperature must be > 0 and --top-p in (0, 1]");
-                }
-                let mut s = Sampling::new(self.seed, max_len);
-                s.temperature = self.temperature;
-                s.top_k = self.top_k;
-                s.top_p = self.top_p;
-                s.n = self.n_best;
-                s.min_len = self.min_len;
-                s.processors = processors;
-                s.keep_attention = keep_attention;
-                Decoding::Sample(s)
-            }
-        })
+        self.options(keep_attention)
+            .strategy(default_max_len)
+            .map_err(|e| anyhow::anyhow!(e.cli_message()))
+    }
+
+    /// A translator of the models `dirs` with these options' batching.
+    fn translator<B: S2sBackend>(
+        &self,
+        dirs: &[PathBuf],
+        device: &B::Device,
+    ) -> Result<Translator<B>> {
+        let mut translator = Translator::<B>::load(dirs, device)?;
+        translator.batch_size = self.batch_size;
+        translator.workers = self.workers.unwrap_or(1);
+        Ok(translator)
     }
 }
 
@@ -1156,14 +1121,15 @@ fn cmd_train<AB: S2sAutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Re
 }
 
 fn cmd_decode<B: S2sBackend>(args: DecodeArgs, device: &B::Device) -> Result<()> {
-    let (ckpt, models) = Checkpoint::<B>::load_ensemble(&args.model, device)?;
-    let strategy = args
-        .decoding
-        .strategy(ckpt.meta.max_decode_len, args.alignments.is_some())?;
+    let translator = args.decoding.translator::<B>(&args.model, device)?;
+    let strategy = args.decoding.strategy(
+        translator.checkpoint.meta.max_decode_len,
+        args.alignments.is_some(),
+    )?;
     let mut sources = Vec::new();
     let mut lines = LineReader::new(Box::new(std::io::stdin().lock()), "stdin".into());
     while let Some((n, text)) = lines.next_line()? {
-        let (ids, unknown) = ckpt.codec.encode_source(&text);
+        let (ids, unknown) = translator.encode(&text);
         if !unknown.is_empty() {
             eprintln!(
                 "warning: stdin:{n}: not in the source vocabulary, decoded as <unk>: {unknown:?}"
@@ -1171,24 +1137,23 @@ fn cmd_decode<B: S2sBackend>(args: DecodeArgs, device: &B::Device) -> Result<()>
         }
         sources.push(ids);
     }
-    let size = BatchSize::Sentences(args.decoding.batch_size);
-    let workers = args.decoding.workers.unwrap_or(1);
-    let hyps = decode_all_parallel(&models, &strategy, &sources, size, device, workers);
+    let hyps = translator.decode_ids(&sources, &strategy);
+    let codec = &translator.checkpoint.codec;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     for list in &hyps {
         if args.scores {
             for h in list {
-                writeln!(out, "{}\t{}", ckpt.codec.decode_target(&h.tokens), h.score)?;
+                writeln!(out, "{}\t{}", codec.decode_target(&h.tokens), h.score)?;
             }
             writeln!(out)?;
         } else {
             let best = list.first().map(|h| h.tokens.as_slice()).unwrap_or(&[]);
-            writeln!(out, "{}", ckpt.codec.decode_target(best))?;
+            writeln!(out, "{}", codec.decode_target(best))?;
         }
     }
     out.flush()?;
     if let Some(path) = &args.alignments {
-        write_alignments(path, &ckpt.codec, &sources, &hyps)?;
+        write_alignments(path, codec, &sources, &hyps)?;
     }
     Ok(())
 }
@@ -1233,7 +1198,8 @@ fn write_alignments(
 }
 
 fn cmd_eval<B: S2sBackend>(args: EvalArgs, device: &B::Device) -> Result<()> {
-    let (ckpt, models) = Checkpoint::<B>::load_ensemble(&args.model, device)?;
+    let translator = args.decoding.translator::<B>(&args.model, device)?;
+    let ckpt = &translator.checkpoint;
     let (label, pairs): (String, Vec<Pair>) = match (&args.test, args.split) {
         (Some(path), _) => (path.display().to_string(), corpus::read_tsv(path)?),
         (None, Some(split)) => {
@@ -1252,7 +1218,7 @@ fn cmd_eval<B: S2sBackend>(args: EvalArgs, device: &B::Device) -> Result<()> {
     let (scores, predictions) = {
         let workers = args.decoding.workers.unwrap_or(1);
         evaluate_with(
-            &models,
+            translator.models(),
             &ckpt.codec,
             &refs,
             &strategy,
@@ -1373,10 +1339,10 @@ fn cmd_translate<B: S2sBackend>(args: TranslateArgs, device: &B::Device) -> Resu
             );
         }
     }
-    let (ckpt, models) = Checkpoint::<B>::load_ensemble(&args.model, device)?;
-    let strategy = args.decoding.strategy(ckpt.meta.max_decode_len, false)?;
-    let size = BatchSize::Sentences(args.decoding.batch_size);
-    let workers = args.decoding.workers.unwrap_or(1);
+    let translator = args.decoding.translator::<B>(&args.model, device)?;
+    let strategy = args
+        .decoding
+        .strategy(translator.checkpoint.meta.max_decode_len, false)?;
     let (name, reader) = open_input(args.input.as_deref())?;
     let tmp = args.output.as_ref().map(|p| p.with_extension("tmp"));
     let mut out: Box<dyn Write> = match &tmp {
@@ -1393,7 +1359,7 @@ fn cmd_translate<B: S2sBackend>(args: TranslateArgs, device: &B::Device) -> Resu
             let Some((n, text)) = lines.next_line()? else {
                 break;
             };
-            let (ids, unknown) = ckpt.codec.encode_source(&text);
+            let (ids, unknown) = translator.encode(&text);
             if !unknown.is_empty() {
                 eprintln!(
                     "warning: {}:{n}: not in the source vocabulary, decoded as <unk>: {unknown:?}",
@@ -1405,10 +1371,10 @@ fn cmd_translate<B: S2sBackend>(args: TranslateArgs, device: &B::Device) -> Resu
         if sources.is_empty() {
             break;
         }
-        let hyps = decode_all_parallel(&models, &strategy, &sources, size, device, workers);
+        let hyps = translator.decode_ids(&sources, &strategy);
         for list in &hyps {
             let best = list.first().map(|h| h.tokens.as_slice()).unwrap_or(&[]);
-            writeln!(out, "{}", ckpt.codec.decode_target(best))?;
+            writeln!(out, "{}", translator.checkpoint.codec.decode_target(best))?;
         }
         out.flush()?;
     }

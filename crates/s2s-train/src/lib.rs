@@ -11,11 +11,12 @@
 //! - [`run`]: run folders (`config.json`, `metrics.jsonl`, `best/`, `last/`) that refuse to
 //!   touch what is not theirs.
 //! - [`state`]: the training state saved in `last/` (position, best score, optimizer).
-//! - [`durable`]: atomic, synced writes of files and folders, and cleanup after a kill.
+//! - [`durable`] (from `s2s_infer`): atomic, synced writes of files and folders, and cleanup
+//!   after a kill.
 //! - [`parallel`]: one batch's loss and gradients computed by several threads, each on a
 //!   share of the rows.
-//! - [`checkpoint`]: model folders (config JSON, vocabularies, weights) written atomically,
-//!   their weights' shapes checked on load.
+//! - [`checkpoint`] (from `s2s_infer`, which runs models without this crate): model folders
+//!   (config JSON, vocabularies, weights) written atomically, their weights checked on load.
 //! - [`score`]: forced decoding, the log-probability of a given target.
 //! - [`metrics`]: edit distance, exact match, WER and PER against multiple references.
 //!
@@ -35,9 +36,8 @@
 //! ```
 
 pub mod average;
-pub mod checkpoint;
+pub use s2s_infer::{checkpoint, durable};
 pub mod config;
-pub mod durable;
 pub mod loss;
 pub mod metrics;
 pub mod optim;

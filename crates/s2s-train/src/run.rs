@@ -21,8 +21,9 @@ use serde_json::Value;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-/// The best model's folder inside a run folder.
-pub const BEST: &str = "best";
+/// The best model's folder (`BEST`), the mark of a run folder's `config.json` (`RUN_MARK`)
+/// and its test ([`is_run_folder`]) live with the model folders, in `s2s_infer`.
+pub use s2s_infer::checkpoint::{is_run_folder, BEST, RUN_MARK};
 /// The latest model's folder, with the training state.
 pub const LAST: &str = "last";
 /// The folder of the kept checkpoints.
@@ -33,8 +34,6 @@ pub const AVERAGED: &str = "averaged";
 pub const CONFIG: &str = "config.json";
 /// The event log.
 pub const METRICS: &str = "metrics.jsonl";
-/// The key that marks `config.json` as a run folder's, holding the layout version.
-pub const RUN_MARK: &str = "s2s_run";
 /// Version of the run folder layout.
 pub const RUN_FORMAT: u64 = 1;
 
@@ -64,16 +63,6 @@ pub enum OpenMode {
     /// Start the run in the folder again: its `best/`, `last/`, `checkpoints/`, `averaged/`
     /// and `metrics.jsonl` are removed.
     Overwrite,
-}
-
-/// Whether `dir/config.json` marks `dir` as a training run folder.
-pub fn is_run_folder(dir: &Path) -> bool {
-    read_config(dir).is_some_and(|v| v.get(RUN_MARK).is_some())
-}
-
-fn read_config(dir: &Path) -> Option<Value> {
-    let text = std::fs::read_to_string(dir.join(CONFIG)).ok()?;
-    serde_json::from_str(&text).ok()
 }
 
 /// An open run folder.

@@ -8,11 +8,11 @@
 //! ```
 
 use anyhow::{Context, Result};
-use s2s_data::{corpus, BatchSize};
-use s2s_decode::{decode_all, BeamSearch, LengthPenalty};
+use s2s_data::corpus;
+use s2s_decode::LengthPenalty;
+use s2s_infer::{DecodeOptions, StrategyKind, Translator};
 use s2s_metrics::{corpus_bleu, corpus_chrf};
 use s2s_tensor::backend::{flex_device, Flex};
-use s2s_train::Checkpoint;
 use std::path::PathBuf;
 
 fn main() -> Result<()> {
@@ -29,29 +29,30 @@ fn main() -> Result<()> {
 
     // The concrete backend is chosen here, in the runner; everything below is generic.
     let device = flex_device("cpu")?;
-    let ckpt = Checkpoint::<Flex>::load(&model, &device)?;
+    let translator = Translator::<Flex>::load(&[model], &device)?;
     let pairs = corpus::read_tsv(&test)?;
 
-    // Text -> ids with the model's own tokenizer (BPE for eng-fra) and vocabulary.
-    let sources: Vec<Vec<u32>> = pairs
-        .iter()
-        .map(|p| ckpt.codec.encode_source(&p.source).0)
-        .collect();
-    let mut search = BeamSearch::new(beam.max(1), ckpt.meta.max_decode_len);
-    search.length_penalty = LengthPenalty::Average(1.0);
-    // Sentences are sorted by length into batches and come back in input order.
+    // Text in, text out: the model's own tokenizer (BPE for eng-fra) and vocabulary;
+    // sentences are sorted by length into batches and come back in input order.
+    let options = DecodeOptions {
+        strategy: StrategyKind::Beam,
+        beam_size: beam.max(1),
+        length_penalty: LengthPenalty::Average(1.0),
+        ..Default::default()
+    };
+    let sources: Vec<&str> = pairs.iter().map(|p| p.source.as_str()).collect();
     let started = std::time::Instant::now();
-    let hyps = decode_all(
-        &ckpt.model,
-        &search,
-        &sources,
-        BatchSize::Sentences(64),
-        &device,
-    );
+    let translations = translator.translate(&sources, &options)?;
     let secs = started.elapsed().as_secs_f64();
-    let outputs: Vec<String> = hyps
-        .iter()
-        .map(|list| ckpt.codec.decode_target(&list[0].tokens))
+    let outputs: Vec<String> = translations
+        .into_iter()
+        .map(|t| {
+            t.outputs
+                .into_iter()
+                .next()
+                .map(|o| o.text)
+                .unwrap_or_default()
+        })
         .collect();
 
     for (p, o) in pairs.iter().zip(&outputs).take(5) {

@@ -116,19 +116,34 @@ pub fn is_model_folder(dir: &Path) -> bool {
         .is_some()
 }
 
+/// The name of the best model's folder in a training run folder.
+pub const BEST: &str = "best";
+
+/// The key of a training run folder's `config.json` that marks it as one (its value is the
+/// run folder's layout version).
+pub const RUN_MARK: &str = "s2s_run";
+
+/// Whether `dir/config.json` marks `dir` as a training run folder (`s2s_train::run`).
+pub fn is_run_folder(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v.get(RUN_MARK).is_some())
+}
+
 /// The model folder that `dir` names: `dir` itself, or for a training run folder
-/// ([`crate::run`]), its `best/` model; if a process was killed while it replaced `best/`,
+/// ([`is_run_folder`]), its `best/` model; if a process was killed while it replaced `best/`,
 /// the complete previous version that it left (`.best.old-PID`), which the next
 /// `s2s train --resume` puts back.
 pub fn model_folder(dir: &Path) -> PathBuf {
-    if !crate::run::is_run_folder(dir) {
+    if !is_run_folder(dir) {
         return dir.to_path_buf();
     }
-    let best = dir.join(crate::run::BEST);
+    let best = dir.join(BEST);
     if best.is_dir() {
         return best;
     }
-    let prefix = format!(".{}.old-", crate::run::BEST);
+    let prefix = format!(".{}.old-", BEST);
     std::fs::read_dir(dir)
         .into_iter()
         .flatten()
