@@ -24,6 +24,7 @@ mod align;
 mod average;
 mod interop;
 mod plot;
+mod serve;
 
 #[derive(Parser)]
 #[command(
@@ -82,6 +83,9 @@ enum Command {
     /// Bring model folders written before model.safetensors (model.mpk, format 1) to the
     /// current layout, in place.
     Convert(interop::ConvertArgs),
+    /// Serve a model over HTTP (POST /v1/decode, a page to try it at /), with dynamic
+    /// batching.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Args, Debug)]
@@ -660,6 +664,7 @@ impl Command {
             Command::Decode(a) => Some(&mut a.decoding.workers),
             Command::Eval(a) => Some(&mut a.decoding.workers),
             Command::Translate(a) => Some(&mut a.decoding.workers),
+            Command::Serve(a) => Some(&mut a.workers),
             _ => None,
         }
     }
@@ -682,6 +687,7 @@ fn dispatch<B: S2sBackend, AB: S2sAutodiffBackend<InnerBackend = B, Device = B::
         Command::Export(args) => interop::export::<B>(args, device),
         Command::Import(args) => interop::import::<B>(args, device),
         Command::Convert(args) => interop::convert::<B>(args, device),
+        Command::Serve(args) => serve::run::<B>(args, device),
     }
 }
 
