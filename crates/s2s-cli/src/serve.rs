@@ -52,7 +52,7 @@ pub struct ServeArgs {
     /// Inputs decoded together at most.
     #[arg(long, default_value_t = 256)]
     max_batch: usize,
-    /// Requests waiting at most; more get 503.
+    /// Requests queued or being decoded at most; more get 503.
     #[arg(long, default_value_t = 1024)]
     queue: usize,
     /// Inputs per request at most; more get 413.
@@ -96,6 +96,9 @@ fn bad_request(message: impl Into<String>) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, message.into())
 }
 
+/// A request's inputs encoded: source ids and the tokens not in the vocabulary.
+type Encoded = Vec<(Vec<u32>, Vec<String>)>;
+
 /// The model behind the handlers, with its backend type erased.
 trait Engine: Send + Sync {
     /// Encodes the inputs and queues them; returns where their hypotheses will arrive.
@@ -103,9 +106,9 @@ trait Engine: Send + Sync {
         &self,
         inputs: &[String],
         options: DecodeOptions,
-    ) -> Result<(Vec<(Vec<u32>, Vec<String>)>, Receiver<Reply>), ApiError>;
+    ) -> Result<(Encoded, Receiver<Reply>), ApiError>;
     /// The results of one request from its encoded inputs and hypotheses.
-    fn results(&self, encoded: Vec<(Vec<u32>, Vec<String>)>, reply: Reply) -> Vec<Translation>;
+    fn results(&self, encoded: Encoded, reply: Reply) -> Vec<Translation>;
     /// `GET /v1/model`.
     fn info(&self) -> Value;
 }
@@ -125,13 +128,12 @@ where
         &self,
         inputs: &[String],
         options: DecodeOptions,
-    ) -> Result<(Vec<(Vec<u32>, Vec<String>)>, Receiver<Reply>), ApiError> {
+    ) -> Result<(Encoded, Receiver<Reply>), ApiError> {
         let strategy = self
             .translator
             .strategy(&options)
             .map_err(|e| bad_request(e.to_string()))?;
-        let encoded: Vec<(Vec<u32>, Vec<String>)> =
-            inputs.iter().map(|t| self.translator.encode(t)).collect();
+        let encoded: Encoded = inputs.iter().map(|t| self.translator.encode(t)).collect();
         let sources = encoded.iter().map(|(ids, _)| ids.clone()).collect();
         match self.batcher.submit(sources, options, strategy) {
             Ok(receiver) => Ok((encoded, receiver)),
@@ -146,7 +148,7 @@ where
         }
     }
 
-    fn results(&self, encoded: Vec<(Vec<u32>, Vec<String>)>, reply: Reply) -> Vec<Translation> {
+    fn results(&self, encoded: Encoded, reply: Reply) -> Vec<Translation> {
         encoded
             .into_iter()
             .zip(reply)

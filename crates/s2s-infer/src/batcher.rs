@@ -2,7 +2,7 @@
 //!
 //! A [`Batcher`] owns a thread that decodes with a shared [`Translator`]. [`Batcher::submit`]
 //! queues a request (its source ids and decoding options) without blocking, or refuses it
-//! when the queue is full. The thread takes the oldest request, gathers the requests that
+//! when `queue` requests are already waiting or being decoded. The thread takes the oldest request, gathers the requests that
 //! arrive within `max_wait` (or until `max_batch` inputs are waiting), decodes every waiting
 //! input that shares the oldest request's options as one call of
 //! [`Translator::decode_ids`] (length-sorted batches), and sends each request its own
@@ -15,7 +15,8 @@ use crate::translator::Translator;
 use s2s_decode::{Decoding, Hypothesis};
 use s2s_tensor::S2sBackend;
 use std::collections::VecDeque;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -27,7 +28,7 @@ pub struct BatcherConfig {
     pub max_wait: Duration,
     /// Inputs decoded together at most (a request with more is decoded alone).
     pub max_batch: usize,
-    /// Requests waiting at most; [`Batcher::submit`] refuses more.
+    /// Requests queued or being decoded at most; [`Batcher::submit`] refuses more.
     pub queue: usize,
 }
 
@@ -64,7 +65,10 @@ struct Job {
 
 /// A decoding thread fed by a bounded queue of requests (see the module docs).
 pub struct Batcher {
-    queue: Option<SyncSender<Job>>,
+    queue: Option<Sender<Job>>,
+    /// Requests submitted and not answered yet.
+    waiting: Arc<AtomicUsize>,
+    capacity: usize,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -75,13 +79,17 @@ impl Batcher {
         B::Device: Send + Sync,
         Translator<B>: Send + Sync,
     {
-        let (queue, jobs) = mpsc::sync_channel(config.queue.max(1));
+        let (queue, jobs) = mpsc::channel();
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let answered = waiting.clone();
         let thread = std::thread::Builder::new()
             .name("s2s-batcher".into())
-            .spawn(move || run(&translator, &jobs, config))
+            .spawn(move || run(&translator, &jobs, config, &answered))
             .expect("the batcher thread starts");
         Batcher {
             queue: Some(queue),
+            waiting,
+            capacity: config.queue.max(1),
             thread: Some(thread),
         }
     }
@@ -103,11 +111,17 @@ impl Batcher {
             reply,
         };
         let queue = self.queue.as_ref().ok_or(SubmitError::Stopped)?;
-        match queue.try_send(job) {
-            Ok(()) => Ok(receiver),
-            Err(TrySendError::Full(_)) => Err(SubmitError::Full),
-            Err(TrySendError::Disconnected(_)) => Err(SubmitError::Stopped),
-        }
+        let capacity = self.capacity;
+        self.waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < capacity).then_some(n + 1)
+            })
+            .map_err(|_| SubmitError::Full)?;
+        queue.send(job).map_err(|_| {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            SubmitError::Stopped
+        })?;
+        Ok(receiver)
     }
 
     /// Stops taking requests, decodes those already queued, and waits for the thread.
@@ -130,7 +144,12 @@ impl Drop for Batcher {
 }
 
 /// The decoding thread's loop: until the queue is closed and every request answered.
-fn run<B: S2sBackend>(translator: &Translator<B>, jobs: &Receiver<Job>, config: BatcherConfig) {
+fn run<B: S2sBackend>(
+    translator: &Translator<B>,
+    jobs: &Receiver<Job>,
+    config: BatcherConfig,
+    waiting: &AtomicUsize,
+) {
     let mut pending: VecDeque<Job> = VecDeque::new();
     let mut open = true;
     loop {
@@ -160,6 +179,7 @@ fn run<B: S2sBackend>(translator: &Translator<B>, jobs: &Receiver<Job>, config: 
             let mine: Reply = hyps.by_ref().take(job.sources.len()).collect();
             // A client that went away no longer listens; that is not an error here.
             let _ = job.reply.send(mine);
+            waiting.fetch_sub(1, Ordering::AcqRel);
         }
         if !open && pending.is_empty() {
             return;
@@ -334,8 +354,8 @@ mod tests {
         let batcher = Batcher::start(translator.clone(), config);
         let strategy = translator.strategy(&DecodeOptions::default()).unwrap();
         let submit = || batcher.submit(vec![vec![4]], DecodeOptions::default(), strategy.clone());
-        // The thread takes the first request and waits 200 ms for more; the queue (one
-        // request) fills, and the next is refused.
+        // The thread takes the first request and waits 200 ms for more; until it is
+        // answered, it fills the queue (one request), and the next ones are refused.
         let mut results: Vec<_> = (0..4).map(|_| submit()).collect();
         assert!(results
             .iter()
