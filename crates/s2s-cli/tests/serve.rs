@@ -395,3 +395,91 @@ fn full_queue_and_graceful_shutdown() {
     assert!(status.success(), "{log}");
     assert!(log.contains("stopping") && log.contains("stopped"), "{log}");
 }
+
+/// Debian's chromium, if installed (`$CHROMIUM` names another); without it the browser test
+/// says so and passes, unless `S2S_REQUIRE_CHROMIUM=1` (set by `.ci/run`, which installs it).
+fn chromium() -> Option<String> {
+    let candidates = std::env::var("CHROMIUM")
+        .into_iter()
+        .chain(["chromium", "chromium-browser", "google-chrome"].map(String::from));
+    for c in candidates {
+        let ok = Command::new(&c)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok {
+            return Some(c);
+        }
+    }
+    assert!(
+        std::env::var("S2S_REQUIRE_CHROMIUM").as_deref() != Ok("1"),
+        "S2S_REQUIRE_CHROMIUM=1 but no chromium (apt-get install chromium)"
+    );
+    eprintln!("browser test skipped: no chromium (apt-get install chromium)");
+    None
+}
+
+/// The contents of every `<td class="CLASS">` of `html`, in order.
+fn cells(html: &str, class: &str) -> Vec<String> {
+    let open = format!("<td class=\"{class}\">");
+    html.split(&open)
+        .skip(1)
+        .map(|rest| rest.split("</td>").next().unwrap().to_string())
+        .collect()
+}
+
+/// The page in a real browser (headless chromium): opened with inputs and options in its
+/// address, it fills its form, decodes through the API and renders, for every input, the
+/// n-best list that `s2s decode` gives (texts, and scores to the 4 decimals shown) and an
+/// attention heatmap.
+#[test]
+fn the_page_renders_decode_outputs_in_a_browser() {
+    let Some(browser) = chromium() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let model = train(dir.path());
+    let words = ["abc", "cab", "abcabc", "jihg"];
+    let expected = offline(&model, &words, true);
+    let server = Server::start(&model, &[]);
+    let url = format!(
+        "http://127.0.0.1:{}/?inputs={}&strategy=beam&beam_size=4&n_best=3",
+        server.port,
+        words.join("%0A")
+    );
+    let profile = dir.path().join("profile");
+    let out = Command::new(&browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(&url)
+        .output()
+        .unwrap();
+    let dom = text(&out.stdout);
+    assert!(
+        dom.contains("data-state=\"done\""),
+        "{dom}\n{}",
+        text(&out.stderr)
+    );
+    let texts = cells(&dom, "text");
+    let scores = cells(&dom, "score");
+    let want_texts: Vec<String> = expected.iter().flatten().map(|(t, _)| t.clone()).collect();
+    assert_eq!(texts, want_texts, "{dom}");
+    // Scores shown to 4 decimals.
+    assert_eq!(scores.len(), texts.len());
+    for (shown, (_, s)) in scores.iter().zip(expected.iter().flatten()) {
+        let shown: f64 = shown.parse().unwrap();
+        assert!((shown - s).abs() <= 0.6e-4, "{shown} vs {s}");
+    }
+    assert_eq!(dom.matches("class=\"heat\"").count(), words.len(), "{dom}");
+    let (status, log) = server.stop();
+    assert!(status.success(), "{log}");
+}

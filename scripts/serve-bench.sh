@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The serving benchmark (issue 38, docs/serving.md): `s2s serve` under 1, 16 and 64 concurrent
+# clients, each sending one-word requests back to back on a kept-alive connection
+# (benches/examples/serve_load.rs), against offline batched `s2s decode` of the same words.
+#
+#   scripts/serve-bench.sh [MODEL_DIR (runs/g2p)] [SECONDS per run (30)] [OPTIONS_JSON ({})]
+#
+# MAX_WAIT=N sets the server's --max-wait-ms (default 5). Prints one JSON line per run and a
+# Markdown table (also in target/serve-bench/table.md).
+# Run it on an otherwise idle machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=${1:-runs/g2p}
+SECS=${2:-30}
+OPTIONS=${3:-{\}}
+MAX_WAIT=${MAX_WAIT:-5}
+OUT=target/serve-bench
+mkdir -p "$OUT"
+cargo build --release -q -p s2s-cli
+cargo build --release -q -p s2s-benches --example serve_load
+S=target/release/s2s
+LOAD=target/release/examples/serve_load
+
+# 2,000 CMUdict words (every 60th entry, alternative pronunciations left out).
+awk 'NR % 60 == 0 && $1 !~ /\(/ { print tolower($1) }' data/cmudict/cmudict.dict | head -2000 > "$OUT/words.txt"
+for _ in 1 2 3 4 5; do cat "$OUT/words.txt"; done > "$OUT/words5.txt"
+N=$(wc -l < "$OUT/words5.txt")
+
+# Offline: the 10,000 words through s2s decode (greedy unless OPTIONS says otherwise is not
+# mirrored here: keep OPTIONS to {} for the comparison), model loading included.
+start=$(date +%s.%N)
+$S decode --model "$MODEL" < "$OUT/words5.txt" > /dev/null
+end=$(date +%s.%N)
+OFFLINE=$(python3 -c "print($N / ($end - $start))")
+# One word at a time (batches of one, one worker): the latency of decoding a word alone.
+start=$(date +%s.%N)
+$S decode --model "$MODEL" --batch-size 1 --workers 1 < "$OUT/words.txt" > /dev/null
+end=$(date +%s.%N)
+ALONE_MS=$(python3 -c "print(1000 * ($end - $start) / $(wc -l < "$OUT/words.txt"))")
+echo "{\"offline_words_per_second\": $OFFLINE, \"words\": $N, \"alone_ms_per_word\": $ALONE_MS}"
+
+$S serve --model "$MODEL" --port 0 --max-wait-ms "$MAX_WAIT" 2> "$OUT/server.log" &
+SERVER=$!
+trap 'kill -TERM $SERVER 2>/dev/null || true' EXIT
+PORT=""
+for _ in $(seq 100); do
+    PORT=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$OUT/server.log" | grep -o '[0-9]*$' || true)
+    [ -n "$PORT" ] && break
+    sleep 0.1
+done
+[ -n "$PORT" ] || { cat "$OUT/server.log"; exit 1; }
+
+: > "$OUT/runs.jsonl"
+for clients in 1 16 64; do
+    $LOAD "$PORT" "$clients" "$SECS" "$OUT/words.txt" "$OPTIONS" | tee -a "$OUT/runs.jsonl"
+done
+kill -TERM $SERVER
+wait $SERVER || true
+trap - EXIT
+
+python3 - "$OUT/runs.jsonl" "$OFFLINE" "$MODEL" "$ALONE_MS" "$MAX_WAIT" > "$OUT/table.md" <<'PY'
+import json, sys
+runs = [json.loads(l) for l in open(sys.argv[1])]
+offline = float(sys.argv[2])
+print(f"model {sys.argv[3]}, --max-wait-ms {sys.argv[5]}; offline s2s decode: {offline:.0f} words/s; "
+      f"one word decoded alone: {float(sys.argv[4]):.2f} ms\n")
+print("| clients | requests/s | words/s | of offline | p50 latency | p99 latency | failed |")
+print("|---|---|---|---|---|---|---|")
+for r in runs:
+    print(f"| {r['clients']} | {r['requests_per_second']:.0f} | {r['words_per_second']:.0f} | "
+          f"{100 * r['words_per_second'] / offline:.0f}% | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | {r['failed']} |")
+PY
+cat "$OUT/table.md"
