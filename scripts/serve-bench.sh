@@ -5,7 +5,7 @@
 #
 #   scripts/serve-bench.sh [MODEL_DIR (runs/g2p)] [SECONDS per run (30)] [OPTIONS_JSON ({})]
 #
-# MAX_WAIT=N sets the server's --max-wait-ms (default 5). Prints one JSON line per run and a
+# MAX_WAIT=N sets the server's --max-wait-ms (default 0, the server's default). Prints one JSON line per run and a
 # Markdown table (also in target/serve-bench/table.md).
 # Run it on an otherwise idle machine.
 set -euo pipefail
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 MODEL=${1:-runs/g2p}
 SECS=${2:-30}
 OPTIONS=${3:-{\}}
-MAX_WAIT=${MAX_WAIT:-5}
+MAX_WAIT=${MAX_WAIT:-0}
 OUT=target/serve-bench
 mkdir -p "$OUT"
 cargo build --release -q -p s2s-cli
@@ -23,13 +23,13 @@ LOAD=target/release/examples/serve_load
 
 # 2,000 CMUdict words (every 60th entry, alternative pronunciations left out).
 awk 'NR % 60 == 0 && $1 !~ /\(/ { print tolower($1) }' data/cmudict/cmudict.dict | head -2000 > "$OUT/words.txt"
-for _ in 1 2 3 4 5; do cat "$OUT/words.txt"; done > "$OUT/words5.txt"
-N=$(wc -l < "$OUT/words5.txt")
+for _ in $(seq 20); do cat "$OUT/words.txt"; done > "$OUT/words-x20.txt"
+N=$(wc -l < "$OUT/words-x20.txt")
 
-# Offline: the 10,000 words through s2s decode (greedy unless OPTIONS says otherwise is not
+# Offline: the 40,000 words through s2s decode (greedy unless OPTIONS says otherwise is not
 # mirrored here: keep OPTIONS to {} for the comparison), model loading included.
 start=$(date +%s.%N)
-$S decode --model "$MODEL" < "$OUT/words5.txt" > /dev/null
+$S decode --model "$MODEL" < "$OUT/words-x20.txt" > /dev/null
 end=$(date +%s.%N)
 OFFLINE=$(python3 -c "print($N / ($end - $start))")
 # One word at a time (batches of one, one worker): the latency of decoding a word alone.
@@ -51,8 +51,16 @@ done
 [ -n "$PORT" ] || { cat "$OUT/server.log"; exit 1; }
 
 : > "$OUT/runs.jsonl"
+# The clients run on the same cores as the server: their CPU time is measured too.
 for clients in 1 16 64; do
-    $LOAD "$PORT" "$clients" "$SECS" "$OUT/words.txt" "$OPTIONS" | tee -a "$OUT/runs.jsonl"
+    /usr/bin/time -f '%U %S' -o "$OUT/client-time.txt" \
+        $LOAD "$PORT" "$clients" "$SECS" "$OUT/words.txt" "$OPTIONS" > "$OUT/run.json"
+    python3 -c "
+import json, sys
+r = json.load(open('$OUT/run.json'))
+u, s = map(float, open('$OUT/client-time.txt').read().split()[-2:])
+r['client_cpu_seconds'] = u + s
+print(json.dumps(r))" | tee -a "$OUT/runs.jsonl"
 done
 kill -TERM $SERVER
 wait $SERVER || true
@@ -64,10 +72,12 @@ runs = [json.loads(l) for l in open(sys.argv[1])]
 offline = float(sys.argv[2])
 print(f"model {sys.argv[3]}, --max-wait-ms {sys.argv[5]}; offline s2s decode: {offline:.0f} words/s; "
       f"one word decoded alone: {float(sys.argv[4]):.2f} ms\n")
-print("| clients | requests/s | words/s | of offline | p50 latency | p99 latency | failed |")
-print("|---|---|---|---|---|---|---|")
+print("| clients | requests/s | words/s | of offline | p50 latency | p99 latency | failed | the clients' CPU |")
+print("|---|---|---|---|---|---|---|---|")
 for r in runs:
+    cpu = r["client_cpu_seconds"] / r["seconds"]
     print(f"| {r['clients']} | {r['requests_per_second']:.0f} | {r['words_per_second']:.0f} | "
-          f"{100 * r['words_per_second'] / offline:.0f}% | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | {r['failed']} |")
+          f"{100 * r['words_per_second'] / offline:.0f}% | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | "
+          f"{r['failed']} | {cpu:.2f} cores |")
 PY
 cat "$OUT/table.md"

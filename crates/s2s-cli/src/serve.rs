@@ -27,9 +27,9 @@ use s2s_infer::{Batcher, BatcherConfig, DecodeOptions, SubmitError, Translation,
 use s2s_tensor::S2sBackend;
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
-use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// The page at `GET /`.
 const PAGE: &str = include_str!("serve_page.html");
@@ -46,8 +46,10 @@ pub struct ServeArgs {
     /// Port to listen on (0: any free port; the address is printed on stderr).
     #[arg(long, default_value_t = 8080)]
     port: u16,
-    /// The longest a request waits for others to join its batch, in milliseconds.
-    #[arg(long, default_value_t = 5)]
+    /// The longest a request waits for others to join its batch, in milliseconds. With 0 (the
+    /// default) a batch is whatever queued while the previous one decoded, which measured
+    /// best at every load (docs/serving.md).
+    #[arg(long, default_value_t = 0)]
     max_wait_ms: u64,
     /// Inputs decoded together at most.
     #[arg(long, default_value_t = 256)]
@@ -106,7 +108,7 @@ trait Engine: Send + Sync {
         &self,
         inputs: &[String],
         options: DecodeOptions,
-    ) -> Result<(Encoded, Receiver<Reply>), ApiError>;
+    ) -> Result<(Encoded, oneshot::Receiver<Reply>), ApiError>;
     /// The results of one request from its encoded inputs and hypotheses.
     fn results(&self, encoded: Encoded, reply: Reply) -> Vec<Translation>;
     /// `GET /v1/model`.
@@ -128,15 +130,20 @@ where
         &self,
         inputs: &[String],
         options: DecodeOptions,
-    ) -> Result<(Encoded, Receiver<Reply>), ApiError> {
+    ) -> Result<(Encoded, oneshot::Receiver<Reply>), ApiError> {
         let strategy = self
             .translator
             .strategy(&options)
             .map_err(|e| bad_request(e.to_string()))?;
         let encoded: Encoded = inputs.iter().map(|t| self.translator.encode(t)).collect();
         let sources = encoded.iter().map(|(ids, _)| ids.clone()).collect();
-        match self.batcher.submit(sources, options, strategy) {
-            Ok(receiver) => Ok((encoded, receiver)),
+        let (sender, receiver) = oneshot::channel();
+        // A client that went away no longer listens; that is not an error here.
+        let reply = Box::new(move |r| {
+            let _ = sender.send(r);
+        });
+        match self.batcher.submit_with(sources, options, strategy, reply) {
+            Ok(()) => Ok((encoded, receiver)),
             Err(SubmitError::Full) => Err(ApiError(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the server is busy (its queue is full); retry shortly".into(),
@@ -238,16 +245,12 @@ async fn decode(
 ) -> Result<Response, ApiError> {
     let (inputs, options) = parse_request(&body, &limits)?;
     let (encoded, receiver) = engine.submit(&inputs, options)?;
-    let reply = tokio::task::spawn_blocking(move || receiver.recv())
-        .await
-        .ok()
-        .and_then(|r| r.ok())
-        .ok_or_else(|| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "decoding failed; see the server's log".into(),
-            )
-        })?;
+    let reply = receiver.await.map_err(|_| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "decoding failed; see the server's log".into(),
+        )
+    })?;
     let results = engine.results(encoded, reply);
     Ok(axum::Json(json!({ "results": results })).into_response())
 }

@@ -1,77 +1,9 @@
 //! End-to-end tests of the `s2s` binary: train, decode, eval and input errors.
 
-use std::io::Write;
+mod common;
+
+use common::{s2s, text, train_tiny, train_tiny_with};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
-
-fn s2s(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_s2s"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("s2s runs");
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn train_tiny(dir: &Path) -> String {
-    train_tiny_with(dir, &[])
-}
-
-/// `train_tiny` with more options.
-fn train_tiny_with(dir: &Path, extra: &[&str]) -> String {
-    let model = dir.join("m");
-    let model_str = model.to_str().unwrap().to_string();
-    let args: Vec<&str> = [
-        "train",
-        "--task",
-        "reverse",
-        "--synthetic-size",
-        "600",
-        "--epochs",
-        "1",
-        "--embed",
-        "8",
-        "--hidden",
-        "16",
-        "--decoder-hidden",
-        "16",
-        "--attention-dim",
-        "16",
-        "--max-len",
-        "20",
-        "--no-progress",
-        "--out",
-        &model_str,
-    ]
-    .into_iter()
-    .chain(extra.iter().copied())
-    .collect();
-    let out = s2s(&args, b"");
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    // The test split's scores come as one JSON line.
-    let json: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
-    assert_eq!(json["split"], "test");
-    // A run folder: its settings, its log, and the best and last models.
-    for file in [
-        "config.json",
-        "metrics.jsonl",
-        "best/config.json",
-        "best/model.safetensors",
-        "last/model.safetensors",
-        "last/training_state.json",
-        "last/optimizer.bin",
-    ] {
-        assert!(model.join(file).is_file(), "{file}");
-    }
-    model_str
-}
 
 #[test]
 fn decode_is_independent_of_batch_size_and_order() {

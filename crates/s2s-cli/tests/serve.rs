@@ -1,59 +1,18 @@
 //! `s2s serve` from outside, as a client sees it: a small trained model served on 127.0.0.1,
 //! requests over plain HTTP/1.1 (a minimal client on `TcpStream`, `Connection: close`).
 
+mod common;
+
+use common::{s2s, text, train_tiny_with};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn s2s(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_s2s"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
-}
 
 /// A small model of the reverse task (a run folder).
 fn train(dir: &Path) -> String {
-    let run = dir.join("run");
-    let run_s = run.to_str().unwrap().to_string();
-    let out = s2s(
-        &[
-            "train",
-            "--task",
-            "reverse",
-            "--synthetic-size",
-            "600",
-            "--epochs",
-            "2",
-            "--embed",
-            "8",
-            "--hidden",
-            "16",
-            "--decoder-hidden",
-            "16",
-            "--attention-dim",
-            "16",
-            "--max-len",
-            "20",
-            "--no-progress",
-            "--out",
-            &run_s,
-        ],
-        b"",
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    run_s
+    train_tiny_with(dir, &["--epochs", "2"])
 }
 
 /// A running `s2s serve` and its port.

@@ -2,13 +2,15 @@
 //!
 //! A [`Batcher`] owns a thread that decodes with a shared [`Translator`]. [`Batcher::submit`]
 //! queues a request (its source ids and decoding options) without blocking, or refuses it
-//! when `queue` requests are already waiting or being decoded. The thread takes the oldest request, gathers the requests that
-//! arrive within `max_wait` (or until `max_batch` inputs are waiting), decodes every waiting
-//! input that shares the oldest request's options as one call of
-//! [`Translator::decode_ids`] (length-sorted batches), and sends each request its own
-//! hypotheses. Requests with other options wait for the next round, oldest first. Since
-//! decoding is batch-invariant, every input gets what it would get decoded alone (the same
-//! tokens; scores equal to 1e-5 relative, as float sums may round differently).
+//! when `queue` requests are already waiting or being decoded. The thread takes the oldest
+//! request and every request queued behind it, waits up to `max_wait` for more (or until
+//! `max_batch` inputs are waiting), decodes every waiting input that shares the oldest
+//! request's options as one call of [`Translator::decode_ids`] (length-sorted batches shared
+//! among its workers), and sends each request its own hypotheses. Requests with other options
+//! wait for the next round, oldest first. Under load, requests gather while the previous
+//! batch decodes, so batches form without waiting. Since decoding is batch-invariant, every
+//! input gets what it would get decoded alone (the same tokens; scores equal to 1e-5
+//! relative, as float sums may round differently).
 
 use crate::options::DecodeOptions;
 use crate::translator::Translator;
@@ -16,7 +18,7 @@ use s2s_decode::{Decoding, Hypothesis};
 use s2s_tensor::S2sBackend;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -35,7 +37,7 @@ pub struct BatcherConfig {
 impl Default for BatcherConfig {
     fn default() -> Self {
         BatcherConfig {
-            max_wait: Duration::from_millis(5),
+            max_wait: Duration::ZERO,
             max_batch: 256,
             queue: 1024,
         }
@@ -56,11 +58,14 @@ pub enum SubmitError {
 /// The hypotheses of one request: a list per input, best first.
 pub type Reply = Vec<Vec<Hypothesis>>;
 
+/// Where a request's hypotheses go: called once, on the decoding thread.
+pub type ReplyFn = Box<dyn FnOnce(Reply) + Send>;
+
 struct Job {
     sources: Vec<Vec<u32>>,
     options: DecodeOptions,
     strategy: Decoding,
-    reply: mpsc::Sender<Reply>,
+    reply: ReplyFn,
 }
 
 /// A decoding thread fed by a bounded queue of requests (see the module docs).
@@ -103,7 +108,24 @@ impl Batcher {
         options: DecodeOptions,
         strategy: Decoding,
     ) -> Result<Receiver<Reply>, SubmitError> {
-        let (reply, receiver) = mpsc::channel();
+        let (sender, receiver) = mpsc::channel();
+        // A client that went away no longer listens; that is not an error here.
+        let reply = Box::new(move |r| {
+            let _ = sender.send(r);
+        });
+        self.submit_with(sources, options, strategy, reply)?;
+        Ok(receiver)
+    }
+
+    /// [`submit`](Self::submit) with the hypotheses handed to `reply` (on the decoding
+    /// thread; it should only pass them on, as to an async task's channel).
+    pub fn submit_with(
+        &self,
+        sources: Vec<Vec<u32>>,
+        options: DecodeOptions,
+        strategy: Decoding,
+        reply: ReplyFn,
+    ) -> Result<(), SubmitError> {
         let job = Job {
             sources,
             options,
@@ -120,8 +142,7 @@ impl Batcher {
         queue.send(job).map_err(|_| {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
             SubmitError::Stopped
-        })?;
-        Ok(receiver)
+        })
     }
 
     /// Stops taking requests, decodes those already queued, and waits for the thread.
@@ -160,7 +181,22 @@ fn run<B: S2sBackend>(
             }
         }
         let deadline = Instant::now() + config.max_wait;
-        while open && waiting_like_first(&pending) < config.max_batch {
+        while open {
+            // Everything queued already joins, whatever max_wait is: under load, requests
+            // gather while the previous batch decodes.
+            loop {
+                match jobs.try_recv() {
+                    Ok(job) => pending.push_back(job),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
+                        open = false;
+                        break;
+                    }
+                }
+            }
+            if !open || waiting_like_first(&pending) >= config.max_batch {
+                break;
+            }
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 break;
             };
@@ -177,8 +213,7 @@ fn run<B: S2sBackend>(
             .into_iter();
         for job in group {
             let mine: Reply = hyps.by_ref().take(job.sources.len()).collect();
-            // A client that went away no longer listens; that is not an error here.
-            let _ = job.reply.send(mine);
+            (job.reply)(mine);
             waiting.fetch_sub(1, Ordering::AcqRel);
         }
         if !open && pending.is_empty() {

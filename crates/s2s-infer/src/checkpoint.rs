@@ -253,14 +253,7 @@ impl<B: Backend> Checkpoint<B> {
             .target_vocab
             .save(&dir.join("target_vocab.json"))?;
         let path = dir.join(WEIGHTS_FILE);
-        let tensors = weights::named_tensors(&self.model);
-        let bytes =
-            weights::to_safetensors(&tensors, Some(weights::file_metadata())).map_err(|e| {
-                CheckpointError::Invalid {
-                    path: path.clone(),
-                    message: format!("cannot write weights: {e}"),
-                }
-            })?;
+        let bytes = weights_file(&weights::named_tensors(&self.model), &path)?;
         std::fs::write(&path, bytes).map_err(io(&path))
     }
 
@@ -326,14 +319,7 @@ impl<B: Backend> Checkpoint<B> {
         let old = Checkpoint::<B>::load(dir, device)?;
         let tensors = weights::named_tensors(&old.model);
         let path = dir.join(WEIGHTS_FILE);
-        let bytes =
-            weights::to_safetensors(&tensors, Some(weights::file_metadata())).map_err(|e| {
-                CheckpointError::Invalid {
-                    path: path.clone(),
-                    message: format!("cannot write weights: {e}"),
-                }
-            })?;
-        durable::write_file(&path, &bytes)?;
+        durable::write_file(&path, &weights_file(&tensors, &path)?)?;
         let mut meta = old.meta.clone();
         meta.format = FORMAT;
         meta.s2s_version = env!("CARGO_PKG_VERSION").to_string();
@@ -388,6 +374,19 @@ impl<B: Backend> Checkpoint<B> {
         let ensemble = Ensemble::new(models).expect("at least the first model");
         Ok((first, ensemble))
     }
+}
+
+/// The bytes of `model.safetensors` (at `path`, for the error) for `tensors`.
+fn weights_file(
+    tensors: &std::collections::BTreeMap<String, weights::NamedTensor>,
+    path: &Path,
+) -> Result<Vec<u8>, CheckpointError> {
+    weights::to_safetensors(tensors, Some(weights::file_metadata())).map_err(|e| {
+        CheckpointError::Invalid {
+            path: path.to_path_buf(),
+            message: format!("cannot write weights: {e}"),
+        }
+    })
 }
 
 /// The weights of a layout-1 folder (`model.mpk`, Burn's named MessagePack), each

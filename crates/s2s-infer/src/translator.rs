@@ -90,16 +90,14 @@ impl<B: S2sBackend> Translator<B> {
     }
 
     /// Decodes source ids with `strategy`: one hypothesis list per source, best first.
+    /// Batches hold `batch_size` sentences, or fewer when there are too few sentences to give
+    /// every worker a batch (a server's 64 one-word requests would otherwise be one batch on
+    /// one thread); outputs do not depend on it.
     pub fn decode_ids(&self, sources: &[Vec<u32>], strategy: &Decoding) -> Vec<Vec<Hypothesis>> {
-        let size = BatchSize::Sentences(self.batch_size.max(1));
-        decode_all_parallel(
-            &self.models,
-            strategy,
-            sources,
-            size,
-            &self.device,
-            self.workers.max(1),
-        )
+        let workers = self.workers.max(1);
+        let per_worker = sources.len().div_ceil(workers).max(1);
+        let size = BatchSize::Sentences(self.batch_size.clamp(1, per_worker));
+        decode_all_parallel(&self.models, strategy, sources, size, &self.device, workers)
     }
 
     /// Decodes `inputs` with `options`.
