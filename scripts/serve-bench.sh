@@ -5,7 +5,7 @@
 #
 #   scripts/serve-bench.sh [MODEL_DIR (runs/g2p)] [SECONDS per run (30)] [OPTIONS_JSON ({})]
 #
-# MAX_WAIT=N sets the server's --max-wait-ms (default 0, the server's default). Prints one JSON line per run and a
+# SERVE_ARGS adds options to s2s serve (e.g. "--workers 1"). MAX_WAIT=N sets the server's --max-wait-ms (default 0, the server's default). Prints one JSON line per run and a
 # Markdown table (also in target/serve-bench/table.md).
 # Run it on an otherwise idle machine.
 set -euo pipefail
@@ -39,7 +39,7 @@ end=$(date +%s.%N)
 ALONE_MS=$(python3 -c "print(1000 * ($end - $start) / $(wc -l < "$OUT/words.txt"))")
 echo "{\"offline_words_per_second\": $OFFLINE, \"words\": $N, \"alone_ms_per_word\": $ALONE_MS}"
 
-$S serve --model "$MODEL" --port 0 --max-wait-ms "$MAX_WAIT" 2> "$OUT/server.log" &
+$S serve --model "$MODEL" --port 0 --max-wait-ms "$MAX_WAIT" ${SERVE_ARGS:-} 2> "$OUT/server.log" &
 SERVER=$!
 trap 'kill -TERM $SERVER 2>/dev/null || true' EXIT
 PORT=""
