@@ -414,6 +414,7 @@ fn the_page_renders_decode_outputs_in_a_browser() {
             "--headless",
             "--no-sandbox",
             "--disable-gpu",
+            "--disable-dev-shm-usage",
             "--no-first-run",
             "--virtual-time-budget=20000",
             "--dump-dom",
