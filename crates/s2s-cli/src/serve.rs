@@ -8,7 +8,8 @@
 //! - `GET /v1/model`: the model's settings, vocabulary sizes, default options and limits;
 //!   `GET /health`; `GET /`: a page to try the model.
 //! - Errors are `{"error": message}`: 400 for a body that is not the JSON above, an unknown
-//!   option or one out of range; 413 for too many inputs, an input too long or a body over
+//!   option or one out of range (`beam_size` and `n_best` at most 64, `max_len` at most
+//!   1,024); 413 for too many inputs, an input too long or a body over
 //!   the limit; 503 with `Retry-After` when the queue is full.
 //! - SIGTERM or Ctrl-C: the server stops accepting connections, answers the requests in
 //!   flight, and exits with status 0.
@@ -77,6 +78,11 @@ struct Limits {
     max_inputs: usize,
     max_input_chars: usize,
     max_body_bytes: usize,
+    /// Largest `beam_size`, and `n_best` for sampling: the work and memory of a request grow
+    /// with them.
+    max_beam: usize,
+    /// Largest `max_len`: decoding runs up to that many steps.
+    max_output_len: usize,
 }
 
 /// An error answer.
@@ -212,6 +218,21 @@ fn parse_request(body: &[u8], limits: &Limits) -> Result<(Vec<String>, DecodeOpt
     };
     let options: DecodeOptions = serde_json::from_value(Value::Object(Map::from_iter(fields)))
         .map_err(|e| bad_request(format!("options: {e}")))?;
+    for (name, value, limit) in [
+        ("beam_size", options.beam_size, limits.max_beam),
+        ("n_best", options.n_best, limits.max_beam),
+        (
+            "max_len",
+            options.max_len.unwrap_or(0),
+            limits.max_output_len,
+        ),
+    ] {
+        if value > limit {
+            return Err(bad_request(format!(
+                "`{name}` {value} is over this server's limit of {limit}"
+            )));
+        }
+    }
     if inputs.len() > limits.max_inputs {
         return Err(ApiError(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -317,6 +338,8 @@ where
         // Room for max_inputs inputs of max_input_chars 4-byte characters, JSON-quoted.
         max_body_bytes: (args.max_inputs * (args.max_input_chars * 4 + 8)).max(64 * 1024)
             + 64 * 1024,
+        max_beam: 64,
+        max_output_len: 1024,
     };
     let service = Service {
         batcher: Batcher::start(translator.clone(), config),
