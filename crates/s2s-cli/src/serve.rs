@@ -22,7 +22,6 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use clap::Args;
-use s2s_decode::Hypothesis;
 use s2s_infer::batcher::Reply;
 use s2s_infer::{Batcher, BatcherConfig, DecodeOptions, SubmitError, Translation, Translator};
 use s2s_tensor::S2sBackend;
@@ -162,18 +161,7 @@ where
     }
 
     fn results(&self, encoded: Encoded, reply: Reply) -> Vec<Translation> {
-        encoded
-            .into_iter()
-            .zip(reply)
-            .map(|((ids, unknown), list)| Translation {
-                source_tokens: self.translator.source_tokens(&ids),
-                unknown,
-                outputs: list
-                    .into_iter()
-                    .map(|h: Hypothesis| self.translator.output(h))
-                    .collect(),
-            })
-            .collect()
+        self.translator.translations(encoded, reply)
     }
 
     fn info(&self) -> Value {

@@ -26,7 +26,7 @@ pub struct Output {
 /// What one input became.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Translation {
-    /// The input's source tokens (the rows of nothing; the columns of `attention`).
+    /// The input's source tokens (the columns of each output's `attention`).
     pub source_tokens: Vec<String>,
     /// Source tokens that are not in the vocabulary (decoded as `<unk>`).
     pub unknown: Vec<String>,
@@ -111,7 +111,17 @@ impl<B: S2sBackend> Translator<B> {
             inputs.iter().map(|t| self.encode(t.as_ref())).collect();
         let sources: Vec<Vec<u32>> = encoded.iter().map(|(ids, _)| ids.clone()).collect();
         let hyps = self.decode_ids(&sources, &strategy);
-        Ok(encoded
+        Ok(self.translations(encoded, hyps))
+    }
+
+    /// The translations of encoded inputs ([`encode`](Self::encode)) from their hypothesis
+    /// lists ([`decode_ids`](Self::decode_ids)), in order.
+    pub fn translations(
+        &self,
+        encoded: Vec<(Vec<u32>, Vec<String>)>,
+        hyps: Vec<Vec<Hypothesis>>,
+    ) -> Vec<Translation> {
+        encoded
             .into_iter()
             .zip(hyps)
             .map(|((ids, unknown), list)| Translation {
@@ -119,7 +129,7 @@ impl<B: S2sBackend> Translator<B> {
                 unknown,
                 outputs: list.into_iter().map(|h| self.output(h)).collect(),
             })
-            .collect())
+            .collect()
     }
 
     /// The tokens of source ids.
