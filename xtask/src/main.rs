@@ -228,14 +228,23 @@ fn venv() -> Result<Venv> {
         run(create).with_context(|| format!("creating the virtualenv with {python}"))?;
     }
     let mut pip = Command::new(dir.join("bin/python"));
-    pip.args(["-m", "pip", "install", "--quiet"])
+    // No pip cache: it would keep a second copy of torch's ~3.5 GB of wheels on disk, of no
+    // use to a venv that is made once (a CI run on a small disk ran out of space with it).
+    pip.args(["-m", "pip", "install", "--quiet", "--no-cache-dir"])
         .args(VENV_PACKAGES);
     eprintln!(
-        "installing {} into {} (torch brings about 4 GB of CUDA libraries)",
+        "installing {} into {} (torch brings about 4 GB of CUDA libraries; the venv takes \
+         about 7 GB, and the install needs about 4 GB more while it runs)",
         VENV_PACKAGES.join(" "),
         dir.display()
     );
-    run(pip)?;
+    run(pip).with_context(|| {
+        format!(
+            "installing torch into {}: pip failed (\"No space left on device\" means the disk \
+             needs about 11 GB free for the install; set S2S_VENV to a venv elsewhere)",
+            dir.display()
+        )
+    })?;
     probe_venv(&dir).with_context(|| {
         format!(
             "{} still has no working torch {TORCH_VERSION} after pip install",
