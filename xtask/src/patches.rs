@@ -15,11 +15,23 @@ struct Patched {
     sha256: &'static str,
 }
 
-const PATCHED: &[Patched] = &[Patched {
-    name: "burn-flex",
-    version: "0.21.0",
-    sha256: "0098bf6555c151517b4c98ca0e8ed1ab6a976e40f5f4e967c117b00eee21e192",
-}];
+const PATCHED: &[Patched] = &[
+    Patched {
+        name: "burn-flex",
+        version: "0.21.0",
+        sha256: "0098bf6555c151517b4c98ca0e8ed1ab6a976e40f5f4e967c117b00eee21e192",
+    },
+    Patched {
+        name: "burn-communication",
+        version: "0.21.0",
+        sha256: "0da93381634fb6ef2fbf9a19415439b1658bcdf2e044a8909caa54b8960e63bb",
+    },
+    Patched {
+        name: "burn-collective",
+        version: "0.21.0",
+        sha256: "427bdb9240bd1a41199066d44bc042341aa0cb0f46590d9af15eb88dd81066e7",
+    },
+];
 
 /// How a missing download is treated.
 #[derive(Clone, Copy, PartialEq)]

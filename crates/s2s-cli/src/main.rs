@@ -369,6 +369,108 @@ struct TrainArgs {
     #[arg(long)]
     #[serde(skip)]
     no_progress: bool,
+    #[command(flatten)]
+    #[serde(skip)]
+    group: GroupArgs,
+}
+
+/// `s2s train`'s options for training on several processes or machines together
+/// (data-parallel, on burn-collective; s2s built with the `distributed` feature). They are
+/// node-local, so they are not part of the run's settings.
+#[derive(Args, Debug, Default, Clone)]
+#[command(next_help_heading = "Several processes or machines (feature `distributed`)")]
+struct GroupArgs {
+    /// Processes training together. Each runs the same command on the same data, but for
+    /// --node-rank; each step every process trains on its share of the batch and they sum
+    /// their gradients, so the run is the run of one process with that many --workers.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    nodes: usize,
+    /// This process's rank, 0..N. Rank 0 starts the coordinator and is the only one that
+    /// writes the run folder (--out); the others only read it (to --resume).
+    #[arg(long, default_value_t = 0, value_name = "R")]
+    node_rank: usize,
+    /// HOST:PORT of the coordinator, which rank 0 starts on PORT: rank 0's machine.
+    #[arg(long, value_name = "HOST:PORT")]
+    coordinator: Option<String>,
+    /// The address the other processes reach this one at (default: this machine's address
+    /// on the route to the coordinator).
+    #[arg(long, value_name = "HOST")]
+    node_host: Option<String>,
+    /// The port this process serves its part of the gradient sums on (default: the
+    /// coordinator's PORT + 1 + R).
+    #[arg(long, value_name = "PORT")]
+    data_port: Option<u16>,
+    /// Give up, with an error, when joining or any step's exchange takes longer than this
+    /// (a process that died, hangs or never started).
+    #[arg(long, default_value_t = 300, value_name = "SECS")]
+    collective_timeout: u64,
+}
+
+impl GroupArgs {
+    /// Whether this process is one of several.
+    fn several(&self) -> bool {
+        self.nodes > 1
+    }
+
+    /// Whether this process trains without writing the run folder (a rank above 0).
+    fn follower(&self) -> bool {
+        self.several() && self.node_rank > 0
+    }
+
+    /// Checks the options before any data is read.
+    fn check(&self) -> Result<()> {
+        if self.nodes == 0 {
+            bail!("--nodes must be at least 1");
+        }
+        if self.node_rank >= self.nodes {
+            bail!(
+                "--node-rank {} must be below --nodes {}",
+                self.node_rank,
+                self.nodes
+            );
+        }
+        if self.collective_timeout == 0 {
+            bail!("--collective-timeout must be at least 1 second");
+        }
+        if self.several() {
+            if self.coordinator.is_none() {
+                bail!("--nodes {} needs --coordinator HOST:PORT", self.nodes);
+            }
+            if !cfg!(feature = "distributed") {
+                bail!(
+                    "--nodes needs s2s built with the `distributed` feature \
+                     (cargo build --release -p s2s-cli --features distributed)"
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Joins the other processes and makes `trainer` one peer of the run.
+    #[cfg(feature = "distributed")]
+    fn join<AB: S2sAutodiffBackend>(&self, trainer: Trainer<AB>) -> Result<Trainer<AB>> {
+        let settings = s2s_train::distributed::NodeSettings {
+            nodes: self.nodes,
+            rank: self.node_rank,
+            coordinator: self.coordinator.clone().unwrap_or_default(),
+            host: self.node_host.clone(),
+            data_port: self.data_port,
+            timeout: std::time::Duration::from_secs(self.collective_timeout),
+        };
+        eprintln!(
+            "rank {} of {}: joining the others through {}",
+            self.node_rank, self.nodes, settings.coordinator
+        );
+        let collective = s2s_train::distributed::BurnCollective::node(&settings)?;
+        let trainer = trainer.with_collective(Box::new(collective))?;
+        eprintln!("rank {} of {}: all joined", self.node_rank, self.nodes);
+        Ok(trainer)
+    }
+
+    #[cfg(not(feature = "distributed"))]
+    fn join<AB: S2sAutodiffBackend>(&self, trainer: Trainer<AB>) -> Result<Trainer<AB>> {
+        Ok(trainer)
+    }
 }
 
 #[derive(Args, Debug)]
@@ -759,6 +861,7 @@ fn train_settings(args: TrainArgs, matches: &clap::ArgMatches) -> Result<TrainAr
     merged.config = args.config;
     merged.overwrite = args.overwrite;
     merged.no_progress = args.no_progress;
+    merged.group = args.group;
     if let Some(dir) = args.resume {
         merged.out = dir.clone();
         merged.resume = Some(dir);
@@ -1023,8 +1126,13 @@ fn cmd_train<AB: S2sAutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Re
         (None, true) => OpenMode::Overwrite,
         (None, false) => OpenMode::New,
     };
+    args.group.check()?;
+    let follower = args.group.follower();
     // Refuse a wrong --out before reading any data; nothing is changed until the data is in.
-    RunFolder::check(&args.out, mode)?;
+    // (Ranks above 0 do not write it: rank 0 may be creating it now.)
+    if !follower {
+        RunFolder::check(&args.out, mode)?;
+    }
     let (name, splits, tokenizers) = args.task_data(mode != OpenMode::Resume)?;
     eprintln!(
         "task {name}: {} training, {} validation, {} test pairs",
@@ -1032,8 +1140,12 @@ fn cmd_train<AB: S2sAutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Re
         splits.dev.len(),
         splits.test.len()
     );
-    let run = RunFolder::open(&args.out, mode)?;
-    let mut trainer = if mode == OpenMode::Resume {
+    let run = if follower {
+        RunFolder::follower(&args.out)
+    } else {
+        RunFolder::open(&args.out, mode)?
+    };
+    let trainer = if mode == OpenMode::Resume {
         run.write_config(&args.settings()?)?;
         Trainer::<AB>::resume(run, &splits.train, &splits.dev, Some(config), device)?
     } else {
@@ -1074,6 +1186,11 @@ fn cmd_train<AB: S2sAutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Re
             device,
         )?
     };
+    let mut trainer = if args.group.several() {
+        args.group.join(trainer)?
+    } else {
+        trainer
+    };
     let stop = stop_flag()?;
     let mut printer = Printer {
         bar: indicatif::ProgressBar::hidden(),
@@ -1082,7 +1199,18 @@ fn cmd_train<AB: S2sAutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Re
     };
     let report = trainer.run(&stop, &mut |e| printer.event(e))?;
     printer.bar.finish_and_clear();
+    trainer.finish_collective()?;
     let out = trainer.run_folder().dir().display().to_string();
+    if follower {
+        eprintln!(
+            "rank {}: {:?} at step {}; rank 0 wrote the run to its {out}",
+            args.group.node_rank, report.outcome, report.steps
+        );
+        if report.outcome == Outcome::Interrupted {
+            std::process::exit(130);
+        }
+        return Ok(());
+    }
     if report.outcome == Outcome::Interrupted {
         eprintln!(
             "stopped at step {}; last/ holds it. Continue with: s2s train --resume {out}",

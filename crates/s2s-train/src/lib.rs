@@ -15,6 +15,9 @@
 //!   after a kill.
 //! - [`parallel`]: one batch's loss and gradients computed by several threads, each on a
 //!   share of the rows.
+//! - [`collective`]: data-parallel training, several peers (threads, processes, machines)
+//!   training one model; [`distributed`] (feature `distributed`) connects them through Burn's
+//!   `burn-collective`.
 //! - [`checkpoint`] (from `s2s_infer`, which runs models without this crate): model folders
 //!   (config JSON, vocabularies, weights) written atomically, their weights checked on load.
 //! - [`score`]: forced decoding, the log-probability of a given target.
@@ -36,6 +39,9 @@
 //! ```
 
 pub mod average;
+pub mod collective;
+#[cfg(feature = "distributed")]
+pub mod distributed;
 pub use s2s_infer::{checkpoint, durable};
 pub mod config;
 pub mod loss;
@@ -52,6 +58,7 @@ pub mod validation;
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta};
 pub use metrics::Scores;
 pub use optim::{Adam, AdamConfig};
+pub use collective::{Collective, CollectiveError};
 pub use parallel::{batch_gradients, BatchGradients};
 pub use run::{OpenMode, RunFolder};
 pub use schedule::{Decay, LrSchedule, TeacherForcing};

@@ -64,20 +64,66 @@ where
     B: S2sAutodiffBackend,
     F: Fn(&Seq2Seq<B>, &TrainingBatch<B>, usize) -> Tensor<B, 3> + Sync,
 {
-    // Every share's loss is divided by the whole batch's tokens: `<eos>` plus the target.
-    let tokens: usize = examples.iter().map(|e| e.target.len() + 1).sum();
+    let share = Share {
+        first_row: 0,
+        batch_tokens: batch_tokens(examples),
+    };
+    share_gradients(model, examples, share, smoothing, workers, device, forward)
+}
+
+/// Where the rows given to [`share_gradients`] sit in the whole batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// The first row's index in the whole batch (for per-row settings and dropout streams).
+    pub first_row: usize,
+    /// The whole batch's target tokens (`<eos>` included): the loss's divisor.
+    pub batch_tokens: usize,
+}
+
+/// The target tokens of `examples`, `<eos>` included.
+pub fn batch_tokens(examples: &[&Example]) -> usize {
+    examples.iter().map(|e| e.target.len() + 1).sum()
+}
+
+/// [`batch_gradients`] of a share of a larger batch (a peer's share in data-parallel
+/// training, [`crate::collective`]): the loss of `examples` divided by the whole batch's
+/// tokens, so that the shares' gradients add up to the gradient of the batch's mean loss.
+/// Returned `loss` is this share's part of the batch's mean loss, `tokens` this share's
+/// tokens. An empty share gives a loss of 0 and no gradients.
+pub fn share_gradients<B, F>(
+    model: &Seq2Seq<B>,
+    examples: &[&Example],
+    share: Share,
+    smoothing: f32,
+    workers: usize,
+    device: &B::Device,
+    forward: F,
+) -> BatchGradients
+where
+    B: S2sAutodiffBackend,
+    F: Fn(&Seq2Seq<B>, &TrainingBatch<B>, usize) -> Tensor<B, 3> + Sync,
+{
+    let tokens = batch_tokens(examples);
+    if examples.is_empty() {
+        return BatchGradients {
+            loss: 0.0,
+            tokens,
+            grads: GradientsParams::new(),
+        };
+    }
+    let divisor = share.batch_tokens.max(1) as f32;
     let share_grads = |model: &Seq2Seq<B>, first: usize, rows: &[&Example]| {
         let batch = TrainingBatch::<B>::new(rows, device);
-        let logits = forward(model, &batch, first);
+        let logits = forward(model, &batch, share.first_row + first);
         let (sum, _) = masked_nll_sum(logits, batch.target_output, smoothing);
-        let loss = sum.div_scalar(tokens.max(1) as f32);
+        let loss = sum.div_scalar(divisor);
         let value = s2s_tensor::ops::to_vec_f32(loss.clone().inner())[0] as f64;
         (value, GradientsParams::from_grads(loss.backward(), model))
     };
     let workers = if single_threaded_autodiff::<B>() {
         1
     } else {
-        workers.clamp(1, examples.len().max(1))
+        workers.clamp(1, examples.len())
     };
     if workers == 1 {
         let (loss, grads) = share_grads(model, 0, examples);
@@ -87,14 +133,14 @@ where
             grads,
         };
     }
-    let share = examples.len().div_ceil(workers);
-    let shares: Vec<&[&Example]> = examples.chunks(share).collect();
+    let chunk = examples.len().div_ceil(workers);
+    let chunks: Vec<&[&Example]> = examples.chunks(chunk).collect();
     // Each share on a thread of its own, which may hold its graph's lock across kernels
     // (see `s2s_tensor::workers`). A panic in a worker is a bug in the model or a backend:
     // it is passed on as is.
-    let results = s2s_tensor::workers::each_apart(shares.len(), |k| {
+    let results = s2s_tensor::workers::each_apart(chunks.len(), |k| {
         let fork = model.clone().fork(device);
-        share_grads(&fork, k * share, shares[k])
+        share_grads(&fork, k * chunk, chunks[k])
     });
     let mut accumulator = GradientsAccumulator::<Seq2Seq<B>>::new();
     let mut loss = 0.0;

@@ -69,6 +69,8 @@ pub enum OpenMode {
 #[derive(Debug, Clone)]
 pub struct RunFolder {
     dir: PathBuf,
+    /// False for a [`follower`](Self::follower): reads only.
+    writes: bool,
 }
 
 impl RunFolder {
@@ -135,6 +137,7 @@ impl RunFolder {
         std::fs::create_dir_all(dir).map_err(at(dir))?;
         let run = RunFolder {
             dir: dir.to_path_buf(),
+            writes: true,
         };
         // `check` passed: the folder is a run folder or holds only temporary files.
         durable::recover(dir)?;
@@ -165,6 +168,23 @@ impl RunFolder {
             _ => {}
         }
         Ok(run)
+    }
+
+    /// The run folder of `dir` as the peers of a data-parallel run other than rank 0 see it:
+    /// they read it (a resumed run's `last/`) but never write it. Nothing is checked or
+    /// created; [`log`](Self::log), [`write_config`](Self::write_config),
+    /// [`truncate_metrics`](Self::truncate_metrics) and [`sync_metrics`](Self::sync_metrics)
+    /// do nothing, and the trainer writes no checkpoint.
+    pub fn follower(dir: &Path) -> Self {
+        RunFolder {
+            dir: dir.to_path_buf(),
+            writes: false,
+        }
+    }
+
+    /// Whether this process writes the run folder (false for a [`follower`](Self::follower)).
+    pub fn writes(&self) -> bool {
+        self.writes
     }
 
     /// The folder.
@@ -238,6 +258,9 @@ impl RunFolder {
     /// Writes `config.json`: `settings` (a JSON object) with the run mark and the s2s
     /// version added.
     pub fn write_config(&self, settings: &Value) -> Result<(), RunError> {
+        if !self.writes {
+            return Ok(());
+        }
         let mut value = settings.clone();
         if let Some(map) = value.as_object_mut() {
             map.insert(RUN_MARK.into(), RUN_FORMAT.into());
@@ -252,6 +275,9 @@ impl RunFolder {
     /// came after the checkpoint a run resumes from and will be logged again), less the
     /// `end` events of earlier processes.
     pub fn truncate_metrics(&self, step: usize) -> Result<(), RunError> {
+        if !self.writes {
+            return Ok(());
+        }
         let path = self.metrics();
         let Ok(text) = std::fs::read_to_string(&path) else {
             return Ok(());
@@ -275,6 +301,9 @@ impl RunFolder {
 
     /// Appends one event to `metrics.jsonl` (flushed; synced at the next checkpoint).
     pub fn log(&self, event: &Value) -> Result<(), RunError> {
+        if !self.writes {
+            return Ok(());
+        }
         let path = self.metrics();
         let mut file = std::fs::OpenOptions::new()
             .create(true)
@@ -287,6 +316,9 @@ impl RunFolder {
 
     /// Syncs `metrics.jsonl` to disk.
     pub fn sync_metrics(&self) -> Result<(), RunError> {
+        if !self.writes {
+            return Ok(());
+        }
         let path = self.metrics();
         if path.is_file() {
             durable::sync_file(&path)?;

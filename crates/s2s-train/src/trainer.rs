@@ -8,10 +8,13 @@
 //! masks, scheduled-sampling flags) from the seed, the step and the worker's share, never
 //! from a generator shared between threads.
 
+use crate::collective::{
+    check_agreement, fingerprint, share_of, Collective, CollectiveError, StepExchange, StepFlags,
+};
 use crate::checkpoint::{parameter_shapes, Checkpoint, CheckpointError, CheckpointMeta, FORMAT};
 use crate::metrics::{corpus_bleu_chrf, Scores};
 use crate::optim::Adam;
-use crate::parallel::batch_gradients;
+use crate::parallel::{batch_tokens, share_gradients, Share};
 use crate::run::{RunError, RunFolder};
 use crate::schedule::{Decay, LrSchedule};
 use crate::state::{TrainingState, Window, STATE_FORMAT};
@@ -57,6 +60,9 @@ pub enum TrainError {
     /// The run folder cannot be used or written.
     #[error(transparent)]
     Run(#[from] RunError),
+    /// The peers of a data-parallel run could not work together.
+    #[error(transparent)]
+    Collective(#[from] CollectiveError),
 }
 
 impl From<crate::durable::IoError> for TrainError {
@@ -288,6 +294,10 @@ pub struct Trainer<B: AutodiffBackend> {
     notes: Vec<String>,
     history: Vec<EpochLog>,
     best_epoch: usize,
+    /// The other peers of a data-parallel run ([`Trainer::with_collective`]).
+    collective: Option<Box<dyn Collective>>,
+    /// The flags all peers agreed on in the last step's all-reduce.
+    agreed: StepFlags,
 }
 
 impl<B: S2sAutodiffBackend> Trainer<B> {
@@ -489,7 +499,79 @@ impl<B: S2sAutodiffBackend> Trainer<B> {
             notes,
             history: Vec::new(),
             best_epoch: 0,
+            collective: None,
+            agreed: StepFlags::default(),
         })
+    }
+
+    /// Makes this trainer one peer of a data-parallel run ([`crate::collective`]): each step
+    /// trains on this peer's share of the batch and sums gradients, loss, tokens and stop
+    /// flags with the other peers through `collective`. Every peer must be built the same
+    /// way (the same settings but `workers`, data, seed and starting point); this is checked
+    /// now, with one all-reduce, and a difference is an error on every peer. Only a peer
+    /// whose run folder [writes](RunFolder::writes) (rank 0's) writes checkpoints and logs;
+    /// every peer validates (the replicas are equal, so they agree on the best model and on
+    /// early stopping).
+    pub fn with_collective(mut self, mut collective: Box<dyn Collective>) -> Result<Self, TrainError> {
+        check_agreement(collective.as_mut(), self.fingerprint())?;
+        self.collective = Some(collective);
+        Ok(self)
+    }
+
+    /// Leaves the data-parallel group (if any) after a run; see [`Collective::finish`].
+    pub fn finish_collective(&mut self) -> Result<(), TrainError> {
+        if let Some(c) = self.collective.as_deref_mut() {
+            c.finish()?;
+        }
+        Ok(())
+    }
+
+    /// A hash of what every peer of a data-parallel run must share: the settings (but the
+    /// node-local `workers`), the model configuration, the encoded data, the position in the
+    /// run and the weights.
+    fn fingerprint(&self) -> u64 {
+        let mut config = self.config.clone();
+        config.workers = 0;
+        let mut bytes = serde_json::to_vec(&json!({
+            "task": self.task,
+            "train": config,
+            "model": self.model_config,
+            "step": self.state.step,
+            "epoch": self.state.epoch,
+            "batch": self.state.batch,
+        }))
+        .expect("JSON serialises");
+        for e in self.data.train.iter().chain(&self.data.valid) {
+            for &id in e.source.iter().chain(&e.target) {
+                bytes.extend((id as u64).to_le_bytes());
+            }
+            bytes.push(0xff);
+        }
+        for tensor in s2s_nn::weights::named_tensors(&self.model).values() {
+            bytes.extend(tensor.values.iter().flat_map(|v| v.to_le_bytes()));
+        }
+        fingerprint(&bytes)
+    }
+
+    /// The stop and out-of-time decisions after a step: the peers' agreed flags in a
+    /// data-parallel run, this process's own otherwise.
+    fn flags_now(&self, stop: &AtomicBool, clock: &Clock) -> StepFlags {
+        if self.collective.is_some() {
+            self.agreed
+        } else {
+            self.local_flags(stop, clock)
+        }
+    }
+
+    /// This process's stop request and time limit.
+    fn local_flags(&self, stop: &AtomicBool, clock: &Clock) -> StepFlags {
+        StepFlags {
+            stop: stop.load(Ordering::SeqCst),
+            out_of_time: self
+                .config
+                .time_limit_secs
+                .is_some_and(|t| clock.elapsed() >= t),
+        }
     }
 
     /// The model as it stands.
@@ -517,10 +599,11 @@ impl<B: S2sAutodiffBackend> Trainer<B> {
         self.total_steps
     }
 
-    /// One optimizer step on the batch of `indices` (rows of the training data); returns the
-    /// batch's mean loss per target token, its target tokens and the gradient norm before
-    /// clipping.
-    fn step(&mut self, indices: &[usize]) -> (f64, usize, f64) {
+    /// One optimizer step on the batch of `indices` (rows of the training data; in a
+    /// data-parallel run this peer's share of them, `step_flags` exchanged with the peers);
+    /// returns the batch's mean loss per target token, its target tokens and the gradient
+    /// norm before clipping.
+    fn step(&mut self, indices: &[usize], step_flags: StepFlags) -> Result<(f64, usize, f64), TrainError> {
         let config = &self.config;
         let step = self.state.step;
         let examples: Vec<&Example> = indices.iter().map(|&i| &self.data.train[i]).collect();
@@ -558,20 +641,52 @@ impl<B: S2sAutodiffBackend> Trainer<B> {
                 }
             })
         };
-        let out = batch_gradients(
+        let total = batch_tokens(&examples);
+        let rows = match &self.collective {
+            Some(c) => share_of(examples.len(), c.rank(), c.peers()),
+            None => 0..examples.len(),
+        };
+        let share = Share {
+            first_row: rows.start,
+            batch_tokens: total,
+        };
+        let out = share_gradients(
             &self.model,
-            &examples,
+            &examples[rows],
+            share,
             config.label_smoothing,
             config.workers,
             &self.device,
             forward,
         );
-        let mut grads = out.grads;
-        let norm = clip_global_norm(&self.model, &mut grads, config.clip_norm);
+        let clip_norm = config.clip_norm;
+        let (loss, tokens, mut grads) = match self.collective.as_deref_mut() {
+            None => (out.loss, out.tokens, out.grads),
+            Some(c) => {
+                let summed = StepExchange::run::<B, _>(
+                    &self.model,
+                    out.grads,
+                    out.loss,
+                    out.tokens,
+                    step_flags,
+                    c,
+                )?;
+                if summed.tokens != total {
+                    return Err(CollectiveError::Mismatch(format!(
+                        "step {step}: the peers' shares hold {} target tokens, the batch {total}",
+                        summed.tokens
+                    ))
+                    .into());
+                }
+                self.agreed = summed.flags;
+                (summed.loss, summed.tokens, summed.grads)
+            }
+        };
+        let norm = clip_global_norm(&self.model, &mut grads, clip_norm);
         let model = self.model.clone();
         self.model = self.optim.step(self.schedule.at(step), model, grads);
         self.state.step += 1;
-        (out.loss, out.tokens, norm)
+        Ok((loss, tokens, norm))
     }
 
     /// Validates the model: loss, greedy decoding scored against the references, BLEU and
@@ -613,7 +728,9 @@ impl<B: S2sAutodiffBackend> Trainer<B> {
             self.state.best = Some((cost, valid_loss, self.state.step));
             self.state.bad_validations = 0;
             self.best_epoch = log.epoch;
-            checkpoint.save(&self.run.best())?;
+            if self.run.writes() {
+                checkpoint.save(&self.run.best())?;
+            }
         } else {
             self.state.bad_validations += 1;
         }
@@ -666,7 +783,7 @@ impl<B: S2sAutodiffBackend> Trainer<B> {
     /// removes the oldest kept ones beyond that number (only those: nothing else there).
     fn keep_checkpoint(&self, checkpoint: &Checkpoint<B::InnerBackend>) -> Result<(), TrainError> {
         let keep = self.config.keep_checkpoints;
-        if keep == 0 {
+        if keep == 0 || !self.run.writes() {
             return Ok(());
         }
         let dir = self.run.checkpoints();
@@ -684,7 +801,7 @@ impl<B: S2sAutodiffBackend> Trainer<B> {
     /// the average and logs it (`"event": "averaged"`).
     fn average(&mut self, events: &mut dyn FnMut(TrainEvent)) -> Result<(), TrainError> {
         let n = self.config.average_last;
-        if n == 0 {
+        if n == 0 || !self.run.writes() {
             return Ok(());
         }
         let kept = self.run.kept_checkpoints()?;
@@ -737,6 +854,9 @@ impl<B: S2sAutodiffBackend> Trainer<B> {
     /// beside its weights, atomically and durably; `metrics.jsonl` is synced first.
     pub fn save_last(&mut self, elapsed: f64) -> Result<(), TrainError> {
         self.state.elapsed_seconds = elapsed;
+        if !self.run.writes() {
+            return Ok(());
+        }
         self.run.sync_metrics()?;
         let checkpoint = Checkpoint {
             meta: self.meta(json!({ "step": self.state.step, "epoch": self.state.epoch })),
@@ -820,7 +940,8 @@ impl<B: S2sAutodiffBackend> Trainer<B> {
         });
         let mut meter = Meter::new();
         while self.state.batch < plan.len() {
-            let (loss, tokens, norm) = self.step(&plan[self.state.batch]);
+            let flags = self.local_flags(stop, clock);
+            let (loss, tokens, norm) = self.step(&plan[self.state.batch], flags)?;
             self.state.batch += 1;
             self.record(loss, tokens, norm, &mut meter, clock, events)?;
             if let Some(outcome) = self.after_step(stop, &mut meter, clock, events)? {
@@ -841,7 +962,7 @@ impl<B: S2sAutodiffBackend> Trainer<B> {
         });
         Ok(if patience_out {
             Some(Outcome::EarlyStopped)
-        } else if stop.load(Ordering::SeqCst) {
+        } else if self.flags_now(stop, clock).stop {
             Some(Outcome::Interrupted)
         } else {
             None
@@ -903,10 +1024,8 @@ impl<B: S2sAutodiffBackend> Trainer<B> {
         events: &mut dyn FnMut(TrainEvent),
     ) -> Result<Option<Outcome>, TrainError> {
         let step = self.state.step;
-        let out_of_time = self
-            .config
-            .time_limit_secs
-            .is_some_and(|t| clock.elapsed() >= t);
+        let flags = self.flags_now(stop, clock);
+        let out_of_time = flags.out_of_time;
         let at_end = step >= self.total_steps || out_of_time;
         let validate = at_end
             || self
@@ -918,7 +1037,7 @@ impl<B: S2sAutodiffBackend> Trainer<B> {
             meter.tokens = 0;
             meter.since = Instant::now();
         }
-        let interrupted = stop.load(Ordering::SeqCst);
+        let interrupted = flags.stop;
         if validate || interrupted || step.is_multiple_of(self.config.save_every) {
             self.save_last(clock.elapsed())?;
             events(TrainEvent::Saved { step });
