@@ -341,7 +341,9 @@ fn test(args: &[String]) -> Result<()> {
     if backends.iter().any(|b| b == "wgpu") {
         check_vulkan()?;
     }
-    let features = backend_features(backends, &["s2s-tensor", "s2s-cli", "s2s-benches"])?;
+    let mut features = backend_features(backends, &["s2s-tensor", "s2s-cli", "s2s-benches"])?;
+    // Data-parallel training (`s2s train --nodes`, burn-collective) is tested too.
+    features[1].push_str(",s2s-cli/distributed");
     if o.lint {
         let mut fmt = cargo();
         fmt.args(["fmt", "--all", "--", "--check"]);

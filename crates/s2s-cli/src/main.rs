@@ -446,9 +446,9 @@ impl GroupArgs {
         Ok(())
     }
 
-    /// Joins the other processes and makes `trainer` one peer of the run.
+    /// Joins the other processes (before any data is read or written).
     #[cfg(feature = "distributed")]
-    fn join<AB: S2sAutodiffBackend>(&self, trainer: Trainer<AB>) -> Result<Trainer<AB>> {
+    fn join(&self) -> Result<Box<dyn s2s_train::Collective>> {
         let settings = s2s_train::distributed::NodeSettings {
             nodes: self.nodes,
             rank: self.node_rank,
@@ -457,19 +457,28 @@ impl GroupArgs {
             data_port: self.data_port,
             timeout: std::time::Duration::from_secs(self.collective_timeout),
         };
+        // burn-collective logs through `log`/`tracing` and installs an INFO subscriber on
+        // stdout when none is there: install ours first (stderr, warnings; RUST_LOG
+        // overrides). Its orchestrator logs every peer's ordinary disconnection as an error.
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+            tracing_subscriber::EnvFilter::new("warn,burn_collective::global::orchestrator=off")
+        });
+        let _ = tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .try_init();
         eprintln!(
             "rank {} of {}: joining the others through {}",
             self.node_rank, self.nodes, settings.coordinator
         );
         let collective = s2s_train::distributed::BurnCollective::node(&settings)?;
-        let trainer = trainer.with_collective(Box::new(collective))?;
         eprintln!("rank {} of {}: all joined", self.node_rank, self.nodes);
-        Ok(trainer)
+        Ok(Box::new(collective))
     }
 
     #[cfg(not(feature = "distributed"))]
-    fn join<AB: S2sAutodiffBackend>(&self, trainer: Trainer<AB>) -> Result<Trainer<AB>> {
-        Ok(trainer)
+    fn join(&self) -> Result<Box<dyn s2s_train::Collective>> {
+        bail!("--nodes needs s2s built with the `distributed` feature")
     }
 }
 
@@ -1133,6 +1142,10 @@ fn cmd_train<AB: S2sAutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Re
     if !follower {
         RunFolder::check(&args.out, mode)?;
     }
+    let collective = match args.group.several() {
+        true => Some(args.group.join()?),
+        false => None,
+    };
     let (name, splits, tokenizers) = args.task_data(mode != OpenMode::Resume)?;
     eprintln!(
         "task {name}: {} training, {} validation, {} test pairs",
@@ -1186,10 +1199,10 @@ fn cmd_train<AB: S2sAutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Re
             device,
         )?
     };
-    let mut trainer = if args.group.several() {
-        args.group.join(trainer)?
-    } else {
-        trainer
+    // Every node's data and settings are checked against the others' here.
+    let mut trainer = match collective {
+        Some(c) => trainer.with_collective(c)?,
+        None => trainer,
     };
     let stop = stop_flag()?;
     let mut printer = Printer {

@@ -152,7 +152,8 @@ impl Collective for BurnCollective {
         let name = what.to_string();
         let result = with_timeout(what, self.timeout, move || {
             let n = values.len();
-            let tensor = Tensor::<Wire, 1>::from_data(TensorData::new(values, [n]), &Default::default());
+            let tensor =
+                Tensor::<Wire, 1>::from_data(TensorData::new(values, [n]), &Default::default());
             let summed = burn_collective::all_reduce::<Wire>(
                 id,
                 tensor.into_primitive().tensor(),
@@ -176,9 +177,21 @@ pub fn reset() {
 }
 
 fn failed(what: &str, e: burn_collective::CollectiveError) -> CollectiveError {
+    let text = format!("{e:?}");
+    let message = if matches!(e, burn_collective::CollectiveError::LocalServerMissing) {
+        // What a caller sees after burn-collective's own threads panicked, which they do
+        // when a peer's connection closes.
+        "the connection to the other processes broke (one stopped, crashed or lost its \
+         network; burn-collective: LocalServerMissing)"
+            .to_string()
+    } else if text.contains("PeerLost") {
+        format!("lost a peer (it stopped, crashed or lost its network; burn-collective: {text})")
+    } else {
+        format!("burn-collective: {text}")
+    };
     CollectiveError::Failed {
         what: what.to_string(),
-        message: format!("{e:?}"),
+        message,
     }
 }
 

@@ -56,9 +56,9 @@ pub mod trainer;
 pub mod validation;
 
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta};
+pub use collective::{Collective, CollectiveError};
 pub use metrics::Scores;
 pub use optim::{Adam, AdamConfig};
-pub use collective::{Collective, CollectiveError};
 pub use parallel::{batch_gradients, BatchGradients};
 pub use run::{OpenMode, RunFolder};
 pub use schedule::{Decay, LrSchedule, TeacherForcing};

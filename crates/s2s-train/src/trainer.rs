@@ -8,10 +8,10 @@
 //! masks, scheduled-sampling flags) from the seed, the step and the worker's share, never
 //! from a generator shared between threads.
 
+use crate::checkpoint::{parameter_shapes, Checkpoint, CheckpointError, CheckpointMeta, FORMAT};
 use crate::collective::{
     check_agreement, fingerprint, share_of, Collective, CollectiveError, StepExchange, StepFlags,
 };
-use crate::checkpoint::{parameter_shapes, Checkpoint, CheckpointError, CheckpointMeta, FORMAT};
 use crate::metrics::{corpus_bleu_chrf, Scores};
 use crate::optim::Adam;
 use crate::parallel::{batch_tokens, share_gradients, Share};
@@ -512,8 +512,24 @@ impl<B: S2sAutodiffBackend> Trainer<B> {
     /// whose run folder [writes](RunFolder::writes) (rank 0's) writes checkpoints and logs;
     /// every peer validates (the replicas are equal, so they agree on the best model and on
     /// early stopping).
-    pub fn with_collective(mut self, mut collective: Box<dyn Collective>) -> Result<Self, TrainError> {
+    pub fn with_collective(
+        mut self,
+        mut collective: Box<dyn Collective>,
+    ) -> Result<Self, TrainError> {
         check_agreement(collective.as_mut(), self.fingerprint())?;
+        let shapes = parameter_shapes(&self.model);
+        let values: usize = shapes
+            .iter()
+            .map(|(_, s)| s.iter().product::<usize>() + 1)
+            .sum::<usize>()
+            + 4;
+        self.run.log(&json!({
+            "event": "collective",
+            "step": self.state.step,
+            "peers": collective.peers(),
+            "values_per_step": values,
+            "bytes_per_step": values * 4,
+        }))?;
         self.collective = Some(collective);
         Ok(self)
     }
@@ -603,7 +619,11 @@ impl<B: S2sAutodiffBackend> Trainer<B> {
     /// data-parallel run this peer's share of them, `step_flags` exchanged with the peers);
     /// returns the batch's mean loss per target token, its target tokens and the gradient
     /// norm before clipping.
-    fn step(&mut self, indices: &[usize], step_flags: StepFlags) -> Result<(f64, usize, f64), TrainError> {
+    fn step(
+        &mut self,
+        indices: &[usize],
+        step_flags: StepFlags,
+    ) -> Result<(f64, usize, f64), TrainError> {
         let config = &self.config;
         let step = self.state.step;
         let examples: Vec<&Example> = indices.iter().map(|&i| &self.data.train[i]).collect();

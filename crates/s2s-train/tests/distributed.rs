@@ -8,11 +8,11 @@
 
 mod common;
 
+use burn::module::AutodiffModule;
 use common::small_model;
 use s2s_data::corpus::SyntheticTask;
 use s2s_data::{Pair, TextCodec, Tokenizer};
 use s2s_nn::weights::{named_tensors, NamedTensor};
-use burn::module::AutodiffModule;
 use s2s_tensor::backend::DefaultAutodiffBackend as AB;
 use s2s_train::distributed::{self, BurnCollective};
 use s2s_train::{OpenMode, Outcome, RunFolder, TrainConfig, TrainReport, Trainer};
@@ -111,7 +111,11 @@ fn peers_train_as_one_process_with_as_many_workers() {
 
     // One process, two workers: the reference.
     let alone = dir.path().join("alone");
-    let mut one = trainer(&task, config(2), RunFolder::open(&alone, OpenMode::New).unwrap());
+    let mut one = trainer(
+        &task,
+        config(2),
+        RunFolder::open(&alone, OpenMode::New).unwrap(),
+    );
     let reference = one.run(&AtomicBool::new(false), &mut |_| {}).unwrap();
     let reference_weights = weights(&one);
 
@@ -123,9 +127,19 @@ fn peers_train_as_one_process_with_as_many_workers() {
         assert_eq!(report.outcome, Outcome::Finished);
         for (a, b) in report.history.iter().zip(&reference.history) {
             let rel = (a.train_loss - b.train_loss).abs() / b.train_loss;
-            assert!(rel <= 1e-5, "rank {rank}: train loss {} vs {}", a.train_loss, b.train_loss);
+            assert!(
+                rel <= 1e-5,
+                "rank {rank}: train loss {} vs {}",
+                a.train_loss,
+                b.train_loss
+            );
             let rel = (a.valid_loss - b.valid_loss).abs() / b.valid_loss;
-            assert!(rel <= 1e-5, "rank {rank}: valid loss {} vs {}", a.valid_loss, b.valid_loss);
+            assert!(
+                rel <= 1e-5,
+                "rank {rank}: valid loss {} vs {}",
+                a.valid_loss,
+                b.valid_loss
+            );
         }
         for (name, t) in w {
             let r = &reference_weights[name];
@@ -144,7 +158,11 @@ fn peers_train_as_one_process_with_as_many_workers() {
     assert!(together.join("best").is_dir() && together.join("last").is_dir());
     let metrics = std::fs::read_to_string(together.join("metrics.jsonl")).unwrap();
     let valids = metrics.lines().filter(|l| l.contains("\"valid\"")).count();
-    assert_eq!(valids, reference.history.len(), "one log line per validation");
+    assert_eq!(
+        valids,
+        reference.history.len(),
+        "one log line per validation"
+    );
 
     // A stop raised on rank 1 alone stops both after the same (first) step.
     let stopped = dir.path().join("stopped");
@@ -153,7 +171,10 @@ fn peers_train_as_one_process_with_as_many_workers() {
         assert_eq!(report.outcome, Outcome::Interrupted, "rank {rank}");
         assert_eq!(report.steps, 1, "rank {rank}");
     }
-    assert!(stopped.join("last").is_dir(), "rank 0 saved the stopped run");
+    assert!(
+        stopped.join("last").is_dir(),
+        "rank 0 saved the stopped run"
+    );
 
     // Peers built with other settings refuse to train together, on every peer.
     distributed::reset();
