@@ -4,8 +4,9 @@
 #   2 processes x 1 worker  (s2s train --nodes 2 on 127.0.0.1),
 #   1 process  x 1 worker,
 # each in its own run folder under target/distributed-bench/. Prints each run's training
-# tokens/s (the mean of its logged windows after the first) and the values all-reduced per
-# step (the "collective" event of the two-process run).
+# tokens/s and milliseconds per step in the all-reduce (the means of its logged windows after
+# the first), its final validation loss, and the values all-reduced per step (the
+# "collective" event of the two-process run).
 #
 #   scripts/distributed-bench.sh [STEPS]      (default 600)
 #
@@ -39,14 +40,16 @@ echo "1 process x 1 worker"
 python3 - "$OUT" <<'EOF'
 import json, sys, pathlib
 out = pathlib.Path(sys.argv[1])
-print(f"| run | tokens/s | valid loss at the end |")
-print(f"|---|---|---|")
+print(f"| run | tokens/s | ms per step in the all-reduce | valid loss at the end |")
+print(f"|---|---|---|---|")
 for name, label in [("one-x2", "1 process x 2 workers"), ("two", "2 processes x 1 worker"),
                     ("one-x1", "1 process x 1 worker")]:
     events = [json.loads(l) for l in (out / name / "metrics.jsonl").read_text().splitlines()]
     rates = [e["tokens_per_second"] for e in events if e["event"] == "train"][1:]
+    exchange = [e["exchange_ms"] for e in events if e["event"] == "train" and "exchange_ms" in e][1:]
     valid = [e["loss"] for e in events if e["event"] == "valid"]
-    print(f"| {label} | {sum(rates) / max(len(rates), 1):,.0f} | {valid[-1]:.5f} |")
+    ms = f"{sum(exchange) / len(exchange):.1f}" if exchange else "-"
+    print(f"| {label} | {sum(rates) / max(len(rates), 1):,.0f} | {ms} | {valid[-1]:.5f} |")
     for e in events:
         if e["event"] == "collective":
             print(f"  all-reduced per step: {e['values_per_step']:,} values "

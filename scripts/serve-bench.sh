@@ -38,6 +38,9 @@ $S decode --model "$MODEL" --batch-size 1 --workers 1 < "$OUT/words.txt" > /dev/
 end=$(date +%s.%N)
 ALONE_MS=$(python3 -c "print(1000 * ($end - $start) / $(wc -l < "$OUT/words.txt"))")
 echo "{\"offline_words_per_second\": $OFFLINE, \"words\": $N, \"alone_ms_per_word\": $ALONE_MS}"
+# The ceiling of rounds of R words: the same words decoded in process, R per call, no HTTP.
+cargo build --release -q -p s2s-benches --example serve_rounds
+target/release/examples/serve_rounds "$MODEL" "$OUT/words.txt" 20 64 32 16 | tee "$OUT/rounds.jsonl"
 
 $S serve --model "$MODEL" --port 0 --max-wait-ms "$MAX_WAIT" ${SERVE_ARGS:-} 2> "$OUT/server.log" &
 SERVER=$!

@@ -298,6 +298,9 @@ pub struct Trainer<B: AutodiffBackend> {
     collective: Option<Box<dyn Collective>>,
     /// The flags all peers agreed on in the last step's all-reduce.
     agreed: StepFlags,
+    /// Seconds spent in the steps' all-reduces since the last logged window, and their
+    /// number (logged as `exchange_ms` in data-parallel runs).
+    exchange: (f64, usize),
 }
 
 impl<B: S2sAutodiffBackend> Trainer<B> {
@@ -501,6 +504,7 @@ impl<B: S2sAutodiffBackend> Trainer<B> {
             best_epoch: 0,
             collective: None,
             agreed: StepFlags::default(),
+            exchange: (0.0, 0),
         })
     }
 
@@ -683,6 +687,7 @@ impl<B: S2sAutodiffBackend> Trainer<B> {
         let (loss, tokens, mut grads) = match self.collective.as_deref_mut() {
             None => (out.loss, out.tokens, out.grads),
             Some(c) => {
+                let started = Instant::now();
                 let summed = StepExchange::run::<B, _>(
                     &self.model,
                     out.grads,
@@ -699,6 +704,8 @@ impl<B: S2sAutodiffBackend> Trainer<B> {
                     .into());
                 }
                 self.agreed = summed.flags;
+                self.exchange.0 += started.elapsed().as_secs_f64();
+                self.exchange.1 += 1;
                 (summed.loss, summed.tokens, summed.grads)
             }
         };
@@ -1017,7 +1024,7 @@ impl<B: S2sAutodiffBackend> Trainer<B> {
         });
         if step.is_multiple_of(self.config.log_every) {
             let w = std::mem::take(&mut s.window);
-            self.run.log(&json!({
+            let mut event = json!({
                 "event": "train",
                 "step": step,
                 "epoch": s.epoch,
@@ -1026,7 +1033,13 @@ impl<B: S2sAutodiffBackend> Trainer<B> {
                 "grad_norm": w.grad_norm / w.steps.max(1) as f64,
                 "tokens_per_second": meter.window_rate(),
                 "elapsed_seconds": clock.elapsed(),
-            }))?;
+            });
+            if self.collective.is_some() {
+                // Milliseconds per step in the all-reduce (waiting for the peers included).
+                let (seconds, n) = std::mem::take(&mut self.exchange);
+                event["exchange_ms"] = json!(1000.0 * seconds / n.max(1) as f64);
+            }
+            self.run.log(&event)?;
             meter.window_tokens = 0;
             meter.window_since = Instant::now();
         }
