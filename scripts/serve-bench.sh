@@ -42,32 +42,37 @@ echo "{\"offline_words_per_second\": $OFFLINE, \"words\": $N, \"alone_ms_per_wor
 cargo build --release -q -p s2s-benches --example serve_rounds
 target/release/examples/serve_rounds "$MODEL" "$OUT/words.txt" 20 64 32 16 | tee "$OUT/rounds.jsonl"
 
-$S serve --model "$MODEL" --port 0 --max-wait-ms "$MAX_WAIT" ${SERVE_ARGS:-} 2> "$OUT/server.log" &
-SERVER=$!
-trap 'kill -TERM $SERVER 2>/dev/null || true' EXIT
-PORT=""
-for _ in $(seq 100); do
-    PORT=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$OUT/server.log" | grep -o '[0-9]*$' || true)
-    [ -n "$PORT" ] && break
-    sleep 0.1
-done
-[ -n "$PORT" ] || { cat "$OUT/server.log"; exit 1; }
-
 : > "$OUT/runs.jsonl"
-# The clients run on the same cores as the server: their CPU time is measured too.
+# A fresh server for each row, so that its CPU time and its rounds (printed when it stops)
+# are that row's. The clients run on the same cores as the server: their CPU is measured too.
 for clients in 1 16 64; do
+    $S serve --model "$MODEL" --port 0 --max-wait-ms "$MAX_WAIT" ${SERVE_ARGS:-} 2> "$OUT/server.log" &
+    SERVER=$!
+    trap 'kill -TERM $SERVER 2>/dev/null || true' EXIT
+    PORT=""
+    for _ in $(seq 100); do
+        PORT=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$OUT/server.log" | grep -o '[0-9]*$' || true)
+        [ -n "$PORT" ] && break
+        sleep 0.1
+    done
+    [ -n "$PORT" ] || { cat "$OUT/server.log"; exit 1; }
+    before=$(awk '{ print $14 + $15 }' /proc/$SERVER/stat)
     /usr/bin/time -f '%U %S' -o "$OUT/client-time.txt" \
         $LOAD "$PORT" "$clients" "$SECS" "$OUT/words.txt" "$OPTIONS" > "$OUT/run.json"
+    after=$(awk '{ print $14 + $15 }' /proc/$SERVER/stat)
+    kill -TERM $SERVER
+    wait $SERVER || true
+    trap - EXIT
+    ROUND=$(grep -o '([0-9.]* inputs a round)' "$OUT/server.log" | grep -o '[0-9.]*' || echo 0)
     python3 -c "
-import json, sys
+import json, os
 r = json.load(open('$OUT/run.json'))
 u, s = map(float, open('$OUT/client-time.txt').read().split()[-2:])
 r['client_cpu_seconds'] = u + s
+r['server_cpu_seconds'] = ($after - $before) / os.sysconf('SC_CLK_TCK')
+r['inputs_per_round'] = float('$ROUND')
 print(json.dumps(r))" | tee -a "$OUT/runs.jsonl"
 done
-kill -TERM $SERVER
-wait $SERVER || true
-trap - EXIT
 
 python3 - "$OUT/runs.jsonl" "$OFFLINE" "$MODEL" "$ALONE_MS" "$MAX_WAIT" > "$OUT/table.md" <<'PY'
 import json, sys
@@ -75,12 +80,13 @@ runs = [json.loads(l) for l in open(sys.argv[1])]
 offline = float(sys.argv[2])
 print(f"model {sys.argv[3]}, --max-wait-ms {sys.argv[5]}; offline s2s decode: {offline:.0f} words/s; "
       f"one word decoded alone: {float(sys.argv[4]):.2f} ms\n")
-print("| clients | requests/s | words/s | of offline | p50 latency | p99 latency | failed | the clients' CPU |")
-print("|---|---|---|---|---|---|---|---|")
+print("| clients | requests/s | words/s | of offline | p50 latency | p99 latency | failed | inputs a round | server's CPU | the clients' CPU |")
+print("|---|---|---|---|---|---|---|---|---|---|")
 for r in runs:
     cpu = r["client_cpu_seconds"] / r["seconds"]
+    server = r["server_cpu_seconds"] / r["seconds"]
     print(f"| {r['clients']} | {r['requests_per_second']:.0f} | {r['words_per_second']:.0f} | "
           f"{100 * r['words_per_second'] / offline:.0f}% | {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | "
-          f"{r['failed']} | {cpu:.2f} cores |")
+          f"{r['failed']} | {r['inputs_per_round']:.1f} | {server:.2f} cores | {cpu:.2f} cores |")
 PY
 cat "$OUT/table.md"

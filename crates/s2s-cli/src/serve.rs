@@ -329,13 +329,13 @@ where
         max_beam: 64,
         max_output_len: 1024,
     };
-    let service = Service {
+    let service = Arc::new(Service {
         batcher: Batcher::start(translator.clone(), config),
         translator,
         limits,
         models: args.model.len(),
-    };
-    let engine: AppState = Arc::new(service);
+    });
+    let engine: AppState = service.clone();
     let app = Router::new()
         .route("/", get(page))
         .route("/health", get(health))
@@ -362,6 +362,17 @@ where
     })?;
     // The last handle: the batcher answers what is queued and its thread ends.
     drop(engine);
-    eprintln!("stopped");
+    let stats = match Arc::try_unwrap(service) {
+        Ok(service) => service.batcher.shutdown(),
+        // A connection task still holds it (not expected after graceful shutdown).
+        Err(service) => service.batcher.stats(),
+    };
+    eprintln!(
+        "stopped; decoded {} inputs of {} requests in {} rounds ({:.1} inputs a round)",
+        stats.inputs,
+        stats.requests,
+        stats.rounds,
+        stats.inputs as f64 / stats.rounds.max(1) as f64
+    );
     Ok(())
 }

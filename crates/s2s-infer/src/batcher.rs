@@ -73,6 +73,7 @@ pub struct Batcher {
     queue: Option<Sender<Job>>,
     /// Requests submitted and not answered yet.
     waiting: Arc<AtomicUsize>,
+    stats: Arc<Counters>,
     capacity: usize,
     thread: Option<JoinHandle<()>>,
 }
@@ -86,14 +87,16 @@ impl Batcher {
     {
         let (queue, jobs) = mpsc::channel();
         let waiting = Arc::new(AtomicUsize::new(0));
-        let answered = waiting.clone();
+        let stats = Arc::new(Counters::default());
+        let (answered, counted) = (waiting.clone(), stats.clone());
         let thread = std::thread::Builder::new()
             .name("s2s-batcher".into())
-            .spawn(move || run(&translator, &jobs, config, &answered))
+            .spawn(move || run(&translator, &jobs, config, &answered, &counted))
             .expect("the batcher thread starts");
         Batcher {
             queue: Some(queue),
             waiting,
+            stats,
             capacity: config.queue.max(1),
             thread: Some(thread),
         }
@@ -145,9 +148,20 @@ impl Batcher {
         })
     }
 
-    /// Stops taking requests, decodes those already queued, and waits for the thread.
-    pub fn shutdown(mut self) {
+    /// What the batcher has decoded so far.
+    pub fn stats(&self) -> BatcherStats {
+        BatcherStats {
+            rounds: self.stats.rounds.load(Ordering::Relaxed),
+            requests: self.stats.requests.load(Ordering::Relaxed),
+            inputs: self.stats.inputs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops taking requests, decodes those already queued, and waits for the thread;
+    /// returns what it decoded in all.
+    pub fn shutdown(mut self) -> BatcherStats {
         self.stop();
+        self.stats()
     }
 
     fn stop(&mut self) {
@@ -164,12 +178,32 @@ impl Drop for Batcher {
     }
 }
 
+/// Counts of what a [`Batcher`] decoded: rounds (calls of the decoder), the requests and
+/// the inputs in them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatcherStats {
+    /// Rounds decoded.
+    pub rounds: usize,
+    /// Requests answered.
+    pub requests: usize,
+    /// Inputs decoded.
+    pub inputs: usize,
+}
+
+#[derive(Default)]
+struct Counters {
+    rounds: AtomicUsize,
+    requests: AtomicUsize,
+    inputs: AtomicUsize,
+}
+
 /// The decoding thread's loop: until the queue is closed and every request answered.
 fn run<B: S2sBackend>(
     translator: &Translator<B>,
     jobs: &Receiver<Job>,
     config: BatcherConfig,
     waiting: &AtomicUsize,
+    stats: &Counters,
 ) {
     let mut pending: VecDeque<Job> = VecDeque::new();
     let mut open = true;
@@ -211,6 +245,9 @@ fn run<B: S2sBackend>(
         let mut hyps = translator
             .decode_ids(&sources, &group[0].strategy)
             .into_iter();
+        stats.rounds.fetch_add(1, Ordering::Relaxed);
+        stats.requests.fetch_add(group.len(), Ordering::Relaxed);
+        stats.inputs.fetch_add(sources.len(), Ordering::Relaxed);
         for job in group {
             let mine: Reply = hyps.by_ref().take(job.sources.len()).collect();
             (job.reply)(mine);
@@ -370,7 +407,9 @@ mod tests {
         let queued = batcher
             .submit(vec![vec![4]], greedy.clone(), strategy.clone())
             .unwrap();
-        batcher.shutdown();
+        let stats = batcher.shutdown();
+        assert_eq!(stats.requests, 8 * 3 + 1);
+        assert_eq!(stats.inputs, answered + 1);
         assert_eq!(
             queued.recv().unwrap().len(),
             1,

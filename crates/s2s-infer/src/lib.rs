@@ -36,7 +36,7 @@ pub mod durable;
 pub mod options;
 pub mod translator;
 
-pub use batcher::{Batcher, BatcherConfig, SubmitError};
+pub use batcher::{Batcher, BatcherConfig, BatcherStats, SubmitError};
 pub use checkpoint::{Checkpoint, CheckpointError, CheckpointMeta};
 pub use options::{DecodeOptions, OptionsError, StrategyKind};
 pub use translator::{Output, Translation, Translator};
