@@ -14,11 +14,12 @@ use s2s_train::metrics::{corpus_scores_with, ReferenceMode};
 use s2s_train::run::{OpenMode, RunFolder};
 use s2s_train::{
     evaluate, evaluate_with, AdamConfig, BestMetric, Checkpoint, Decay, Outcome, TeacherForcing,
-    TrainConfig, TrainEvent, Trainer,
+    TrainConfig, TrainEvent, TrainReport, Trainer,
 };
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 
 mod align;
 mod average;
@@ -380,6 +381,12 @@ struct TrainArgs {
 #[derive(Args, Debug, Default, Clone)]
 #[command(next_help_heading = "Several processes or machines (feature `distributed`)")]
 struct GroupArgs {
+    /// Train on these devices of this process side by side, one replica of the model on
+    /// each (data-parallel; the batch is shared among them as among --nodes), for example
+    /// cuda:0,cuda:1 (tch) or discrete:0,discrete:1 (wgpu); cpu,cpu gives CPU peers (flex,
+    /// for testing). Replaces --device; each device runs --workers threads.
+    #[arg(long, value_name = "LIST")]
+    devices: Option<String>,
     /// Processes training together. Each runs the same command on the same data, but for
     /// --node-rank; each step every process trains on its share of the batch and they sum
     /// their gradients, so the run is the run of one process with that many --workers.
@@ -407,14 +414,22 @@ struct GroupArgs {
 }
 
 impl GroupArgs {
-    /// Whether this process is one of several.
+    /// Whether this run has several peers (processes or devices).
     fn several(&self) -> bool {
-        self.nodes > 1
+        self.nodes > 1 || self.device_specs().len() > 1
+    }
+
+    /// The entries of --devices (none without it).
+    fn device_specs(&self) -> Vec<&str> {
+        self.devices
+            .as_deref()
+            .map(|list| list.split(',').map(str::trim).collect())
+            .unwrap_or_default()
     }
 
     /// Whether this process trains without writing the run folder (a rank above 0).
     fn follower(&self) -> bool {
-        self.several() && self.node_rank > 0
+        self.nodes > 1 && self.node_rank > 0
     }
 
     /// Checks the options before any data is read.
@@ -432,23 +447,25 @@ impl GroupArgs {
         if self.collective_timeout == 0 {
             bail!("--collective-timeout must be at least 1 second");
         }
-        if self.several() {
-            if self.coordinator.is_none() {
-                bail!("--nodes {} needs --coordinator HOST:PORT", self.nodes);
-            }
-            if !cfg!(feature = "distributed") {
-                bail!(
-                    "--nodes needs s2s built with the `distributed` feature \
-                     (cargo build --release -p s2s-cli --features distributed)"
-                );
-            }
+        if self.devices.is_some() && self.device_specs().iter().any(|d| d.is_empty()) {
+            bail!("--devices: a comma-separated list of devices, such as cuda:0,cuda:1");
+        }
+        if self.nodes > 1 && self.coordinator.is_none() {
+            bail!("--nodes {} needs --coordinator HOST:PORT", self.nodes);
+        }
+        if self.several() && !cfg!(feature = "distributed") {
+            bail!(
+                "--nodes and --devices need s2s built with the `distributed` feature \
+                 (cargo build --release -p s2s-cli --features distributed)"
+            );
         }
         Ok(())
     }
 
-    /// Joins the other processes (before any data is read or written).
+    /// Joins the other peers (before any data is read or written): one collective per
+    /// device of this process.
     #[cfg(feature = "distributed")]
-    fn join(&self) -> Result<Box<dyn s2s_train::Collective>> {
+    fn join(&self, devices: usize) -> Result<Vec<Box<dyn s2s_train::Collective>>> {
         let settings = s2s_train::distributed::NodeSettings {
             nodes: self.nodes,
             rank: self.node_rank,
@@ -467,18 +484,26 @@ impl GroupArgs {
             .with_writer(std::io::stderr)
             .with_env_filter(filter)
             .try_init();
-        eprintln!(
-            "rank {} of {}: joining the others through {}",
-            self.node_rank, self.nodes, settings.coordinator
-        );
-        let collective = s2s_train::distributed::BurnCollective::node(&settings)?;
-        eprintln!("rank {} of {}: all joined", self.node_rank, self.nodes);
-        Ok(Box::new(collective))
+        let node = (self.nodes > 1).then_some(&settings);
+        if node.is_some() {
+            eprintln!(
+                "rank {} of {}: joining the others through {}",
+                self.node_rank, self.nodes, settings.coordinator
+            );
+        }
+        let peers = s2s_train::distributed::BurnCollective::join(node, devices, settings.timeout)?;
+        if node.is_some() {
+            eprintln!("rank {} of {}: all joined", self.node_rank, self.nodes);
+        }
+        Ok(peers
+            .into_iter()
+            .map(|p| Box::new(p) as Box<dyn s2s_train::Collective>)
+            .collect())
     }
 
     #[cfg(not(feature = "distributed"))]
-    fn join(&self) -> Result<Box<dyn s2s_train::Collective>> {
-        bail!("--nodes needs s2s built with the `distributed` feature")
+    fn join(&self, _devices: usize) -> Result<Vec<Box<dyn s2s_train::Collective>>> {
+        bail!("--nodes and --devices need s2s built with the `distributed` feature")
     }
 }
 
@@ -748,20 +773,32 @@ fn run(mut cli: Cli, train_matches: Option<&clap::ArgMatches>) -> Result<()> {
     }
     match kind {
         #[cfg(feature = "flex")]
-        BackendKind::Flex => dispatch::<backends::Flex, Autodiff<backends::Flex>>(
-            cli.command,
-            &backends::flex_device(spec)?,
-        ),
+        BackendKind::Flex => {
+            let devices = train_devices(&cli.command, backends::flex_device)?;
+            dispatch::<backends::Flex, Autodiff<backends::Flex>>(
+                cli.command,
+                &backends::flex_device(spec)?,
+                devices,
+            )
+        }
         #[cfg(feature = "tch")]
-        BackendKind::Tch => dispatch::<backends::Tch, Autodiff<backends::Tch>>(
-            cli.command,
-            &backends::tch_device(spec)?,
-        ),
+        BackendKind::Tch => {
+            let devices = train_devices(&cli.command, backends::tch_device)?;
+            dispatch::<backends::Tch, Autodiff<backends::Tch>>(
+                cli.command,
+                &backends::tch_device(spec)?,
+                devices,
+            )
+        }
         #[cfg(feature = "wgpu")]
-        BackendKind::Wgpu => dispatch::<backends::Wgpu, Autodiff<backends::Wgpu>>(
-            cli.command,
-            &backends::wgpu_device(spec)?,
-        ),
+        BackendKind::Wgpu => {
+            let devices = train_devices(&cli.command, backends::wgpu_device)?;
+            dispatch::<backends::Wgpu, Autodiff<backends::Wgpu>>(
+                cli.command,
+                &backends::wgpu_device(spec)?,
+                devices,
+            )
+        }
         #[allow(unreachable_patterns)]
         other => unreachable!("{other} passed ensure_compiled"),
     }
@@ -781,12 +818,45 @@ impl Command {
     }
 }
 
+/// Runs `trainer` with the progress bar and the printed validations.
+fn run_with_progress<AB: S2sAutodiffBackend>(
+    trainer: &mut Trainer<AB>,
+    stop: &AtomicBool,
+    args: &TrainArgs,
+) -> Result<TrainReport> {
+    let mut printer = Printer {
+        bar: indicatif::ProgressBar::hidden(),
+        progress: !args.no_progress,
+        metric: trainer.best_metric(),
+    };
+    let report = trainer.run(stop, &mut |e| printer.event(e))?;
+    printer.bar.finish_and_clear();
+    Ok(report)
+}
+
+/// `s2s train --devices`: each device of the list, parsed as `--device` is (none without it).
+fn train_devices<D, E>(command: &Command, parse: impl Fn(&str) -> Result<D, E>) -> Result<Vec<D>>
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    match command {
+        Command::Train(args) => args
+            .group
+            .device_specs()
+            .into_iter()
+            .map(|spec| parse(spec).map_err(|e| anyhow::anyhow!("--devices: {e}")))
+            .collect(),
+        _ => Ok(Vec::new()),
+    }
+}
+
 fn dispatch<B: S2sBackend, AB: S2sAutodiffBackend<InnerBackend = B, Device = B::Device>>(
     command: Command,
     device: &B::Device,
+    devices: Vec<B::Device>,
 ) -> Result<()> {
     match command {
-        Command::Train(args) => cmd_train::<AB>(*args, device),
+        Command::Train(args) => cmd_train::<AB>(*args, device, devices),
         Command::Decode(args) => cmd_decode::<B>(args, device),
         Command::Eval(args) => cmd_eval::<B>(args, device),
         Command::Translate(args) => cmd_translate::<B>(args, device),
@@ -1118,7 +1188,11 @@ impl Printer {
     }
 }
 
-fn cmd_train<AB: S2sAutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Result<()> {
+fn cmd_train<AB: S2sAutodiffBackend>(
+    args: TrainArgs,
+    device: &AB::Device,
+    devices: Vec<AB::Device>,
+) -> Result<()> {
     let config = args.train_config()?;
     // The model options, checked before any data is read (the vocabulary sizes come later).
     let mut model_flags = args.model_config(&TextCodec::build(
@@ -1142,9 +1216,16 @@ fn cmd_train<AB: S2sAutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Re
     if !follower {
         RunFolder::check(&args.out, mode)?;
     }
-    let collective = match args.group.several() {
-        true => Some(args.group.join()?),
-        false => None,
+    // --devices: one peer per device (the first one writes the run), else --device alone.
+    let devices = if devices.is_empty() {
+        vec![device.clone()]
+    } else {
+        devices
+    };
+    let device = &devices[0];
+    let collectives = match args.group.several() {
+        true => args.group.join(devices.len())?,
+        false => Vec::new(),
     };
     let (name, splits, tokenizers) = args.task_data(mode != OpenMode::Resume)?;
     eprintln!(
@@ -1158,11 +1239,13 @@ fn cmd_train<AB: S2sAutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Re
     } else {
         RunFolder::open(&args.out, mode)?
     };
-    let trainer = if mode == OpenMode::Resume {
-        run.write_config(&args.settings()?)?;
-        Trainer::<AB>::resume(run, &splits.train, &splits.dev, Some(config), device)?
+    let settings = args.settings()?;
+    // A new run's vocabularies and model configuration, made once for every device.
+    let new_run = if mode == OpenMode::Resume {
+        run.write_config(&settings)?;
+        None
     } else {
-        let (codec, model, initial) = match &args.init_from {
+        let (codec, model) = match &args.init_from {
             Some(dir) => {
                 let ckpt = Checkpoint::<AB>::load(dir, device)?;
                 let model = ckpt.meta.model.clone().with_dropout(args.dropout);
@@ -1170,13 +1253,13 @@ fn cmd_train<AB: S2sAutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Re
                     "starting from the weights of {} (its architecture and vocabularies)",
                     dir.display()
                 );
-                (ckpt.codec, model, Some(ckpt.model))
+                (ckpt.codec, model)
             }
             None => {
                 let (src_tok, tgt_tok) = tokenizers.expect("built for a new run");
                 let codec = TextCodec::build(&splits.train, src_tok, tgt_tok, args.min_freq);
                 let model = args.model_config(&codec);
-                (codec, model, None)
+                (codec, model)
             }
         };
         eprintln!(
@@ -1186,34 +1269,86 @@ fn cmd_train<AB: S2sAutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Re
             codec.target_vocab.len(),
             codec.target_tokenizer.describe()
         );
-        Trainer::<AB>::new(
-            name,
-            model,
-            codec,
-            &splits.train,
-            &splits.dev,
-            config,
-            run,
-            &args.settings()?,
-            initial,
-            device,
-        )?
+        Some((codec, model))
     };
-    // Every node's data and settings are checked against the others' here.
-    let mut trainer = match collective {
-        Some(c) => trainer.with_collective(c)?,
-        None => trainer,
+    // The trainer of device k: the first writes the run folder (on rank 0), the others
+    // follow it.
+    let build = |k: usize| -> Result<Trainer<AB>> {
+        let device = &devices[k];
+        let run = match k {
+            0 => run.clone(),
+            _ => RunFolder::follower(&args.out),
+        };
+        Ok(match &new_run {
+            None => Trainer::<AB>::resume(
+                run,
+                &splits.train,
+                &splits.dev,
+                Some(config.clone()),
+                device,
+            )?,
+            Some((codec, model)) => {
+                let initial = match &args.init_from {
+                    Some(dir) => Some(Checkpoint::<AB>::load(dir, device)?.model),
+                    None => None,
+                };
+                Trainer::<AB>::new(
+                    name,
+                    model.clone(),
+                    codec.clone(),
+                    &splits.train,
+                    &splits.dev,
+                    config.clone(),
+                    run,
+                    &settings,
+                    initial,
+                    device,
+                )?
+            }
+        })
     };
+    let trainers = (0..devices.len()).map(build).collect::<Result<Vec<_>>>()?;
     let stop = stop_flag()?;
-    let mut printer = Printer {
-        bar: indicatif::ProgressBar::hidden(),
-        progress: !args.no_progress,
-        metric: trainer.best_metric(),
+    let stop: &AtomicBool = &stop;
+    let report = if collectives.is_empty() {
+        let mut trainers = trainers;
+        run_with_progress(&mut trainers[0], stop, &args)?
+    } else {
+        // One thread per device; every peer's data and settings are checked against the
+        // others' first (`with_collective`).
+        let results: Vec<Result<TrainReport>> = std::thread::scope(|s| {
+            let handles: Vec<_> = trainers
+                .into_iter()
+                .zip(collectives)
+                .enumerate()
+                .map(|(k, (trainer, collective))| {
+                    let args = &args;
+                    s.spawn(move || -> Result<TrainReport> {
+                        let mut trainer = trainer.with_collective(collective)?;
+                        let report = match k {
+                            0 => run_with_progress(&mut trainer, stop, args)?,
+                            _ => trainer.run(stop, &mut |_| {})?,
+                        };
+                        trainer.finish_collective()?;
+                        Ok(report)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("a training thread panicked")))
+                })
+                .collect()
+        });
+        let mut reports = Vec::new();
+        for result in results {
+            reports.push(result?);
+        }
+        reports.swap_remove(0)
     };
-    let report = trainer.run(&stop, &mut |e| printer.event(e))?;
-    printer.bar.finish_and_clear();
-    trainer.finish_collective()?;
-    let out = trainer.run_folder().dir().display().to_string();
+    let out = args.out.display().to_string();
     if follower {
         eprintln!(
             "rank {}: {:?} at step {}; rank 0 wrote the run to its {out}",
@@ -1258,7 +1393,7 @@ fn cmd_train<AB: S2sAutodiffBackend>(args: TrainArgs, device: &AB::Device) -> Re
             Ok(scores)
         };
         let mut line = serde_json::json!({ "split": "test", "scores": test(&args.out)? });
-        let averaged = trainer.run_folder().averaged();
+        let averaged = RunFolder::follower(&args.out).averaged();
         if args.average_last > 0 && averaged.is_dir() {
             line["averaged"] = serde_json::to_value(test(&averaged)?)?;
         }

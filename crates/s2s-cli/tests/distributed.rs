@@ -164,6 +164,51 @@ fn two_processes_train_as_one_process_with_two_workers() {
     assert_eq!(decode(&together), decode(&alone));
 }
 
+/// Trains alone with `extra` into `dir/name`; returns the run folder.
+fn train_alone(dir: &Path, name: &str, extra: &[&str]) -> std::path::PathBuf {
+    let run = dir.join(name);
+    let args = base(&run, extra);
+    let out = s2s(&args.iter().map(String::as_str).collect::<Vec<_>>(), b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    run
+}
+
+fn assert_same_training(a: &Path, b: &Path) {
+    let (la, lb) = (valid_losses(a), valid_losses(b));
+    assert_eq!(la.len(), lb.len());
+    for ((sa, x), (sb, y)) in la.iter().zip(&lb) {
+        assert_eq!(sa, sb);
+        assert!((x - y).abs() <= 1e-5 * y, "validation loss {x} vs {y}");
+    }
+}
+
+#[test]
+fn devices_of_one_process_train_as_workers_do() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two CPU peers in one process against one process with two workers.
+    let peers = train_alone(
+        dir.path(),
+        "peers",
+        &["--devices", "cpu,cpu", "--workers", "1"],
+    );
+    let workers = train_alone(dir.path(), "workers", &["--workers", "2"]);
+    assert_same_training(&peers, &workers);
+    // Two processes of two devices each: four peers, ranks 0-3, against four workers.
+    let four = dir.path().join("four");
+    let args = base(&four, &["--devices", "cpu,cpu", "--workers", "1"]);
+    let ports = free_ports();
+    let rank0 = node(&args, 0, ports, &[]);
+    let rank1 = node(&args, 1, ports, &[]);
+    for (rank, child) in [(1, rank1), (0, rank0)] {
+        let out = finish(child, Duration::from_secs(600), "a node");
+        assert!(out.status.success(), "rank {rank}: {}", text(&out.stderr));
+    }
+    let events = std::fs::read_to_string(four.join("metrics.jsonl")).unwrap();
+    assert!(events.contains(r#""peers":4"#), "{events}");
+    let workers4 = train_alone(dir.path(), "workers4", &["--workers", "4"]);
+    assert_same_training(&four, &workers4);
+}
+
 #[test]
 fn nodes_with_other_settings_refuse_to_train_together() {
     let dir = tempfile::tempdir().unwrap();

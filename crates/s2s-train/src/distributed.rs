@@ -1,6 +1,7 @@
 //! [`Collective`] on Burn's `burn-collective` (feature `distributed`): peers as threads of
-//! one process ([`BurnCollective::local`]) or as processes on one or several machines
-//! ([`BurnCollective::node`], one peer per process, joined through a coordinator).
+//! one process ([`BurnCollective::local`]), one per device of a process, alone or as one node
+//! of processes on one or several machines joined through a coordinator
+//! ([`BurnCollective::join`]; [`BurnCollective::node`]: one peer per process).
 //!
 //! The exchanged buffers are host `f32` vectors: they travel as Flex tensors whatever the
 //! training backend (burn-collective moves a tensor to the host to send it across nodes
@@ -60,53 +61,50 @@ impl BurnCollective {
         Self::register(rank, peers, config, timeout)
     }
 
-    /// This process as one node of a run of `settings.nodes` processes. Rank 0 starts the
-    /// coordinator on the coordinator's port. Returns once every node has joined (or fails
-    /// after `settings.timeout`).
+    /// This process as one node of a run of `settings.nodes` processes, with one peer.
+    /// Rank 0 starts the coordinator on the coordinator's port. Returns once every node has
+    /// joined (or fails after `settings.timeout`).
     pub fn node(settings: &NodeSettings) -> Result<Self, CollectiveError> {
-        let NodeSettings {
-            nodes,
-            rank,
-            ref coordinator,
-            ..
-        } = *settings;
-        if nodes == 0 || rank >= nodes {
-            return Err(CollectiveError::Join(format!(
-                "--node-rank {rank} must be below --nodes {nodes}"
-            )));
-        }
-        let coordinator_addr = resolve(coordinator)?;
-        let port = coordinator_addr.port();
-        let data_port = match settings.data_port {
-            Some(p) => p,
-            None => u16::try_from(port as usize + 1 + rank).map_err(|_| {
-                CollectiveError::Join(format!(
-                    "no default data port above the coordinator's port {port}: pass --data-port"
-                ))
-            })?,
+        let mut peers = Self::join(Some(settings), 1, settings.timeout)?;
+        Ok(peers.remove(0))
+    }
+
+    /// The `devices` peers of this process (one per device, each to be driven by its own
+    /// trainer), alone (`node: None`) or as one node of a run of several processes. The
+    /// peers' ranks are `node.rank * devices + d`. Returns once every peer of every node has
+    /// joined (or fails after `timeout`).
+    pub fn join(
+        node: Option<&NodeSettings>,
+        devices: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Self>, CollectiveError> {
+        let devices = devices.max(1);
+        let (config, first, peers) = match node {
+            Some(settings) => (
+                node_config(settings, devices)?,
+                settings.rank * devices,
+                settings.nodes * devices,
+            ),
+            None => (
+                CollectiveConfig::default().with_num_devices(devices),
+                0,
+                devices,
+            ),
         };
-        let host = match &settings.host {
-            Some(h) => h.clone(),
-            None => route_to(coordinator_addr)?,
-        };
-        // burn-collective panics on its own threads when a port is taken: check first.
-        check_port_free(data_port, "--data-port")?;
-        if rank == 0 {
-            check_port_free(port, "the coordinator's port")?;
-            start_coordinator(port)?;
-        }
-        let address = |text: String| {
-            text.parse::<Address>()
-                .map_err(|e| CollectiveError::Join(format!("address {text}: {e:?}")))
-        };
-        let config = CollectiveConfig::default()
-            .with_num_devices(1)
-            .with_num_nodes(nodes as u32)
-            .with_global_address(address(format!("ws://{coordinator}"))?)
-            .with_node_address(address(format!("ws://{host}:{data_port}"))?)
-            .with_data_service_port(data_port)
-            .with_global_all_reduce_strategy(AllReduceStrategy::Tree(2));
-        Self::register(rank, nodes, config, settings.timeout)
+        // burn-collective returns from `register` once every local peer has registered: the
+        // peers register side by side.
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..devices)
+                .map(|d| {
+                    let config = config.clone();
+                    s.spawn(move || Self::register(first + d, peers, config, timeout))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a registering thread panicked"))
+                .collect()
+        })
     }
 
     fn register(
@@ -232,6 +230,56 @@ fn with_timeout<T: Send + 'static>(
             seconds: timeout.as_secs(),
         }),
     }
+}
+
+/// The configuration of one node of `settings` with `devices` local peers: the
+/// coordinator's and this node's addresses, checked; rank 0 starts the coordinator.
+fn node_config(
+    settings: &NodeSettings,
+    devices: usize,
+) -> Result<CollectiveConfig, CollectiveError> {
+    let NodeSettings {
+        nodes,
+        rank,
+        ref coordinator,
+        ..
+    } = *settings;
+    if nodes == 0 || rank >= nodes {
+        return Err(CollectiveError::Join(format!(
+            "--node-rank {rank} must be below --nodes {nodes}"
+        )));
+    }
+    let coordinator_addr = resolve(coordinator)?;
+    let port = coordinator_addr.port();
+    let data_port = match settings.data_port {
+        Some(p) => p,
+        None => u16::try_from(port as usize + 1 + rank).map_err(|_| {
+            CollectiveError::Join(format!(
+                "no default data port above the coordinator's port {port}: pass --data-port"
+            ))
+        })?,
+    };
+    let host = match &settings.host {
+        Some(h) => h.clone(),
+        None => route_to(coordinator_addr)?,
+    };
+    // burn-collective panics on its own threads when a port is taken: check first.
+    check_port_free(data_port, "--data-port")?;
+    if rank == 0 {
+        check_port_free(port, "the coordinator's port")?;
+        start_coordinator(port)?;
+    }
+    let address = |text: String| {
+        text.parse::<Address>()
+            .map_err(|e| CollectiveError::Join(format!("address {text}: {e:?}")))
+    };
+    Ok(CollectiveConfig::default()
+        .with_num_devices(devices)
+        .with_num_nodes(nodes as u32)
+        .with_global_address(address(format!("ws://{coordinator}"))?)
+        .with_node_address(address(format!("ws://{host}:{data_port}"))?)
+        .with_data_service_port(data_port)
+        .with_global_all_reduce_strategy(AllReduceStrategy::Tree(2)))
 }
 
 fn resolve(host_port: &str) -> Result<SocketAddr, CollectiveError> {
