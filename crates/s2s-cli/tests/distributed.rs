@@ -210,6 +210,55 @@ fn devices_of_one_process_train_as_workers_do() {
 }
 
 #[test]
+fn ctrl_c_on_one_node_stops_both_and_both_resume_to_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("r");
+    let args = base(&run, &["--epochs", "4", "--workers", "1"]);
+    let ports = free_ports();
+    let rank0 = node(&args, 0, ports, &[]);
+    let rank1 = node(&args, 1, ports, &[]);
+    // After the first validation, Ctrl-C on rank 1 only.
+    let start = Instant::now();
+    while !std::fs::read_to_string(run.join("metrics.jsonl")).is_ok_and(|m| m.contains("valid")) {
+        assert!(start.elapsed() < Duration::from_secs(300), "no validation");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &rank1.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut steps = Vec::new();
+    for (rank, child) in [(1, rank1), (0, rank0)] {
+        let out = finish(child, Duration::from_secs(300), "a stopped node");
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "rank {rank}: {err}");
+        let step = err
+            .split("at step ")
+            .nth(1)
+            .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
+            .map(str::to_string);
+        steps.push(step.unwrap_or_else(|| panic!("rank {rank}: {err}")));
+    }
+    assert_eq!(steps[0], steps[1], "both stopped after the same step");
+    // Both resume the run and finish it as one process with two workers does.
+    let dir_str = run.to_str().unwrap().to_string();
+    let resume: Vec<String> = ["train", "--resume", &dir_str, "--no-progress"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let ports = free_ports();
+    let rank0 = node(&resume, 0, ports, &[]);
+    let rank1 = node(&resume, 1, ports, &[]);
+    for (rank, child) in [(1, rank1), (0, rank0)] {
+        let out = finish(child, Duration::from_secs(300), "a resumed node");
+        assert!(out.status.success(), "rank {rank}: {}", text(&out.stderr));
+    }
+    let alone = train_alone(dir.path(), "alone", &["--epochs", "4", "--workers", "2"]);
+    assert_same_training(&run, &alone);
+}
+
+#[test]
 fn nodes_with_other_settings_refuse_to_train_together() {
     let dir = tempfile::tempdir().unwrap();
     let ports = free_ports();
