@@ -131,21 +131,8 @@ fn two_processes_train_as_one_process_with_two_workers() {
     assert_eq!(text(&out1.stdout), "");
     assert!(text(&out1.stderr).contains("rank 0 wrote the run"));
 
-    let alone = dir.path().join("alone");
-    let out = s2s(
-        &base(&alone, &["--workers", "2"])
-            .iter()
-            .map(String::as_str)
-            .collect::<Vec<_>>(),
-        b"",
-    );
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let (a, b) = (valid_losses(&together), valid_losses(&alone));
-    assert_eq!(a.len(), b.len());
-    for ((sa, la), (sb, lb)) in a.iter().zip(&b) {
-        assert_eq!(sa, sb);
-        assert!((la - lb).abs() <= 1e-5 * lb, "validation loss {la} vs {lb}");
-    }
+    let alone = train_alone(dir.path(), "alone", &["--workers", "2"]);
+    assert_same_training(&together, &alone);
     // The final models decode the same.
     let decode = |run: &Path| {
         let out = s2s(
